@@ -1,0 +1,151 @@
+//! The command line: one file per command, each with its `<Verb>Args` (whose doc comment is the
+//! `--help` text) and a `run` function. This module parses arguments, turns errors into
+//! `error:` / `caused by:` / `hint:` lines and maps outcomes to exit codes:
+//! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found.
+
+mod schema;
+mod validate;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Clarity reconciles servers with a git config repository: it reads the repository at a
+/// commit, computes what every server should run, compares it with what runs, and shows or
+/// applies the difference.
+#[derive(Debug, Parser)]
+#[command(name = "clarity-reconcile", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Options every command understands.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Config repository (a directory inside a git work tree, or a plain directory).
+    #[arg(long, global = true, default_value = ".", value_name = "PATH")]
+    pub repo: PathBuf,
+    /// Revision to read (branch, tag or commit). Without it, `validate` and `--dry-run` read
+    /// HEAD plus uncommitted changes and say so.
+    #[arg(long, global = true, value_name = "REV")]
+    pub rev: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Validate(validate::ValidateArgs),
+    Schema(schema::SchemaArgs),
+}
+
+/// How a command ended, mapped to the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Nothing to do, or success.
+    Ok,
+    /// Changes pending (`--dry-run`) or drift found.
+    Changes,
+    /// Problems were found and reported (validation errors, failed hosts).
+    Failed,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        match e {
+            Exit::Ok => ExitCode::SUCCESS,
+            Exit::Failed => ExitCode::from(1),
+            Exit::Changes => ExitCode::from(2),
+        }
+    }
+}
+
+/// An error that stops a command, with what caused it and what to do.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub causes: Vec<String>,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            causes: Vec::new(),
+            hint: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The error's own message plus its source chain as `caused by:` lines.
+    pub fn from_error(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut err = CliError::new(e.to_string());
+        let mut source = e.source();
+        while let Some(s) = source {
+            err.causes.push(s.to_string());
+            source = s.source();
+        }
+        err
+    }
+
+    fn print(&self) {
+        eprintln!("error: {}", self.message);
+        for c in &self.causes {
+            eprintln!("caused by: {c}");
+        }
+        if let Some(h) = &self.hint {
+            eprintln!("hint: {h}");
+        }
+    }
+}
+
+impl From<crate::source::SourceError> for CliError {
+    fn from(e: crate::source::SourceError) -> Self {
+        let hint = e.hint();
+        let err = CliError::from_error(&e);
+        match hint {
+            Some(h) => err.hint(h),
+            None => err,
+        }
+    }
+}
+
+pub type CliResult = Result<Exit, CliError>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            e.print();
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Some(Command::Validate(args)) => validate::run(&cli.global, &args),
+        Some(Command::Schema(args)) => schema::run(&args),
+        None => Err(
+            CliError::new("reconciling is not available in this build yet")
+                .hint("run `clarity-reconcile validate` to check a config repository"),
+        ),
+    }
+}

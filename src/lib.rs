@@ -1,0 +1,19 @@
+//! Clarity: a GitOps reconciler for fleets of ordinary servers.
+//!
+//! The pipeline and the dependency rule:
+//!
+//! ```text
+//! source ──▶ load ──▶ desired ──▶ plan ──▶ apply/agent ──▶ ledger
+//!            (model, diag)
+//! ```
+//!
+//! `model`, `diag`, `load`, `desired` and `plan` are pure: they take values and return values
+//! and never touch the network, the clock, processes or the host's filesystem. Everything that
+//! touches the world sits at the edges (`source` reads git, `cli` prints and exits). A module
+//! may depend on modules to its left, never to its right.
+
+pub mod cli;
+pub mod diag;
+pub mod load;
+pub mod model;
+pub mod source;

@@ -1,0 +1,7 @@
+//! `clarity-reconcile`: parse arguments, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    clarity::cli::main()
+}
