@@ -12,8 +12,13 @@
 //! touches the world sits at the edges (`source` reads git, `cli` prints and exits). A module
 //! may depend on modules to its left, never to its right.
 
+pub mod agent;
 pub mod cli;
+pub mod desired;
 pub mod diag;
 pub mod load;
 pub mod model;
+pub mod plan;
+pub mod secret;
 pub mod source;
+pub mod transport;

@@ -3,7 +3,11 @@
 //! `error:` / `caused by:` / `hint:` lines and maps outcomes to exit codes:
 //! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found.
 
+mod agent;
+mod reconcile;
 mod schema;
+pub use schema::all_schemas;
+mod secret;
 mod validate;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -18,6 +22,8 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
+    #[command(flatten)]
+    pub reconcile: reconcile::ReconcileArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -32,6 +38,15 @@ pub struct GlobalArgs {
     /// HEAD plus uncommitted changes and say so.
     #[arg(long, global = true, value_name = "REV")]
     pub rev: Option<String>,
+    /// Only servers of this client.
+    #[arg(long, global = true, value_name = "CLIENT")]
+    pub client: Option<String>,
+    /// Only deployments of this profile (dev, staging, prod, mock, ...).
+    #[arg(long, global = true, value_name = "PROFILE")]
+    pub profile: Option<String>,
+    /// Only this server (host name).
+    #[arg(long, global = true, value_name = "HOSTNAME")]
+    pub server: Option<String>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -48,6 +63,8 @@ pub enum Output {
 pub enum Command {
     Validate(validate::ValidateArgs),
     Schema(schema::SchemaArgs),
+    Secret(secret::SecretArgs),
+    Agent(agent::AgentArgs),
 }
 
 /// How a command ended, mapped to the process exit code.
@@ -128,6 +145,37 @@ impl From<crate::source::SourceError> for CliError {
 
 pub type CliResult = Result<Exit, CliError>;
 
+/// docs/cli-reference.md: the `--help` text of every command, generated from the argument
+/// definitions so the docs cannot drift from the binary.
+pub fn cli_reference() -> String {
+    use clap::CommandFactory;
+    fn render(cmd: &mut clap::Command, path: &str, out: &mut String) {
+        let help = cmd.render_long_help().to_string();
+        out.push_str(&format!(
+            "\n## `{path}`\n\n```text\n{}\n```\n",
+            help.trim_end()
+        ));
+        let names: Vec<String> = cmd
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name().to_string())
+            .collect();
+        for name in names {
+            if let Some(sub) = cmd.find_subcommand_mut(&name) {
+                render(sub, &format!("{path} {name}"), out);
+            }
+        }
+    }
+    let mut out = String::from(
+        "# CLI reference\n\n<!-- Generated from the argument definitions by \
+         tests/generated_files.rs (CLARITY_UPDATE_GENERATED=1 rewrites it); do not edit by hand. -->\n",
+    );
+    let mut cmd = Cli::command().term_width(100);
+    cmd.build();
+    render(&mut cmd, "clarity-reconcile", &mut out);
+    out
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -143,9 +191,8 @@ pub fn run(cli: Cli) -> CliResult {
     match cli.command {
         Some(Command::Validate(args)) => validate::run(&cli.global, &args),
         Some(Command::Schema(args)) => schema::run(&args),
-        None => Err(
-            CliError::new("reconciling is not available in this build yet")
-                .hint("run `clarity-reconcile validate` to check a config repository"),
-        ),
+        Some(Command::Secret(args)) => secret::run(&cli.global, &args),
+        Some(Command::Agent(args)) => agent::run(&args),
+        None => reconcile::run(&cli.global, &cli.reconcile),
     }
 }

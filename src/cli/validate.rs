@@ -4,7 +4,7 @@ use crate::source::{self, ReadMode};
 use clap::Args;
 
 /// Check the config repository: every file against its schema, then every cross-reference,
-/// path and uniqueness rule. Prints every problem at once as `file:line:column: error[code]`;
+/// path and uniqueness rule, then every template rendered for every host that uses it. Prints every problem at once as `file:line:column: error[code]`;
 /// exits 0 when valid, 1 otherwise.
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -19,7 +19,12 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs) -> CliResult {
         None => ReadMode::WorkingTree,
     };
     let snapshot = source::read(&global.repo, &mode)?;
-    let loaded = crate::load::load(&snapshot);
+    let mut loaded = crate::load::load(&snapshot);
+    if !loaded.has_errors() {
+        loaded
+            .diagnostics
+            .extend(crate::desired::check(&loaded.inventory));
+    }
     let errors = loaded.diagnostics.error_count();
     let warnings = loaded.diagnostics.warning_count();
     let failed = errors > 0 || (args.deny_warnings && warnings > 0);

@@ -32,17 +32,39 @@ pub(super) fn run(
     for (name, repo) in &inv.repositories {
         repository(name, repo, &mut out);
     }
-    artifacts(inv, &mut out);
+    artifacts(snapshot, inv, &mut out);
     for (client, entry) in &inv.clients {
         for server in entry.servers.values() {
-            server_file(inv, client, server, &mut out);
+            server_file(snapshot, inv, client, server, &mut out);
         }
-        for ((artifact, profile), dep) in &entry.deployments {
-            deployment(inv, client, entry, artifact, profile, dep, &mut out);
+        for ((_, profile), dep) in &entry.deployments {
+            deployment(snapshot, inv, client, entry, profile, dep, &mut out);
         }
-        secrets(inv, client, entry, &mut out);
+        secrets(snapshot, inv, client, entry, &mut out);
     }
     port_conflicts(inv, &mut out);
+    profile_conflicts(inv, &mut out);
+    // A file that failed to parse was reported already; references to what it defines would
+    // only repeat that as noise.
+    let broken: BTreeSet<String> = inv
+        .unparsed
+        .iter()
+        .filter_map(|path| {
+            let parts: Vec<&str> = path.split('/').collect();
+            let (what, file) = match parts.as_slice() {
+                ["artifacts", f] => ("artifact", f),
+                ["repositories", f] => ("repository", f),
+                ["clients", _, "datacenters", f] => ("datacenter", f),
+                ["clients", _, "servers", f] => ("server", f),
+                _ => return None,
+            };
+            Some(format!(
+                "unknown {what} `{}`",
+                file.trim_end_matches(".yml")
+            ))
+        })
+        .collect();
+    out.retain(|d| !broken.contains(&d.message));
     out
 }
 
@@ -59,6 +81,12 @@ pub(crate) fn relative_path_problem(p: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Whether `path` is in the repository although the inventory lacks what it defines: the file
+/// failed to parse and its errors are reported, so a reference to it is not "unknown" as well.
+fn unparsed(snapshot: &Snapshot, path: &str) -> bool {
+    snapshot.files.contains_key(path)
 }
 
 /// Resolves a symlink's target against its folder; `None` when it leaves the config root.
@@ -555,7 +583,7 @@ fn repository_secrets(r: &Repository) -> Vec<(Vec<Step<'static>>, &SecretRef)> {
     v
 }
 
-fn artifacts(inv: &Inventory, out: &mut Out) {
+fn artifacts(snapshot: &Snapshot, inv: &Inventory, out: &mut Out) {
     for (name, doc) in &inv.artifacts {
         let a = &doc.value;
         mismatch(
@@ -567,7 +595,9 @@ fn artifacts(inv: &Inventory, out: &mut Out) {
             name,
             "file name",
         );
-        if !inv.repositories.contains_key(&a.repository) {
+        if !inv.repositories.contains_key(&a.repository)
+            && !unparsed(snapshot, &format!("repositories/{}.yml", a.repository))
+        {
             out.push(unknown(
                 "unknown-repository",
                 &doc.file,
@@ -610,7 +640,9 @@ fn artifacts(inv: &Inventory, out: &mut Out) {
                     doc.pos(&[K("dependencies"), I(i)]),
                     format!("artifact `{name}` depends on itself"),
                 ));
-            } else if !inv.artifacts.contains_key(dep) {
+            } else if !inv.artifacts.contains_key(dep)
+                && !unparsed(snapshot, &format!("artifacts/{dep}.yml"))
+            {
                 out.push(unknown(
                     "unknown-artifact",
                     &doc.file,
@@ -728,6 +760,7 @@ fn command_argv(out: &mut Out, file: &str, doc: &super::Node, path: &[Step], arg
 }
 
 fn server_file(
+    snapshot: &Snapshot,
     inv: &Inventory,
     client: &str,
     doc: &Doc<super::super::model::Server>,
@@ -735,7 +768,12 @@ fn server_file(
 ) {
     let s = &doc.value;
     let entry = &inv.clients[client];
-    if !entry.datacenters.contains_key(&s.datacenter) {
+    if !entry.datacenters.contains_key(&s.datacenter)
+        && !unparsed(
+            snapshot,
+            &format!("clients/{client}/datacenters/{}.yml", s.datacenter),
+        )
+    {
         let owner = inv
             .clients
             .iter()
@@ -799,6 +837,8 @@ fn agent_settings(a: &AgentSettings, doc: &Doc<super::super::model::Server>, out
 
 /// Checks references in one string value of a deployment.
 struct RefScope<'a> {
+    snapshot: &'a Snapshot,
+    client: &'a str,
     inv: &'a Inventory,
     entry: &'a ClientEntry,
     dep: &'a Doc<Deployment>,
@@ -845,7 +885,9 @@ impl RefScope<'_> {
                     }
                 }
                 RefKind::Template => {
-                    if !self.inv.templates.contains_key(&r.arg) {
+                    if !self.inv.templates.contains_key(&r.arg)
+                        && !unparsed(self.snapshot, &format!("templates/{}", r.arg))
+                    {
                         out.push(unknown(
                             "unknown-template",
                             file,
@@ -862,10 +904,13 @@ impl RefScope<'_> {
     }
 
     fn secret_known(&self, name: &str) -> bool {
-        self.entry
-            .secrets
-            .get(self.profile)
-            .is_some_and(|f| f.value.0.contains_key(name))
+        match self.entry.secrets.get(self.profile) {
+            Some(f) => f.value.0.contains_key(name),
+            None => unparsed(
+                self.snapshot,
+                &format!("secrets/{}/{}.yml", self.client, self.profile),
+            ),
+        }
     }
 
     fn unknown_secret(&self, file: &str, pos: Pos, name: &str) -> Diagnostic {
@@ -898,7 +943,7 @@ impl RefScope<'_> {
 }
 
 /// Finds a dotted path (`a.b.0.c`) in a deployment's configuration.
-pub(crate) fn config_lookup<'a>(
+pub fn config_lookup<'a>(
     config: &'a BTreeMap<String, serde_json::Value>,
     dotted: &str,
 ) -> Option<&'a serde_json::Value> {
@@ -940,10 +985,10 @@ fn json_strings<'a>(
 }
 
 fn deployment(
+    snapshot: &Snapshot,
     inv: &Inventory,
     client: &str,
     entry: &ClientEntry,
-    _artifact: &str,
     profile: &str,
     doc: &Doc<Deployment>,
     out: &mut Out,
@@ -966,6 +1011,7 @@ fn deployment(
     }
     let artifact = inv.artifacts.get(&d.artifact);
     match artifact {
+        None if unparsed(snapshot, &format!("artifacts/{}.yml", d.artifact)) => {}
         None => out.push(unknown(
             "unknown-artifact",
             file,
@@ -1002,6 +1048,7 @@ fn deployment(
         .or(artifact.map(|a| a.value.repository.as_str()));
     if let Some(r) = &d.repository
         && !inv.repositories.contains_key(r)
+        && !unparsed(snapshot, &format!("repositories/{r}.yml"))
     {
         out.push(unknown(
             "unknown-repository",
@@ -1013,6 +1060,8 @@ fn deployment(
         ));
     }
     let scope = RefScope {
+        snapshot,
+        client,
         inv,
         entry,
         dep: doc,
@@ -1054,7 +1103,12 @@ fn deployment(
                 ),
             ));
         }
-        if !entry.servers.contains_key(&t.server) {
+        if !entry.servers.contains_key(&t.server)
+            && !unparsed(
+                snapshot,
+                &format!("clients/{client}/servers/{}.yml", t.server),
+            )
+        {
             let other = inv.server(&t.server).map(|(c, _)| c.to_string());
             out.push(match other {
                 Some(c) => Diagnostic::error(
@@ -1137,7 +1191,9 @@ fn deployment(
                     )
                     .with_hint("templates are named relative to templates/"),
                 );
-            } else if !inv.templates.contains_key(t) {
+            } else if !inv.templates.contains_key(t)
+                && !unparsed(snapshot, &format!("templates/{t}"))
+            {
                 out.push(unknown(
                     "unknown-template",
                     file,
@@ -1394,8 +1450,9 @@ fn destination(out: &mut Out, file: &str, pos: Pos, dest: &str, settings: &Setti
     }
 }
 
-fn secrets(inv: &Inventory, client: &str, entry: &ClientEntry, out: &mut Out) {
+fn secrets(snapshot: &Snapshot, inv: &Inventory, client: &str, entry: &ClientEntry, out: &mut Out) {
     if entry.client.is_none()
+        && !unparsed(snapshot, &format!("clients/{client}/client.yml"))
         && entry.servers.is_empty()
         && entry.deployments.is_empty()
         && entry.datacenters.is_empty()
@@ -1453,7 +1510,7 @@ fn secrets(inv: &Inventory, client: &str, entry: &ClientEntry, out: &mut Out) {
         }
     }
     for (line, r) in &entry.recipients {
-        if !(r.starts_with("age1") || r.starts_with("ssh-ed25519 ") || r.starts_with("ssh-rsa ")) {
+        if let Err(reason) = crate::secret::parse_recipient(r) {
             out.push(
                 Diagnostic::error(
                     "invalid-value",
@@ -1462,10 +1519,42 @@ fn secrets(inv: &Inventory, client: &str, entry: &ClientEntry, out: &mut Out) {
                         line: *line,
                         column: 1,
                     },
-                    "not an age recipient",
+                    format!("not a usable age recipient: {reason}"),
                 )
-                .with_hint("recipients are age public keys (age1...) or SSH public keys"),
+                .with_hint(
+                    "recipients are age public keys (age1..., from `age-keygen -y FILE`) or SSH \
+                     public keys (ssh-ed25519, ssh-rsa), one per line",
+                ),
             );
+        }
+    }
+}
+
+/// One artifact on one server is one deployment directory: two profiles targeting it would
+/// overwrite each other's releases.
+fn profile_conflicts(inv: &Inventory, out: &mut Out) {
+    for entry in inv.clients.values() {
+        let mut seen: HashMap<(&str, &str), &Doc<Deployment>> = HashMap::new();
+        for ((artifact, _), doc) in &entry.deployments {
+            for (i, t) in doc.value.targets.iter().enumerate() {
+                match seen.get(&(artifact.as_str(), t.server.as_str())) {
+                    Some(first) => out.push(
+                        Diagnostic::error(
+                            "target-conflict",
+                            &doc.file,
+                            doc.pos(&[K("targets"), I(i), K("server")]),
+                            format!(
+                                "server `{}` already runs `{artifact}` for profile `{}` ({}); two profiles would overwrite each other's releases",
+                                t.server, first.value.profile, first.file
+                            ),
+                        )
+                        .with_hint("give each profile its own servers"),
+                    ),
+                    None => {
+                        seen.insert((artifact.as_str(), t.server.as_str()), doc);
+                    }
+                }
+            }
         }
     }
 }

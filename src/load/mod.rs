@@ -12,6 +12,7 @@ use crate::model::{
     Artifact, Client, Datacenter, Deployment, FileKind, Repository, SecretsFile, Server, Settings,
 };
 use crate::source::{Content, Snapshot};
+pub use checks::config_lookup;
 use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -54,6 +55,9 @@ pub struct Inventory {
     pub repositories: BTreeMap<String, Doc<Repository>>,
     /// Template text keyed by path under `templates/`.
     pub templates: BTreeMap<String, Arc<str>>,
+    /// Files that exist but could not be parsed; references to what they define are not
+    /// reported again as unknown.
+    pub unparsed: std::collections::BTreeSet<String>,
 }
 
 impl Inventory {
@@ -337,7 +341,13 @@ pub fn load(snapshot: &Snapshot) -> Loaded {
     let mut diagnostics = Diagnostics::default();
     let mut inv = Inventory::default();
     let mut settings_doc = None;
-    for (parsed, diags) in results {
+    for ((parsed, diags), path) in results.into_iter().zip(snapshot.files.keys()) {
+        if diags
+            .iter()
+            .any(|d| d.severity == crate::diag::Severity::Error)
+        {
+            inv.unparsed.insert(path.clone());
+        }
         diagnostics.extend(diags);
         match parsed {
             Parsed::Settings(d) => settings_doc = Some(d),

@@ -218,6 +218,34 @@ fn diagnose(
             // `Option<T>` and untagged enums become anyOf: report the errors of the branch the
             // value was meant for (the one that is not a plain type mismatch at this spot).
             let here = error.instance_path().as_str();
+            let consts: Vec<String> = context
+                .iter()
+                .flatten()
+                .filter_map(|e| match e.kind() {
+                    ValidationErrorKind::Constant { expected_value } => Some(
+                        expected_value
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| expected_value.to_string()),
+                    ),
+                    _ => None,
+                })
+                .collect();
+            if !consts.is_empty() && error.instance().is_string() {
+                // A documented enum: each variant is a `const` branch.
+                return vec![
+                    Diagnostic::error(
+                        "invalid-value",
+                        file,
+                        pos,
+                        format!(
+                            "`{field}` has value {} which is not allowed",
+                            error.instance()
+                        ),
+                    )
+                    .with_hint(format!("use one of: {}", consts.join(", "))),
+                ];
+            }
             let meant: Vec<&Vec<ValidationError>> = context
                 .iter()
                 .filter(|errs| {
@@ -316,8 +344,11 @@ fn type_words(expected: &str) -> String {
 fn type_hint(found: &serde_json::Value, expected: &str) -> String {
     let e = expected.to_lowercase();
     match found {
-        serde_json::Value::Number(_) | serde_json::Value::Bool(_) if e.contains("string") => {
+        serde_json::Value::Number(n) if e.contains("string") && !n.is_f64() => {
             format!("quote the value to make it a string: \"{found}\"")
+        }
+        serde_json::Value::Number(_) | serde_json::Value::Bool(_) if e.contains("string") => {
+            "quote the value so YAML reads it as a string, e.g. \"1.10\" or \"yes\"".into()
         }
         serde_json::Value::String(s) if e.contains("integer") => {
             format!(
@@ -447,6 +478,21 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!((d[0].line, d[0].column), (6, 5));
         assert_eq!(d[0].hint.as_deref(), Some("did you mean `user`?"));
+    }
+
+    #[test]
+    fn documented_enum_lists_choices() {
+        let d = run(
+            FileKind::Server,
+            "hostname: h\ndatacenter: d\nagent:\n  transport: local\n  root: x\n  service_manager: systemv\n",
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, "invalid-value");
+        assert_eq!((d[0].line, d[0].column), (6, 20));
+        assert_eq!(
+            d[0].hint.as_deref(),
+            Some("use one of: systemd, supervisor, process")
+        );
     }
 
     #[test]

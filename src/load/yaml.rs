@@ -69,6 +69,15 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         Err(e) => {
             let pos = e.location().map(pos_of).unwrap_or(Pos::START);
             let rendered = e.to_string();
+            // A second `---` document trips the document budget, but it is a plain mistake,
+            // not an alias bomb.
+            if rendered.contains("budget breached: Documents") {
+                return Err(SyntaxError {
+                    pos,
+                    message: "a second YAML document starts here; a config file holds one".into(),
+                    budget: false,
+                });
+            }
             let budget = rendered.contains("budget breached");
             Err(SyntaxError {
                 pos,
@@ -332,6 +341,13 @@ mod tests {
         }
         let err = parse(&bomb).unwrap_err();
         assert!(err.budget);
+    }
+
+    #[test]
+    fn second_document_is_a_syntax_error_not_a_budget_breach() {
+        let err = parse("a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(!err.budget, "{}", err.message);
+        assert_eq!(err.pos.line, 2);
     }
 
     #[test]

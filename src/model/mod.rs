@@ -6,6 +6,8 @@ mod artifact;
 mod client;
 mod datacenter;
 mod deployment;
+pub mod docs;
+pub mod host;
 pub mod reference;
 mod repository;
 mod server;
@@ -152,6 +154,13 @@ impl FileKind {
             FileKind::Deployment => "clients/<client>/deployments/<artifact>/<profile>.yml",
             FileKind::Secrets => "secrets/<client>/<profile>.yml",
         }
+    }
+
+    /// The text of `schemas/<kind>.schema.json` as checked in.
+    pub fn schema_text(self) -> String {
+        let mut s = serde_json::to_string_pretty(&self.schema()).expect("schemas serialize");
+        s.push('\n');
+        s
     }
 
     /// The JSON Schema generated from the Rust type for this kind.

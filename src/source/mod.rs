@@ -173,7 +173,11 @@ pub fn read(path: &Path, mode: &ReadMode) -> Result<Snapshot, SourceError> {
         ReadMode::WorkingTree => {
             let head = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
             let mut files = match &head {
-                Some(c) => read_tree(&repo, &git_dir, c.id(), &prefix, &workdir)?,
+                // A config root not yet committed is all uncommitted changes.
+                Some(c) => match read_tree(&repo, &git_dir, c.id(), &prefix, &workdir) {
+                    Err(SourceError::NotInCommit { .. }) => BTreeMap::new(),
+                    read => read?,
+                },
                 None => BTreeMap::new(),
             };
             let changed = overlay_worktree(&repo, &root, &prefix, &mut files, &workdir)?;

@@ -1,0 +1,297 @@
+//! `agent inspect`: the host's actual state, read from reality: release directories and the
+//! `current` link on disk, hashes, modes and owners of managed files, the env file, and the
+//! service manager's view of each service. The state file only adds what the disk cannot say.
+
+use super::layout::Layout;
+use super::state::{AgentState, FileRecord, StateError};
+use crate::model::ServiceManager;
+use crate::model::host::{
+    ActualDeployment, ActualFile, ActualHost, ActualService, RecordedFile, ServiceState,
+};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+pub fn inspect(layout: &Layout) -> Result<ActualHost, StateError> {
+    let state = AgentState::load(&layout.state_file())?;
+    let mut host = ActualHost::empty(super::AGENT_VERSION);
+    let names = Names::load();
+    let mut deployment_names: Vec<String> = state.deployments.keys().cloned().collect();
+    // Directories without a record are reported too (an unknown extra deployment is drift).
+    if let Ok(entries) = std::fs::read_dir(layout.deployments_dir()) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !deployment_names.contains(&name) {
+                    deployment_names.push(name);
+                }
+            }
+        }
+    }
+    for name in deployment_names {
+        let record = state.deployments.get(&name).cloned().unwrap_or_default();
+        let current = std::fs::read_link(layout.current_link(&name))
+            .ok()
+            .and_then(|t| t.file_name().map(|f| f.to_string_lossy().into_owned()));
+        let mut releases: Vec<(std::time::SystemTime, String)> =
+            std::fs::read_dir(layout.releases_dir(&name))
+                .map(|rd| {
+                    rd.flatten()
+                        .filter(|e| e.path().is_dir())
+                        .map(|e| {
+                            let t = e
+                                .metadata()
+                                .and_then(|m| m.modified())
+                                .unwrap_or(std::time::UNIX_EPOCH);
+                            (t, e.file_name().to_string_lossy().into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        releases.sort();
+        let mut files = Vec::new();
+        if let Some(rel) = &current
+            && let Some(r) = record.releases.get(rel)
+        {
+            let dir = layout.release_dir(&name, rel);
+            for f in &r.files {
+                files.push(actual_file(&dir.join(&f.destination), f, &names));
+            }
+        }
+        for f in &record.host_files {
+            files.push(actual_file(&layout.host_path(&f.destination), f, &names));
+        }
+        let service = record.service.as_ref().map(|s| ActualService {
+            manager: s.manager,
+            definition_sha256: Some(s.definition_sha256.clone()),
+            state: service_state(layout, &name, s.manager),
+            enabled: s.autostart,
+        });
+        host.deployments.insert(
+            name.clone(),
+            ActualDeployment {
+                current_version: current
+                    .as_ref()
+                    .and_then(|c| record.releases.get(c))
+                    .map(|r| r.version.clone()),
+                current_release: current,
+                releases: releases.into_iter().map(|(_, r)| r).collect(),
+                files,
+                env_sha256: hash_file(&layout.env_file(&name)),
+                service,
+                migrations_applied: record.migrations_applied.clone(),
+            },
+        );
+    }
+    if let Ok(entries) = std::fs::read_dir(layout.cache_dir()) {
+        let mut cached: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect();
+        cached.sort();
+        host.cached_artifacts = cached;
+    }
+    Ok(host)
+}
+
+fn actual_file(path: &Path, record: &FileRecord, names: &Names) -> ActualFile {
+    // symlink_metadata: a link swapped in by hand must not make us hash its target.
+    let meta = std::fs::symlink_metadata(path).ok().filter(|m| m.is_file());
+    ActualFile {
+        destination: record.destination.clone(),
+        exists: meta.is_some(),
+        sha256: meta.as_ref().and_then(|_| hash_file(path)),
+        mode: meta.as_ref().map(|m| format!("{:04o}", m.mode() & 0o7777)),
+        owner: meta.as_ref().map(|m| names.owner(m.uid(), m.gid())),
+        recorded: Some(RecordedFile {
+            sha256: record.sha256.clone(),
+            redacted: record.redacted.clone(),
+        }),
+    }
+}
+
+/// SHA-256 of a file, streamed.
+pub fn hash_file(path: &Path) -> Option<String> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Some(hex::encode(h.finalize()))
+}
+
+fn service_state(layout: &Layout, name: &str, manager: ServiceManager) -> ServiceState {
+    match manager {
+        ServiceManager::Process => process_state(&layout.pid_file(name)),
+        ServiceManager::Systemd => {
+            let unit = format!("clarity-{name}.service");
+            match std::process::Command::new("systemctl")
+                .args(["is-active", &unit])
+                .output()
+            {
+                Ok(o) => match String::from_utf8_lossy(&o.stdout).trim() {
+                    "active" | "activating" | "reloading" => ServiceState::Running,
+                    "failed" => ServiceState::Failed,
+                    "inactive" | "deactivating" => ServiceState::Stopped,
+                    _ => ServiceState::Missing,
+                },
+                Err(_) => ServiceState::Unknown,
+            }
+        }
+        ServiceManager::Supervisor => {
+            let program = format!("clarity-{name}");
+            match std::process::Command::new("supervisorctl")
+                .args(["status", &program])
+                .output()
+            {
+                Ok(o) => {
+                    let out = String::from_utf8_lossy(&o.stdout);
+                    if out.contains("RUNNING") || out.contains("STARTING") {
+                        ServiceState::Running
+                    } else if out.contains("FATAL")
+                        || out.contains("BACKOFF")
+                        || out.contains("EXITED")
+                    {
+                        ServiceState::Failed
+                    } else if out.contains("STOPPED") {
+                        ServiceState::Stopped
+                    } else if out.contains("no such process") {
+                        ServiceState::Missing
+                    } else {
+                        ServiceState::Unknown
+                    }
+                }
+                Err(_) => ServiceState::Unknown,
+            }
+        }
+    }
+}
+
+/// A pidfile names a live process when /proc has it and it is not a zombie.
+pub fn process_state(pid_file: &Path) -> ServiceState {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    else {
+        return ServiceState::Stopped;
+    };
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state letter follows the command name, which is in parentheses and may
+            // itself contain spaces or parentheses.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            if matches!(state, Some("Z") | Some("X")) {
+                ServiceState::Failed
+            } else {
+                ServiceState::Running
+            }
+        }
+        Err(_) => ServiceState::Failed,
+    }
+}
+
+/// User and group names from /etc/passwd and /etc/group (no libc calls needed).
+struct Names {
+    users: BTreeMap<u32, String>,
+    groups: BTreeMap<u32, String>,
+}
+
+impl Names {
+    fn load() -> Names {
+        let parse = |path: &str| -> BTreeMap<u32, String> {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split(':');
+                    let name = f.next()?;
+                    let id = f.nth(1)?.parse().ok()?;
+                    Some((id, name.to_string()))
+                })
+                .collect()
+        };
+        Names {
+            users: parse("/etc/passwd"),
+            groups: parse("/etc/group"),
+        }
+    }
+
+    fn owner(&self, uid: u32, gid: u32) -> String {
+        let u = self
+            .users
+            .get(&uid)
+            .cloned()
+            .unwrap_or_else(|| uid.to_string());
+        let g = self
+            .groups
+            .get(&gid)
+            .cloned()
+            .unwrap_or_else(|| gid.to_string());
+        format!("{u}:{g}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_root_is_an_empty_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = inspect(&Layout::new(dir.path().join("nothing-here"))).unwrap();
+        assert!(host.deployments.is_empty());
+        assert_eq!(host.format, crate::model::host::HOST_STATE_FORMAT);
+    }
+
+    #[test]
+    fn hand_edit_shows_in_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let rel = layout.release_dir("app", "1.0-abc");
+        std::fs::create_dir_all(rel.join("conf")).unwrap();
+        std::fs::write(rel.join("conf/a.yml"), "a: 1\n").unwrap();
+        std::os::unix::fs::symlink(&rel, layout.current_link("app")).unwrap();
+        let record = format!(
+            r#"{{"format":"clarity.agent-state/v1","deployments":{{"app":{{"releases":{{"1.0-abc":{{"version":"1.0","files":[{{"destination":"conf/a.yml","sha256":"{}","redacted":"a: 1\n"}}]}}}}}}}}}}"#,
+            crate::desired::sha256_hex(b"a: 1\n")
+        );
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        std::fs::write(layout.state_file(), record).unwrap();
+        let before = inspect(&layout).unwrap();
+        let f = &before.deployments["app"].files[0];
+        assert_eq!(f.sha256, f.recorded.as_ref().map(|r| r.sha256.clone()));
+        std::fs::write(rel.join("conf/a.yml"), "a: 2\n").unwrap();
+        let after = inspect(&layout).unwrap();
+        let f = &after.deployments["app"].files[0];
+        assert_ne!(f.sha256, f.recorded.as_ref().map(|r| r.sha256.clone()));
+        assert_eq!(
+            after.deployments["app"].current_release.as_deref(),
+            Some("1.0-abc")
+        );
+        assert_eq!(
+            after.deployments["app"].current_version.as_deref(),
+            Some("1.0")
+        );
+    }
+
+    #[test]
+    fn dead_pid_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dir.path().join("x.pid");
+        assert_eq!(process_state(&pid), ServiceState::Stopped);
+        std::fs::write(&pid, format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(process_state(&pid), ServiceState::Running);
+        std::fs::write(&pid, "999999999\n").unwrap();
+        assert_eq!(process_state(&pid), ServiceState::Failed);
+    }
+}

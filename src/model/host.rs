@@ -1,0 +1,113 @@
+//! The agent wire format: what a host actually runs, as `agent inspect` reports it. Versioned
+//! JSON; the reconciler refuses a format it does not know instead of guessing. Contains hashes
+//! and redacted texts only, never file contents that could carry secrets.
+
+use super::ServiceManager;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The `format` value of the current host-state version.
+pub const HOST_STATE_FORMAT: &str = "clarity.host-state/v1";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActualHost {
+    /// Always `clarity.host-state/v1` for this version.
+    pub format: String,
+    /// Version of the agent that inspected the host.
+    pub agent_version: String,
+    /// Deployments the agent manages, by name.
+    #[serde(default)]
+    pub deployments: BTreeMap<String, ActualDeployment>,
+    /// SHA-256 of every artifact in the host's download cache.
+    #[serde(default)]
+    pub cached_artifacts: Vec<String>,
+}
+
+impl ActualHost {
+    /// The state of a host the agent has never touched.
+    pub fn empty(agent_version: &str) -> ActualHost {
+        ActualHost {
+            format: HOST_STATE_FORMAT.to_string(),
+            agent_version: agent_version.to_string(),
+            deployments: BTreeMap::new(),
+            cached_artifacts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActualDeployment {
+    /// Release the `current` link points at, if any.
+    #[serde(default)]
+    pub current_release: Option<String>,
+    /// Version of the current release, as recorded at install.
+    #[serde(default)]
+    pub current_version: Option<String>,
+    /// Every release directory present, oldest first.
+    #[serde(default)]
+    pub releases: Vec<String>,
+    /// Managed files: the current release's config files and the absolute ones.
+    #[serde(default)]
+    pub files: Vec<ActualFile>,
+    /// SHA-256 of the env file the service reads.
+    #[serde(default)]
+    pub env_sha256: Option<String>,
+    #[serde(default)]
+    pub service: Option<ActualService>,
+    /// Migrations recorded as applied (`NNN_name`).
+    #[serde(default)]
+    pub migrations_applied: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActualFile {
+    /// Destination as written in the deployment (relative = inside the release).
+    pub destination: String,
+    pub exists: bool,
+    /// SHA-256 of the bytes on disk now.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// What the agent wrote last time, with secrets already redacted.
+    #[serde(default)]
+    pub recorded: Option<RecordedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedFile {
+    pub sha256: String,
+    /// The content with every secret value replaced by `(sensitive)`.
+    pub redacted: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActualService {
+    pub manager: ServiceManager,
+    /// Hash of the service definition the agent installed.
+    #[serde(default)]
+    pub definition_sha256: Option<String>,
+    pub state: ServiceState,
+    /// Starts at boot.
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    Running,
+    Stopped,
+    Failed,
+    /// The service manager does not know the service.
+    Missing,
+    /// The service manager could not be asked.
+    Unknown,
+}
