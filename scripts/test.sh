@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (Debian packages),
+# then runs rustfmt, clippy and every test. CI runs exactly this (through .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests exercise for real: git, the age CLI (secrets interop), python3 and
+# a JRE (the example repo's demo artifacts).
+packages=(git age python3 default-jre-headless)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Tests run git; make sure commits work on a machine without a global identity.
+export GIT_AUTHOR_NAME="${GIT_AUTHOR_NAME:-clarity-tests}" GIT_AUTHOR_EMAIL="${GIT_AUTHOR_EMAIL:-tests@clarity.invalid}"
+export GIT_COMMITTER_NAME="${GIT_COMMITTER_NAME:-clarity-tests}" GIT_COMMITTER_EMAIL="${GIT_COMMITTER_EMAIL:-tests@clarity.invalid}"
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked
