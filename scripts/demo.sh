@@ -3,6 +3,18 @@
 # servers are local sandboxes under .clarity/demo (no real servers needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Build prerequisites (OpenSSL headers for libssh2) and what the demo services run on.
+missing=()
+for p in build-essential pkg-config libssl-dev python3 default-jre-headless; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 cargo build --quiet
 bin=target/debug/clarity-reconcile
 repo=example-config-repo

@@ -1,0 +1,110 @@
+//! Shared test harness pieces: the prerequisite policy (skip with a message on a laptop, fail
+//! when `CI=true`), servers started as child processes and stopped (and reaped) on drop, and
+//! free loopback ports. Each integration test file that needs them says `mod support;`.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// True when running under CI, where a missing prerequisite is a failure, never a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether a prerequisite is met. On a developer machine an unmet one prints why the test is
+/// skipped; under CI it panics, so a missing package can never turn into a silent pass.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if in_ci() {
+        panic!("prerequisite missing under CI: {what} (scripts/test.sh installs it)");
+    }
+    eprintln!("SKIPPED: {what} (install it, or run scripts/test.sh, to run this test)");
+    false
+}
+
+/// The path of `name` on PATH or in the usual sbin directories.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+pub fn require_program(name: &str) -> Option<PathBuf> {
+    let found = find_program(name);
+    if require(found.is_some(), &format!("program `{name}`")) { found } else { None }
+}
+
+pub fn require_root() -> bool {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_default();
+    require(uid == "0", "running as root")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A server process started by a test; killed and reaped when dropped, even when the test
+/// panics.
+pub struct Server {
+    pub name: String,
+    child: Child,
+}
+
+impl Server {
+    pub fn start(name: &str, cmd: &mut Command) -> Server {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Server {
+            name: name.to_string(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `clarity-reconcile` binary built for this test run.
+pub fn clarity_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_clarity-reconcile"))
+}
