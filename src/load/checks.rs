@@ -44,27 +44,6 @@ pub(super) fn run(
     }
     port_conflicts(inv, &mut out);
     profile_conflicts(inv, &mut out);
-    // A file that failed to parse was reported already; references to what it defines would
-    // only repeat that as noise.
-    let broken: BTreeSet<String> = inv
-        .unparsed
-        .iter()
-        .filter_map(|path| {
-            let parts: Vec<&str> = path.split('/').collect();
-            let (what, file) = match parts.as_slice() {
-                ["artifacts", f] => ("artifact", f),
-                ["repositories", f] => ("repository", f),
-                ["clients", _, "datacenters", f] => ("datacenter", f),
-                ["clients", _, "servers", f] => ("server", f),
-                _ => return None,
-            };
-            Some(format!(
-                "unknown {what} `{}`",
-                file.trim_end_matches(".yml")
-            ))
-        })
-        .collect();
-    out.retain(|d| !broken.contains(&d.message));
     out
 }
 

@@ -55,9 +55,6 @@ pub struct Inventory {
     pub repositories: BTreeMap<String, Doc<Repository>>,
     /// Template text keyed by path under `templates/`.
     pub templates: BTreeMap<String, Arc<str>>,
-    /// Files that exist but could not be parsed; references to what they define are not
-    /// reported again as unknown.
-    pub unparsed: std::collections::BTreeSet<String>,
 }
 
 impl Inventory {
@@ -341,13 +338,7 @@ pub fn load(snapshot: &Snapshot) -> Loaded {
     let mut diagnostics = Diagnostics::default();
     let mut inv = Inventory::default();
     let mut settings_doc = None;
-    for ((parsed, diags), path) in results.into_iter().zip(snapshot.files.keys()) {
-        if diags
-            .iter()
-            .any(|d| d.severity == crate::diag::Severity::Error)
-        {
-            inv.unparsed.insert(path.clone());
-        }
+    for (parsed, diags) in results {
         diagnostics.extend(diags);
         match parsed {
             Parsed::Settings(d) => settings_doc = Some(d),
