@@ -13,6 +13,7 @@
 //! may depend on modules to its left, never to its right.
 
 pub mod agent;
+pub mod apply;
 pub mod cli;
 pub mod desired;
 pub mod diag;

@@ -2,7 +2,7 @@
 //! selected host's desired state, inspect what runs, and print the plan (`--dry-run`).
 
 use super::{CliError, CliResult, Exit, GlobalArgs, Output};
-use crate::desired::{self, Context, InventorySecrets, Selection, Templates};
+use crate::desired::{self, Context, DesiredHost, InventorySecrets, Selection, Templates};
 use crate::model::Transport;
 use crate::model::host::ActualHost;
 use crate::plan::{self, HostPlan, HostStatus, Plan};
@@ -13,7 +13,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Reconcile: compute what every selected server should run, compare it with what runs, and
-/// show (`--dry-run`) the difference.
+/// show (`--dry-run`) or apply the difference. Exit 0 converged or nothing to do, 1 error or a
+/// host that failed or rolled back, 2 changes pending (`--dry-run`).
 #[derive(Debug, Clone, Args)]
 pub struct ReconcileArgs {
     /// Only print the plan; change nothing. Exit 0 nothing to do, 2 changes pending, 1 error.
@@ -40,6 +41,13 @@ pub struct ReconcileArgs {
         value_name = "DIR"
     )]
     pub work_dir: PathBuf,
+    /// Seconds to wait for another reconciler's lock on a host.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub lock_timeout: u64,
+    /// Prune each host's artifact cache to this many bytes after applying (least recently used
+    /// first).
+    #[arg(long, value_name = "BYTES")]
+    pub max_cache: Option<u64>,
     /// age identity file for decrypting secrets (default: $CLARITY_AGE_IDENTITY). Without one,
     /// plans show secrets as unknown.
     #[arg(long, value_name = "FILE")]
@@ -47,15 +55,34 @@ pub struct ReconcileArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
-    if !args.dry_run {
-        return Err(CliError::new("applying is not available in this build yet")
-            .hint("use --dry-run to see the plan; apply arrives with the agent's converge step"));
-    }
-    let mode = match &global.rev {
-        Some(rev) => ReadMode::Commit(rev.clone()),
-        None => ReadMode::WorkingTree,
+    // Applying always means one commit; a dry-run while editing may include uncommitted work
+    // (and says so in its header).
+    let mode = match (&global.rev, args.dry_run) {
+        (Some(rev), _) => ReadMode::Commit(rev.clone()),
+        (None, true) => ReadMode::WorkingTree,
+        (None, false) => ReadMode::Commit("HEAD".into()),
     };
     let snapshot = source::read(&global.repo, &mode)?;
+    if !args.dry_run
+        && let source::Origin::Commit { .. } = snapshot.origin
+    {
+        let changed = source::read(&global.repo, &ReadMode::WorkingTree)
+            .ok()
+            .and_then(|w| match w.origin {
+                source::Origin::WorkingTree { changed, .. } => Some(changed),
+                _ => None,
+            })
+            .unwrap_or_default();
+        if !changed.is_empty() {
+            eprintln!(
+                "warning: {} uncommitted change{} in the config repository {} not applied (apply uses {})",
+                changed.len(),
+                if changed.len() == 1 { "" } else { "s" },
+                if changed.len() == 1 { "is" } else { "are" },
+                snapshot.describe()
+            );
+        }
+    }
     for w in &snapshot.warnings {
         eprintln!("warning: {w}");
     }
@@ -92,6 +119,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         env: std::env::vars().collect(),
         secrets: &secrets,
         lenient_env: false,
+        config_root: Some(snapshot.root.clone()),
     };
     let selection = Selection {
         client: global.client.clone(),
@@ -105,62 +133,22 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
-    let hosts: Vec<HostPlan> = desired
+    let reach = Reach {
+        exe: &exe,
+        work_dir: &work_dir,
+        assume_empty: args.assume_empty_hosts,
+    };
+    let planned: Vec<(Option<DesiredHost>, HostPlan)> = desired
         .into_par_iter()
         .map(|d| match d {
-            Err(errors) => HostPlan {
-                server: errors.first().map(|e| e.server.clone()).unwrap_or_default(),
-                client: String::new(),
-                status: HostStatus::Failed,
-                errors: errors
-                    .iter()
-                    .map(|e| {
-                        let line = e.line.map(|l| format!(":{l}")).unwrap_or_default();
-                        let hint = e
-                            .hint
-                            .as_ref()
-                            .map(|h| format!(" (hint: {h})"))
-                            .unwrap_or_default();
-                        format!("{}{line}: {}{hint}", e.file, e.message)
-                    })
-                    .collect(),
-                deployments: Vec::new(),
-                no_longer_desired: Vec::new(),
-            },
+            Err(errors) => (None, failed_host(&errors)),
             Ok(host) => {
-                let actual = if args.assume_empty_hosts {
-                    Ok(ActualHost::empty(crate::agent::AGENT_VERSION))
-                } else {
-                    match (host.transport, &host.local_root) {
-                        (Transport::Local, Some(root)) => {
-                            crate::transport::Local::new(&host.server, &exe, work_dir.join(root))
-                                .inspect()
-                        }
-                        _ => Err(crate::transport::TransportError {
-                            host: host.server.clone(),
-                            message: "the ssh transport is not available in this build".into(),
-                            unreachable: true,
-                        }),
-                    }
-                };
-                match actual {
-                    Ok(actual) => plan::host_plan(&host, &actual, args.prune),
-                    Err(e) => HostPlan {
-                        server: host.server.clone(),
-                        client: host.client.clone(),
-                        status: if e.unreachable {
-                            HostStatus::Unreachable
-                        } else {
-                            HostStatus::Failed
-                        },
-                        errors: vec![e.message],
-                        deployments: Vec::new(),
-                        no_longer_desired: Vec::new(),
-                    },
-                }
+                let plan = plan_host(&reach, &host, args.prune);
+                (Some(host), plan)
             }
         })
         .collect();
+    let (desired, hosts): (Vec<_>, Vec<_>) = planned.into_iter().unzip();
     let mut plan = Plan::new(
         snapshot.describe(),
         snapshot.commit().map(|c| c.to_string()),
@@ -169,34 +157,288 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     if let Some(base) = &args.base {
         plan.changed_since_base = Some(changed_since(global, base, &snapshot, inv)?);
     }
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match global.output {
-        Output::Text => {
-            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            print!("{}", plan::render_text(&plan, colour));
-        }
+        Output::Text => print!("{}", plan::render_text(&plan, colour)),
         Output::Json => print!("{}", plan::render_json(&plan)),
         Output::Markdown => print!("{}", plan::render_markdown(&plan)),
     }
     let s = &plan.summary;
-    if s.hosts_failed > 0 || (s.hosts_unreachable > 0 && !args.allow_unreachable) {
-        if s.hosts_unreachable > 0 && !args.allow_unreachable {
-            eprintln!(
-                "error: {} host{} unreachable (pass --allow-unreachable to plan the others anyway)",
-                s.hosts_unreachable,
-                if s.hosts_unreachable == 1 {
-                    " is"
-                } else {
-                    "s are"
-                }
-            );
-        }
-        return Ok(Exit::Failed);
+    let unreachable_fails = s.hosts_unreachable > 0 && !args.allow_unreachable;
+    if unreachable_fails {
+        eprintln!(
+            "error: {} host{} unreachable (pass --allow-unreachable to {} the others anyway)",
+            s.hosts_unreachable,
+            if s.hosts_unreachable == 1 {
+                " is"
+            } else {
+                "s are"
+            },
+            if args.dry_run { "plan" } else { "apply" }
+        );
     }
-    Ok(if s.hosts_to_change > 0 {
-        Exit::Changes
+    if args.dry_run {
+        if s.hosts_failed > 0 || unreachable_fails {
+            return Ok(Exit::Failed);
+        }
+        return Ok(if s.hosts_to_change > 0 {
+            Exit::Changes
+        } else {
+            Exit::Ok
+        });
+    }
+    if s.hosts_failed > 0 || unreachable_fails {
+        return Err(
+            CliError::new("nothing was applied: some hosts could not be planned")
+                .hint("fix the errors above, or narrow the run with --server/--client/--profile"),
+        );
+    }
+    let results = apply_hosts(&reach, args, &desired, &plan.hosts);
+    println!();
+    println!("{:<28} {:<14} DETAIL", "HOST", "RESULT");
+    let mut ok = true;
+    for r in &results {
+        ok &= r.outcome == "converged" || r.outcome == "unchanged";
+        println!("{:<28} {:<14} {}", r.host, r.outcome, r.detail);
+    }
+    Ok(if ok { Exit::Ok } else { Exit::Failed })
+}
+
+/// What a run needs to reach hosts.
+struct Reach<'a> {
+    exe: &'a std::path::Path,
+    work_dir: &'a std::path::Path,
+    assume_empty: bool,
+}
+
+impl Reach<'_> {
+    fn local(
+        &self,
+        host: &DesiredHost,
+    ) -> Result<crate::transport::Local, crate::transport::TransportError> {
+        match (host.transport, &host.local_root) {
+            (Transport::Local, Some(root)) => Ok(crate::transport::Local::new(
+                &host.server,
+                self.exe,
+                self.work_dir.join(root),
+            )),
+            _ => Err(crate::transport::TransportError {
+                host: host.server.clone(),
+                message: "the ssh transport is not available in this build".into(),
+                unreachable: true,
+            }),
+        }
+    }
+}
+
+fn failed_host(errors: &[desired::DesiredError]) -> HostPlan {
+    HostPlan {
+        server: errors.first().map(|e| e.server.clone()).unwrap_or_default(),
+        client: String::new(),
+        status: HostStatus::Failed,
+        errors: errors
+            .iter()
+            .map(|e| {
+                let line = e.line.map(|l| format!(":{l}")).unwrap_or_default();
+                let hint = e
+                    .hint
+                    .as_ref()
+                    .map(|h| format!(" (hint: {h})"))
+                    .unwrap_or_default();
+                format!("{}{line}: {}{hint}", e.file, e.message)
+            })
+            .collect(),
+        deployments: Vec::new(),
+        no_longer_desired: Vec::new(),
+    }
+}
+
+/// Inspects one host and plans it.
+fn plan_host(reach: &Reach, host: &DesiredHost, prune: bool) -> HostPlan {
+    let actual = if reach.assume_empty {
+        Ok(ActualHost::empty(crate::agent::AGENT_VERSION))
     } else {
-        Exit::Ok
-    })
+        reach.local(host).and_then(|t| t.inspect())
+    };
+    match actual {
+        Ok(actual) => plan::host_plan(host, &actual, prune),
+        Err(e) => HostPlan {
+            server: host.server.clone(),
+            client: host.client.clone(),
+            status: if e.unreachable {
+                HostStatus::Unreachable
+            } else {
+                HostStatus::Failed
+            },
+            errors: vec![e.message],
+            deployments: Vec::new(),
+            no_longer_desired: Vec::new(),
+        },
+    }
+}
+
+struct HostResult {
+    host: String,
+    outcome: &'static str,
+    detail: String,
+}
+
+/// Applies every host that has changes, in parallel; each prints its steps as they finish.
+fn apply_hosts(
+    reach: &Reach,
+    args: &ReconcileArgs,
+    desired: &[Option<DesiredHost>],
+    plans: &[HostPlan],
+) -> Vec<HostResult> {
+    desired
+        .par_iter()
+        .zip(plans.par_iter())
+        .map(|(d, p)| {
+            let Some(d) = d else {
+                return HostResult {
+                    host: p.server.clone(),
+                    outcome: "failed",
+                    detail: p.errors.join("; "),
+                };
+            };
+            if p.status == HostStatus::Unchanged {
+                return HostResult {
+                    host: p.server.clone(),
+                    outcome: "unchanged",
+                    detail: String::new(),
+                };
+            }
+            apply_host(reach, args, d, p)
+        })
+        .collect()
+}
+
+fn apply_host(
+    reach: &Reach,
+    args: &ReconcileArgs,
+    d: &DesiredHost,
+    first_plan: &HostPlan,
+) -> HostResult {
+    use crate::model::apply::{AgentEvent, HostOutcome, StepStatus};
+    let started = std::time::Instant::now();
+    let result = |outcome, detail: String| HostResult {
+        host: d.server.clone(),
+        outcome,
+        detail,
+    };
+    let transport = match reach.local(d) {
+        Ok(t) => t,
+        Err(e) => return result("unreachable", e.message),
+    };
+    let mut plan = first_plan.clone();
+    // An agent that finds an interrupted apply rolls it back and asks for a new plan: once.
+    for attempt in 0..2 {
+        let req = match crate::apply::request(d, &plan, args.max_cache) {
+            Ok(r) => r,
+            Err(e) => return result("failed", e),
+        };
+        let mut failures = Vec::new();
+        let outcome = transport.apply(&req, args.lock_timeout, &mut |event| match event {
+            AgentEvent::Step {
+                deployment,
+                action,
+                target,
+                status,
+                message,
+                ..
+            } => {
+                let mark = match status {
+                    StepStatus::Ok => "ok",
+                    StepStatus::Failed => "FAILED",
+                    StepStatus::Skipped => "skipped",
+                };
+                let msg = message
+                    .as_ref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default();
+                println!(
+                    "{}: {deployment}: {} {target}: {mark}{msg}",
+                    d.server,
+                    action.verb()
+                );
+                if *status == StepStatus::Failed {
+                    failures.push(format!(
+                        "{deployment}: {} {target}: {}",
+                        action.verb(),
+                        message.clone().unwrap_or_default()
+                    ));
+                }
+            }
+            AgentEvent::Progress {
+                deployment,
+                downloaded,
+                total,
+            } => {
+                if std::io::stderr().is_terminal() {
+                    eprint!(
+                        "\r{}: {deployment}: downloading {}",
+                        d.server,
+                        progress_bar(*downloaded, *total)
+                    );
+                }
+            }
+            AgentEvent::Rollback {
+                deployment,
+                restored,
+                message,
+            } => {
+                println!("{}: {deployment}: rollback: {message}", d.server);
+                if !restored {
+                    failures.push(format!("{deployment}: {message}"));
+                }
+            }
+            AgentEvent::Done {
+                message: Some(m), ..
+            } => println!("{}: {m}", d.server),
+            AgentEvent::Done { .. } => {}
+        });
+        let secs = started.elapsed().as_secs_f64();
+        return match outcome {
+            Ok(HostOutcome::Converged) => result("converged", format!("{secs:.1}s")),
+            Ok(HostOutcome::Recovered) if attempt == 0 => {
+                plan = plan_host(reach, d, args.prune);
+                continue;
+            }
+            Ok(HostOutcome::RolledBack) => result("rolled back", failures.join("; ")),
+            Ok(HostOutcome::RestoreFailed) => result("RESTORE FAILED", failures.join("; ")),
+            Ok(HostOutcome::Failed | HostOutcome::Recovered) => {
+                result("failed", failures.join("; "))
+            }
+            Err(e) => result(
+                if e.unreachable {
+                    "unreachable"
+                } else {
+                    "failed"
+                },
+                e.message,
+            ),
+        };
+    }
+    result(
+        "failed",
+        "the host kept reporting interrupted applies".into(),
+    )
+}
+
+fn progress_bar(done: u64, total: Option<u64>) -> String {
+    match total.filter(|t| *t > 0) {
+        Some(t) => {
+            let width = 30;
+            let filled = ((done as f64 / t as f64) * width as f64).round() as usize;
+            format!(
+                "[{}{}] {:>3}%",
+                "#".repeat(filled.min(width)),
+                " ".repeat(width - filled.min(width)),
+                done * 100 / t
+            )
+        }
+        None => format!("{done} bytes"),
+    }
 }
 
 /// Deployments whose inputs differ between `base` and the snapshot being planned: the

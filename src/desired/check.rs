@@ -18,6 +18,7 @@ pub fn check(inv: &Inventory) -> Vec<Diagnostic> {
         env: Default::default(),
         secrets: &secrets,
         lenient_env: true,
+        config_root: None,
     };
     let mut seen = BTreeSet::new();
     for result in super::hosts(inv, &templates, &Selection::default(), &ctx) {

@@ -89,6 +89,12 @@ pub struct SourceSpec {
     pub location: String,
     /// A human-readable address (URL, host:path, or file path) without credentials.
     pub display: String,
+    /// How the agent reaches it, credentials included (never serialized with the plan).
+    #[serde(skip)]
+    pub wire: crate::model::apply::WireSource,
+    /// Secrets the source needs that could not be decrypted (apply refuses; dry-run is fine).
+    #[serde(skip)]
+    pub missing_credentials: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,8 +188,12 @@ impl EnvValue {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceSpec {
-    /// Argv; a relative program path is resolved inside the release directory.
+    /// Argv as shown (secrets redacted); a relative program path is resolved inside the
+    /// release directory.
     pub command: Vec<String>,
+    /// The real argv, for the agent only.
+    #[serde(skip)]
+    pub command_exposed: Vec<SecretString>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     pub restart_policy: RestartPolicy,

@@ -4,6 +4,7 @@
 use super::render::{SecretBag, Templates};
 use super::*;
 use crate::load::Doc;
+use crate::model::apply::{WireSecret, WireSource};
 use crate::model::reference::{self, Piece, RefKind};
 use crate::model::{Deployment, Repository, Server};
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub struct Context<'a> {
     /// `validate` has no runtime environment: a missing `${ENV:..}` then resolves to a
     /// placeholder instead of failing.
     pub lenient_env: bool,
+    /// The config root on the reconciler's disk, for `file` repositories with relative paths.
+    pub config_root: Option<std::path::PathBuf>,
 }
 
 /// The values `${...}` references of one deployment on one host resolve against.
@@ -187,6 +190,63 @@ fn secret_bag(ctx: &Context, client: &str, profile: &str) -> SecretBag {
             })
             .collect(),
     }
+}
+
+/// The agent's view of a repository: addresses and credentials (from the client's secrets),
+/// plus the names of secrets that could not be decrypted.
+fn wire_source(
+    repo: &Repository,
+    bag: &SecretBag,
+    config_root: Option<&std::path::Path>,
+) -> (WireSource, Vec<String>) {
+    let mut missing = Vec::new();
+    let mut secret = |r: &Option<crate::model::SecretRef>| -> Option<WireSecret> {
+        let r = r.as_ref()?;
+        match bag.values.get(&r.secret) {
+            Some(Ok(Some(v))) => Some(WireSecret(v.clone())),
+            _ => {
+                missing.push(r.secret.clone());
+                None
+            }
+        }
+    };
+    let auth = repo.auth.as_ref();
+    let dir = repo.path.clone().unwrap_or_default();
+    let wire = match repo.kind {
+        RepositoryType::File => WireSource::File {
+            dir: match (dir.starts_with('/'), config_root) {
+                (false, Some(root)) => root.join(&dir).display().to_string(),
+                _ => dir,
+            },
+        },
+        RepositoryType::Http => WireSource::Http {
+            base_url: repo.url.clone().unwrap_or_default(),
+            username: auth.and_then(|a| a.username.clone()),
+            password: auth.and_then(|a| secret(&a.password)),
+            token: auth.and_then(|a| secret(&a.token)),
+        },
+        RepositoryType::Sftp => WireSource::Sftp {
+            host: repo.host.clone().unwrap_or_default(),
+            port: repo.port.unwrap_or(22),
+            dir,
+            username: repo.username.clone().unwrap_or_default(),
+            password: auth.and_then(|a| secret(&a.password)),
+            private_key: auth.and_then(|a| secret(&a.private_key)),
+            host_key: repo.host_key.clone(),
+        },
+        RepositoryType::Ftp => WireSource::Ftp {
+            host: repo.host.clone().unwrap_or_default(),
+            port: repo.port.unwrap_or(21),
+            dir,
+            username: repo.username.clone(),
+            password: secret(&repo.password),
+            passive: repo.passive.unwrap_or(true),
+        },
+        RepositoryType::S3 | RepositoryType::GoogleDrive => WireSource::Unsupported {
+            kind: repo.kind.as_str().to_string(),
+        },
+    };
+    (wire, missing)
 }
 
 fn source_display(repo: &Repository, location: &str) -> String {
@@ -361,19 +421,23 @@ fn deployment(
         .and_then(|s| s.command.clone())
         .or_else(|| a.run.as_ref().map(|r| r.command.clone()));
     let service = match command {
-        Some(cmd) => Some(ServiceSpec {
-            command: cmd
+        Some(cmd) => {
+            let argv: Vec<String> = cmd
                 .iter()
-                .map(|c| scope.resolve(c, true).map(|v| redact(&v, &redactions)))
+                .map(|c| scope.resolve(c, true))
                 .collect::<Result<_, _>>()
-                .map_err(|m| fail(format!("service.command: {m}"), None))?,
-            user: d.service.as_ref().and_then(|s| s.user.clone()),
-            restart_policy: d.restart_policy,
-            autostart: d.autostart,
-            limits: d.service.as_ref().and_then(|s| s.limits.clone()),
-            ports: d.ports.clone(),
-            volumes: d.volumes.clone(),
-        }),
+                .map_err(|m| fail(format!("service.command: {m}"), None))?;
+            Some(ServiceSpec {
+                command: argv.iter().map(|v| redact(v, &redactions)).collect(),
+                command_exposed: argv.into_iter().map(SecretString::new).collect(),
+                user: d.service.as_ref().and_then(|s| s.user.clone()),
+                restart_policy: d.restart_policy,
+                autostart: d.autostart,
+                limits: d.service.as_ref().and_then(|s| s.limits.clone()),
+                ports: d.ports.clone(),
+                volumes: d.volumes.clone(),
+            })
+        }
         None => None,
     };
 
@@ -436,11 +500,17 @@ fn deployment(
             version: version.version.clone(),
             sha256: version.sha256.to_ascii_lowercase(),
             size: version.size,
-            source: SourceSpec {
-                repository: repo_name.to_string(),
-                kind: repo.value.kind,
-                location: version.location.clone(),
-                display: source_display(&repo.value, &version.location),
+            source: {
+                let (wire, missing_credentials) =
+                    wire_source(&repo.value, bag, ctx.config_root.as_deref());
+                SourceSpec {
+                    repository: repo_name.to_string(),
+                    kind: repo.value.kind,
+                    location: version.location.clone(),
+                    display: source_display(&repo.value, &version.location),
+                    wire,
+                    missing_credentials,
+                }
             },
         },
         release,

@@ -2,6 +2,7 @@
 //! names operators write. These types describe files as written (after schema validation); the
 //! cross-checked whole is `load::Inventory`. Nothing here reads files or talks to hosts.
 
+pub mod apply;
 mod artifact;
 mod client;
 mod datacenter;

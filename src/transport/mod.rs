@@ -2,9 +2,11 @@
 //! exchanges versioned JSON with it. Only `local` exists in this build (the `mock` sandboxes);
 //! SSH hosts are reported unreachable rather than silently skipped.
 
+use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
 use crate::model::host::{ActualHost, HOST_STATE_FORMAT};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportError {
@@ -63,6 +65,81 @@ impl Local {
             ));
         }
         parse_host_state(&out.stdout).map_err(|m| self.error(m, false))
+    }
+}
+
+impl Local {
+    /// Runs `agent apply` with `req` on stdin and hands each event line to `on_event` as it
+    /// arrives. Returns the outcome the agent reported at the end.
+    pub fn apply(
+        &self,
+        req: &ApplyRequest,
+        lock_timeout_s: u64,
+        on_event: &mut dyn FnMut(&AgentEvent),
+    ) -> Result<HostOutcome, TransportError> {
+        let mut child = Command::new(&self.exe)
+            .args(["agent", "apply", "--root"])
+            .arg(&self.root)
+            .args(["--lock-timeout", &lock_timeout_s.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                self.error(
+                    format!("cannot start the agent {}: {e}", self.exe.display()),
+                    true,
+                )
+            })?;
+        // The request holds secrets: it goes to the agent's stdin and nowhere else.
+        let body = serde_json::to_vec(req).expect("requests serialize");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&body).map_err(|e| {
+                self.error(format!("cannot send the plan to the agent: {e}"), false)
+            })?;
+        }
+        let stderr = child.stderr.take();
+        let stderr_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut e) = stderr {
+                let _ = std::io::Read::read_to_string(&mut e, &mut s);
+            }
+            s
+        });
+        let mut outcome = None;
+        if let Some(stdout) = child.stdout.take() {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<AgentEvent>(&line) {
+                    Ok(event) => {
+                        if let AgentEvent::Done { outcome: o, .. } = &event {
+                            outcome = Some(*o);
+                        }
+                        on_event(&event);
+                    }
+                    Err(e) => {
+                        return Err(self.error(
+                            format!("the agent sent a line that is not an event ({e})"),
+                            false,
+                        ));
+                    }
+                }
+            }
+        }
+        let status = child
+            .wait()
+            .map_err(|e| self.error(format!("waiting for the agent: {e}"), false))?;
+        let stderr = stderr_reader.join().unwrap_or_default();
+        match outcome {
+            Some(o) => Ok(o),
+            None => Err(self.error(
+                format!(
+                    "the agent ended ({status}) without reporting an outcome; the next run finds its journal and rolls back what it started{}",
+                    if stderr.trim().is_empty() { String::new() } else { format!(": {}", stderr.trim()) }
+                ),
+                false,
+            )),
+        }
     }
 }
 

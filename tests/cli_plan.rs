@@ -1,0 +1,398 @@
+//! `--dry-run` with the real binary on the example repository: exit codes, every step for every
+//! mock host, JSON that validates against the published schema, `--base`, and a canary secret
+//! that must never appear in any output.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("example-config-repo")
+}
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(support::clarity_bin());
+    cmd.args(args)
+        .env_remove("CLARITY_AGE_IDENTITY")
+        .env("NO_COLOR", "1");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const MOCK_HOSTS: [&str; 4] = [
+    "nt-sbx-mon01",
+    "nt-sbx-sms01",
+    "sw-sbx-mon01",
+    "sw-sbx-sms01",
+];
+
+#[test]
+fn mock_dry_run_on_empty_sandboxes_lists_every_step_and_exits_2() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = example();
+    let o = run(
+        &[
+            "--repo",
+            repo.to_str().unwrap(),
+            "--profile",
+            "mock",
+            "--dry-run",
+            "--work-dir",
+            work.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    for host in MOCK_HOSTS {
+        assert!(
+            out.contains(&format!("host {host} (")),
+            "{host} missing:\n{out}"
+        );
+    }
+    let json = run(
+        &[
+            "--repo",
+            repo.to_str().unwrap(),
+            "--profile",
+            "mock",
+            "--dry-run",
+            "--output",
+            "json",
+            "--work-dir",
+            work.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(json.status.code(), Some(2));
+    let plan: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let hosts = plan["hosts"].as_array().unwrap();
+    let names: Vec<&str> = hosts
+        .iter()
+        .map(|h| h["server"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, MOCK_HOSTS);
+    for h in hosts {
+        assert_eq!(h["status"], "changes");
+        for d in h["deployments"].as_array().unwrap() {
+            let actions: Vec<&str> = d["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["action"].as_str().unwrap())
+                .collect();
+            for needed in [
+                "fetch_artifact",
+                "install_release",
+                "install_service",
+                "switch_release",
+                "start_service",
+            ] {
+                assert!(
+                    actions.contains(&needed),
+                    "{} on {}: {actions:?}",
+                    d["name"],
+                    h["server"]
+                );
+            }
+        }
+    }
+    // Nothing was created by planning.
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&plan)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn real_hosts_are_unreachable_in_this_build_and_fail_unless_allowed() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = example();
+    let base = [
+        "--repo",
+        repo.to_str().unwrap(),
+        "--dry-run",
+        "--work-dir",
+        work.path().to_str().unwrap(),
+    ];
+    let o = run(&base, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("unreachable (pass --allow-unreachable"),
+        "{}",
+        text(&o)
+    );
+    let mut allowed = base.to_vec();
+    allowed.push("--allow-unreachable");
+    let o = run(&allowed, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("UNREACHABLE"));
+}
+
+#[test]
+fn markdown_output_is_a_pull_request_comment() {
+    let work = tempfile::tempdir().unwrap();
+    let repo = example();
+    let o = run(
+        &[
+            "--repo",
+            repo.to_str().unwrap(),
+            "--profile",
+            "mock",
+            "--dry-run",
+            "--output",
+            "markdown",
+            "--work-dir",
+            work.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(md.starts_with("### Clarity plan for "), "{md}");
+    assert!(md.contains("| host | client | status | deployments |"));
+    assert!(md.contains("```diff"));
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@clarity.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@clarity.invalid")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn base_lists_exactly_the_deployments_a_template_change_touches() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("config");
+    copy_dir(&example(), &repo);
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "base"]);
+    let t = repo.join("templates/monitoring-stack/exporter.conf.j2");
+    let body = std::fs::read_to_string(&t).unwrap();
+    std::fs::write(&t, body.replacen("\"listen\"", "\"listen_address\"", 1)).unwrap();
+    git(&repo, &["commit", "-qam", "rename listen key"]);
+    let work = dir.path().join("work");
+    let o = run(
+        &[
+            "--repo",
+            repo.to_str().unwrap(),
+            "--profile",
+            "mock",
+            "--dry-run",
+            "--base",
+            "HEAD~1",
+            "--output",
+            "json",
+            "--work-dir",
+            work.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let plan: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    let changed: Vec<&str> = plan["changed_since_base"]["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = std::fs::read_dir(repo.join("clients"))
+        .unwrap()
+        .flat_map(|c| {
+            let c = c.unwrap().path();
+            let client = c.file_name().unwrap().to_string_lossy().into_owned();
+            std::fs::read_dir(c.join("deployments/monitoring-stack"))
+                .into_iter()
+                .flatten()
+                .map(move |p| {
+                    format!(
+                        "{client}/monitoring-stack/{}",
+                        p.unwrap().path().file_stem().unwrap().to_string_lossy()
+                    )
+                })
+        })
+        .collect();
+    let mut expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(changed, expected);
+}
+
+const CANARY: &str = "CANARY-plan-41c7e2";
+
+/// A copy of the example with every mock secret replaced by a canary value encrypted to a
+/// fresh key; returns (dir, identity file).
+fn canary_repo() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("config");
+    copy_dir(&example(), &repo);
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let recipients = clarity::secret::Recipients::parse(&recipient).unwrap();
+    for client in ["nordtel", "sunwave"] {
+        let path = repo.join(format!("secrets/{client}/mock.yml"));
+        let entries =
+            clarity::secret::file::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        for name in entries.keys() {
+            out.insert(
+                name.clone(),
+                clarity::secret::encrypt(&format!("{CANARY}-{name}"), &recipients).unwrap(),
+            );
+        }
+        std::fs::write(&path, clarity::secret::file::render("# canary\n", &out)).unwrap();
+    }
+    let key = dir.path().join("canary.agekey");
+    std::fs::write(
+        &key,
+        format!(
+            "{}\n",
+            age::secrecy::ExposeSecret::expose_secret(&identity.to_string())
+        ),
+    )
+    .unwrap();
+    (dir, repo, key)
+}
+
+#[test]
+fn canary_secret_never_appears_in_validate_plans_or_errors() {
+    let (dir, repo, key) = canary_repo();
+    let work = dir.path().join("work");
+    let r = repo.to_str().unwrap();
+    let w = work.to_str().unwrap();
+    let k = key.to_str().unwrap();
+    // The canary is really there and decryptable: otherwise the test proves nothing.
+    let get = run(
+        &[
+            "--repo",
+            r,
+            "--client",
+            "nordtel",
+            "--profile",
+            "mock",
+            "secret",
+            "get",
+            "smpp_password",
+            "--age-identity",
+            k,
+        ],
+        &[],
+    );
+    assert!(
+        String::from_utf8_lossy(&get.stdout).contains(CANARY),
+        "{}",
+        text(&get)
+    );
+
+    let mut outputs = vec![("validate", run(&["--repo", r, "validate"], &[]))];
+    for format in ["text", "json", "markdown"] {
+        let o = run(
+            &[
+                "--repo",
+                r,
+                "--profile",
+                "mock",
+                "--dry-run",
+                "--output",
+                format,
+                "--work-dir",
+                w,
+                "--age-identity",
+                k,
+            ],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let out = text(&o);
+        assert!(
+            out.contains("(sensitive)"),
+            "the secret is not used where the test expects it:\n{out}"
+        );
+        outputs.push((format, o));
+    }
+    // An error while rendering a template that also renders a secret.
+    let t = repo.join("templates/smsgateway/gateway.properties.j2");
+    let body = std::fs::read_to_string(&t).unwrap();
+    std::fs::write(
+        &t,
+        format!("{body}\nbroken={{{{ config.no_such_value }}}}\n"),
+    )
+    .unwrap();
+    let failing = run(
+        &[
+            "--repo",
+            r,
+            "--profile",
+            "mock",
+            "--dry-run",
+            "--work-dir",
+            w,
+            "--age-identity",
+            k,
+        ],
+        &[],
+    );
+    assert_ne!(failing.status.code(), Some(0));
+    assert!(
+        text(&failing).contains("gateway.properties.j2"),
+        "{}",
+        text(&failing)
+    );
+    outputs.push(("template error", failing));
+    outputs.push((
+        "validate with error",
+        run(&["--repo", r, "validate", "--output", "json"], &[]),
+    ));
+    for (what, o) in &outputs {
+        assert!(
+            !text(o).contains(CANARY),
+            "{what} leaked the canary:\n{}",
+            text(o)
+        );
+    }
+}
