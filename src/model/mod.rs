@@ -10,6 +10,7 @@ mod deployment;
 pub mod docs;
 pub mod host;
 pub mod reference;
+pub mod run;
 mod repository;
 mod server;
 mod settings;
