@@ -47,6 +47,7 @@ fn desired_hosts(repo: &Path) -> Vec<desired::DesiredHost> {
         env: BTreeMap::new(),
         secrets: &secrets,
         lenient_env: false,
+        config_root: None,
     };
     desired::hosts(&loaded.inventory, &templates, &Selection::default(), &ctx)
         .into_iter()
@@ -91,6 +92,8 @@ fn converged(d: &desired::DesiredHost) -> ActualHost {
                     enabled: true,
                 }),
                 migrations_applied: Vec::new(),
+                migrations_pending: Vec::new(),
+                known_releases: vec![dep.release.clone()],
             },
         );
     }
@@ -298,4 +301,69 @@ fn plan_json_validates_against_the_published_schema() {
             .collect();
         assert!(errors.is_empty(), "{errors:?}");
     }
+}
+
+fn findings(actual: &BTreeMap<String, ActualHost>) -> Vec<(String, String, &'static str)> {
+    desired_hosts(&fixtures().join("repo"))
+        .iter()
+        .flat_map(|d| {
+            plan::drift::drift(d, actual.get(&d.server).unwrap_or(&ActualHost::empty("t")))
+        })
+        .map(|f| (f.server, f.deployment, f.kind.as_str()))
+        .collect()
+}
+
+#[test]
+fn converged_hosts_have_no_drift() {
+    assert_eq!(findings(&actual_states()), vec![]);
+}
+
+#[test]
+fn drift_names_each_kind_of_difference() {
+    let mut actual = actual_states();
+    let web1 = actual
+        .get_mut("web-1")
+        .unwrap()
+        .deployments
+        .get_mut("web")
+        .unwrap();
+    web1.files[0].sha256 = Some("0".repeat(64));
+    web1.files[1].exists = false;
+    web1.service.as_mut().unwrap().state = ServiceState::Stopped;
+    web1.releases.push("0.9.0-handmade".into());
+    let web2 = actual
+        .get_mut("web-2")
+        .unwrap()
+        .deployments
+        .get_mut("web")
+        .unwrap();
+    web2.current_release = Some("1.0.0-000000000000".into());
+    web2.migrations_pending = vec!["002_add_index".into()];
+    let worker = actual.get_mut("worker-1").unwrap();
+    worker
+        .deployments
+        .insert("legacy".into(), ActualDeployment::default());
+    worker
+        .deployments
+        .get_mut("worker")
+        .unwrap()
+        .service
+        .as_mut()
+        .unwrap()
+        .enabled = false;
+    let mut got = findings(&actual);
+    got.sort();
+    let s = |a: &str, b: &str, c: &'static str| (a.to_string(), b.to_string(), c);
+    let mut want = vec![
+        s("web-1", "web", "file-modified"),
+        s("web-1", "web", "file-missing"),
+        s("web-1", "web", "service-stopped"),
+        s("web-1", "web", "unknown-release"),
+        s("web-2", "web", "wrong-release"),
+        s("web-2", "web", "migration-pending"),
+        s("worker-1", "legacy", "unknown-deployment"),
+        s("worker-1", "worker", "service-disabled"),
+    ];
+    want.sort();
+    assert_eq!(got, want);
 }

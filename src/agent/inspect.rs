@@ -69,6 +69,16 @@ pub fn inspect(layout: &Layout) -> Result<ActualHost, StateError> {
             state: service_state(layout, &name, s.manager),
             enabled: s.autostart,
         });
+        let migrations_pending = current
+            .as_ref()
+            .zip(record.migrations_dir.as_ref())
+            .map(|(rel, dir)| {
+                pending_migrations(
+                    &layout.release_dir(&name, rel).join(dir),
+                    &record.migrations_applied,
+                )
+            })
+            .unwrap_or_default();
         host.deployments.insert(
             name.clone(),
             ActualDeployment {
@@ -81,6 +91,8 @@ pub fn inspect(layout: &Layout) -> Result<ActualHost, StateError> {
                 files,
                 env_sha256: hash_file(&layout.env_file(&name)),
                 service,
+                migrations_pending,
+                known_releases: record.releases.keys().cloned().collect(),
                 migrations_applied: record.migrations_applied.clone(),
             },
         );
@@ -95,6 +107,26 @@ pub fn inspect(layout: &Layout) -> Result<ActualHost, StateError> {
         host.cached_artifacts = cached;
     }
     Ok(host)
+}
+
+/// `NNN_name` of every `NNN_name.up.sql` in `dir` whose version is not in `applied`.
+fn pending_migrations(dir: &Path, applied: &[String]) -> Vec<String> {
+    let mut pending: Vec<(u64, String)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".up.sql")?.to_string();
+            let version: u64 = stem.split('_').next()?.parse().ok()?;
+            (!applied
+                .iter()
+                .any(|a| a.parse::<u64>().ok() == Some(version)))
+            .then_some((version, stem))
+        })
+        .collect();
+    pending.sort();
+    pending.into_iter().map(|(_, s)| s).collect()
 }
 
 fn actual_file(path: &Path, record: &FileRecord, names: &Names) -> ActualFile {

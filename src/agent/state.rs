@@ -33,8 +33,12 @@ pub struct DeploymentRecord {
     pub host_files: Vec<FileRecord>,
     #[serde(default)]
     pub service: Option<ServiceRecord>,
+    /// Versions of the migrations applied, as decimal strings.
     #[serde(default)]
     pub migrations_applied: Vec<String>,
+    /// Where the deployment's migrations live inside a release.
+    #[serde(default)]
+    pub migrations_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

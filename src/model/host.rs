@@ -60,6 +60,13 @@ pub struct ActualDeployment {
     /// Migrations recorded as applied (`NNN_name`).
     #[serde(default)]
     pub migrations_applied: Vec<String>,
+    /// Migrations shipped in the current release that are not recorded as applied.
+    #[serde(default)]
+    pub migrations_pending: Vec<String>,
+    /// Releases the agent installed (from its record); a release directory not in this list
+    /// was put there by something else.
+    #[serde(default)]
+    pub known_releases: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

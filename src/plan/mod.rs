@@ -3,8 +3,10 @@
 //! redacted). A step whose outcome cannot be known before running says so instead of being
 //! skipped. Pure: plans are data; dry-run renders them, apply executes the same value.
 
+pub mod drift;
 mod render;
 
+pub use crate::model::apply::Action;
 pub use render::{render_json, render_markdown, render_text};
 
 use crate::desired::{DesiredDeployment, DesiredFile, DesiredHost};
@@ -122,40 +124,6 @@ pub struct Step {
     /// Set when the outcome cannot be known before running; says why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub known_after_apply: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    FetchArtifact,
-    InstallRelease,
-    WriteFile,
-    WriteEnv,
-    RunMigrations,
-    InstallService,
-    SwitchRelease,
-    StartService,
-    RestartService,
-    HealthCheck,
-    RemoveDeployment,
-}
-
-impl Action {
-    pub fn verb(self) -> &'static str {
-        match self {
-            Action::FetchArtifact => "fetch artifact",
-            Action::InstallRelease => "install release",
-            Action::WriteFile => "write",
-            Action::WriteEnv => "write env file",
-            Action::RunMigrations => "run migrations",
-            Action::InstallService => "install service definition",
-            Action::SwitchRelease => "switch release",
-            Action::StartService => "start service",
-            Action::RestartService => "restart service",
-            Action::HealthCheck => "health check",
-            Action::RemoveDeployment => "remove deployment",
-        }
-    }
 }
 
 fn step(action: Action, change: Change, target: impl Into<String>) -> Step {
