@@ -32,6 +32,9 @@ pub struct Backup {
     pub path: PathBuf,
     /// The copy of its previous content; `None` when it did not exist.
     pub copy: Option<PathBuf>,
+    /// The previous owner (uid, gid), restored with the content.
+    #[serde(default)]
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Journal {
@@ -68,6 +71,10 @@ impl Journal {
         if self.backups.iter().any(|b| b.path == path) {
             return Ok(());
         }
+        let owner = std::fs::metadata(path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.uid(), m.gid())
+        });
         let copy = if path.is_file() {
             let dir = Journal::backup_dir(state_dir);
             let copy = dir.join(format!("{}", self.backups.len()));
@@ -87,6 +94,7 @@ impl Journal {
         self.backups.push(Backup {
             path: path.to_path_buf(),
             copy,
+            owner,
         });
         self.save(state_dir)
     }
@@ -105,7 +113,14 @@ impl Journal {
                             })
                             .unwrap_or(0o600);
                         super::files::write_atomic(&b.path, &bytes, mode, None)
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| e.to_string())?;
+                        match b.owner {
+                            Some((uid, gid)) => {
+                                nix::unistd::chown(&b.path, Some(uid.into()), Some(gid.into()))
+                                    .map_err(|e| e.to_string())
+                            }
+                            None => Ok(()),
+                        }
                     }),
                 None => match std::fs::remove_file(&b.path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
@@ -117,5 +132,32 @@ impl Journal {
             }
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restores_overwritten_files_and_removes_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let existing = dir.path().join("etc/app.conf");
+        let created = dir.path().join("etc/new.conf");
+        std::fs::create_dir_all(existing.parent().unwrap()).unwrap();
+        std::fs::write(&existing, "old\n").unwrap();
+        let mut j = Journal::default();
+        j.back_up(&state, &existing).unwrap();
+        j.back_up(&state, &created).unwrap();
+        std::fs::write(&existing, "new\n").unwrap();
+        std::fs::write(&created, "new\n").unwrap();
+        // The journal on disk is what a later agent reads after a crash.
+        let reloaded = Journal::load(&state).unwrap();
+        assert!(reloaded.restore_files().is_empty());
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "old\n");
+        assert!(!created.exists());
+        Journal::clear(&state);
+        assert!(Journal::load(&state).is_none());
     }
 }
