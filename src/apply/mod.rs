@@ -2,6 +2,8 @@
 //! `HostPlan` that `--dry-run` prints (its steps, in its order) plus the desired state's data,
 //! so apply cannot do something the plan did not show.
 
+pub mod rollout;
+
 use crate::desired::{DesiredDeployment, DesiredFile, DesiredHost};
 use crate::model::apply::{
     APPLY_FORMAT, ApplyDeployment, ApplyRequest, WireArtifact, WireFile, WireMigrations,
@@ -9,18 +11,32 @@ use crate::model::apply::{
 };
 use crate::plan::{Change, HostPlan};
 
-/// The request for `host`, or why it cannot be built (credentials that were not decrypted).
+/// Which part of a host's plan one agent call carries: hosts receive one rollout unit (one
+/// deployment) at a time, and removals (`--prune`) last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part<'a> {
+    Deployment(&'a str),
+    Removals,
+}
+
+/// The request for one part of `host`'s plan, or why it cannot be built (credentials that
+/// were not decrypted).
 pub fn request(
     desired: &DesiredHost,
     plan: &HostPlan,
+    part: Part,
     max_cache_bytes: Option<u64>,
 ) -> Result<ApplyRequest, String> {
     let mut deployments = Vec::new();
     let mut remove = Vec::new();
     for dp in &plan.deployments {
-        if dp.change == Change::Delete {
-            remove.push(dp.name.clone());
-            continue;
+        match part {
+            Part::Removals if dp.change == Change::Delete => {
+                remove.push(dp.name.clone());
+                continue;
+            }
+            Part::Deployment(name) if name == dp.name && dp.change != Change::Delete => {}
+            _ => continue,
         }
         if dp.steps.is_empty() {
             continue;

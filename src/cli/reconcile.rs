@@ -283,60 +283,181 @@ struct HostResult {
     detail: String,
 }
 
-/// Applies every host that has changes, in parallel; each prints its steps as they finish.
+/// How bad a host outcome is, to keep the worst of a host's rollout units.
+fn severity(outcome: &str) -> u8 {
+    match outcome {
+        "unchanged" => 0,
+        "converged" => 1,
+        "not attempted" => 2,
+        "unreachable" => 3,
+        "failed" => 4,
+        "rolled back" => 5,
+        _ => 6,
+    }
+}
+
+/// Applies every change, one rollout unit (a deployment file) at a time in dependency order,
+/// batch by batch; hosts within a batch run in parallel and print each step as it finishes.
 fn apply_hosts(
     reach: &Reach,
     args: &ReconcileArgs,
     desired: &[Option<DesiredHost>],
     plans: &[HostPlan],
 ) -> Vec<HostResult> {
-    desired
-        .par_iter()
-        .zip(plans.par_iter())
-        .map(|(d, p)| {
-            let Some(d) = d else {
-                return HostResult {
-                    host: p.server.clone(),
-                    outcome: "failed",
-                    detail: p.errors.join("; "),
-                };
+    use crate::apply::rollout::{self, Next, Unit};
+    use std::collections::BTreeMap;
+    let mut results: BTreeMap<String, HostResult> = BTreeMap::new();
+    let mut hosts: BTreeMap<&str, &DesiredHost> = BTreeMap::new();
+    let mut host_plans: BTreeMap<&str, &HostPlan> = BTreeMap::new();
+    let mut units: BTreeMap<String, (Unit, Vec<(i32, String)>)> = BTreeMap::new();
+    for (d, p) in desired.iter().zip(plans) {
+        let outcome = if p.status == HostStatus::Unchanged {
+            "unchanged"
+        } else {
+            "converged"
+        };
+        results.insert(
+            p.server.clone(),
+            HostResult {
+                host: p.server.clone(),
+                outcome,
+                detail: String::new(),
+            },
+        );
+        let Some(d) = d else { continue };
+        hosts.insert(&d.server, d);
+        host_plans.insert(&d.server, p);
+        for dp in p
+            .deployments
+            .iter()
+            .filter(|dp| !dp.steps.is_empty() && dp.change != crate::plan::Change::Delete)
+        {
+            let Some(dd) = d.deployments.iter().find(|x| x.name == dp.name) else {
+                continue;
             };
-            if p.status == HostStatus::Unchanged {
-                return HostResult {
-                    host: p.server.clone(),
-                    outcome: "unchanged",
-                    detail: String::new(),
-                };
-            }
-            apply_host(reach, args, d, p)
+            let key = format!("{}/{}/{}", d.client, dd.name, dd.profile);
+            let entry = units.entry(key.clone()).or_insert_with(|| {
+                (
+                    Unit {
+                        key,
+                        client: d.client.clone(),
+                        deployment: dd.name.clone(),
+                        profile: dd.profile.clone(),
+                        hosts: Vec::new(),
+                        rollout: dd.rollout.clone(),
+                        depends_on: dd.depends_on.clone(),
+                    },
+                    Vec::new(),
+                )
+            });
+            entry.1.push((dd.priority, d.server.clone()));
+        }
+    }
+    let units: Vec<Unit> = units
+        .into_values()
+        .map(|(mut u, mut hs)| {
+            hs.sort();
+            u.hosts = hs.into_iter().map(|(_, h)| h).collect();
+            u
         })
-        .collect()
+        .collect();
+    let mut halted: Option<String> = None;
+    let record = |results: &mut BTreeMap<String, HostResult>,
+                  host: &str,
+                  outcome: &'static str,
+                  detail: String| {
+        if let Some(r) = results.get_mut(host) {
+            if severity(outcome) > severity(r.outcome) {
+                r.outcome = outcome;
+            }
+            if !detail.is_empty() {
+                if !r.detail.is_empty() {
+                    r.detail.push_str("; ");
+                }
+                r.detail.push_str(&detail);
+            }
+        }
+    };
+    for unit in rollout::order(units) {
+        let mut failed = 0;
+        for batch in unit.batches() {
+            if let Some(why) = &halted {
+                for h in &batch.hosts {
+                    record(
+                        &mut results,
+                        h,
+                        "not attempted",
+                        format!("{}: {why}", unit.deployment),
+                    );
+                }
+                continue;
+            }
+            let outcomes: Vec<(String, &'static str, String)> = batch
+                .hosts
+                .par_iter()
+                .map(|h| {
+                    let (o, detail) = run_agent(
+                        reach,
+                        args,
+                        hosts[h.as_str()],
+                        host_plans[h.as_str()],
+                        crate::apply::Part::Deployment(&unit.deployment),
+                    );
+                    (h.clone(), o, detail)
+                })
+                .collect();
+            let failed_here = outcomes
+                .iter()
+                .filter(|(_, o, _)| *o != "converged")
+                .count();
+            for (h, o, detail) in outcomes {
+                record(&mut results, &h, o, detail);
+            }
+            if let Next::Halt(why) = rollout::after_batch(&unit, &batch, failed_here, failed) {
+                println!("halt: {why}");
+                halted = Some(why);
+            }
+            failed += failed_here;
+        }
+    }
+    for (server, p) in &host_plans {
+        if p.deployments
+            .iter()
+            .any(|d| d.change == crate::plan::Change::Delete)
+            && halted.is_none()
+        {
+            let (o, detail) =
+                run_agent(reach, args, hosts[server], p, crate::apply::Part::Removals);
+            record(&mut results, server, o, detail);
+        }
+    }
+    results.into_values().collect()
 }
 
-fn apply_host(
+/// One agent call for one part of a host's plan; returns the host outcome and a detail.
+fn run_agent(
     reach: &Reach,
     args: &ReconcileArgs,
     d: &DesiredHost,
     first_plan: &HostPlan,
-) -> HostResult {
+    part: crate::apply::Part,
+) -> (&'static str, String) {
     use crate::model::apply::{AgentEvent, HostOutcome, StepStatus};
     let started = std::time::Instant::now();
-    let result = |outcome, detail: String| HostResult {
-        host: d.server.clone(),
-        outcome,
-        detail,
-    };
     let transport = match reach.local(d) {
         Ok(t) => t,
-        Err(e) => return result("unreachable", e.message),
+        Err(e) => return ("unreachable", e.message),
     };
     let mut plan = first_plan.clone();
     // An agent that finds an interrupted apply rolls it back and asks for a new plan: once.
     for attempt in 0..2 {
-        let req = match crate::apply::request(d, &plan, args.max_cache) {
+        let req = match crate::apply::request(d, &plan, part, args.max_cache) {
             Ok(r) => r,
-            Err(e) => return result("failed", e),
+            Err(e) => return ("failed", e),
         };
+        if req.deployments.is_empty() && req.remove.is_empty() {
+            return ("converged", String::new());
+        }
         let mut failures = Vec::new();
         let outcome = transport.apply(&req, args.lock_timeout, &mut |event| match event {
             AgentEvent::Step {
@@ -399,17 +520,15 @@ fn apply_host(
         });
         let secs = started.elapsed().as_secs_f64();
         return match outcome {
-            Ok(HostOutcome::Converged) => result("converged", format!("{secs:.1}s")),
+            Ok(HostOutcome::Converged) => ("converged", format!("{secs:.1}s")),
             Ok(HostOutcome::Recovered) if attempt == 0 => {
                 plan = plan_host(reach, d, args.prune);
                 continue;
             }
-            Ok(HostOutcome::RolledBack) => result("rolled back", failures.join("; ")),
-            Ok(HostOutcome::RestoreFailed) => result("RESTORE FAILED", failures.join("; ")),
-            Ok(HostOutcome::Failed | HostOutcome::Recovered) => {
-                result("failed", failures.join("; "))
-            }
-            Err(e) => result(
+            Ok(HostOutcome::RolledBack) => ("rolled back", failures.join("; ")),
+            Ok(HostOutcome::RestoreFailed) => ("RESTORE FAILED", failures.join("; ")),
+            Ok(HostOutcome::Failed | HostOutcome::Recovered) => ("failed", failures.join("; ")),
+            Err(e) => (
                 if e.unreachable {
                     "unreachable"
                 } else {
@@ -419,7 +538,7 @@ fn apply_host(
             ),
         };
     }
-    result(
+    (
         "failed",
         "the host kept reporting interrupted applies".into(),
     )

@@ -65,6 +65,10 @@ pub struct DesiredDeployment {
     pub keep_releases: u32,
     /// Other deployments on the same host this one depends on.
     pub depends_on: Vec<String>,
+    /// How the deployment rolls out across its targets.
+    pub rollout: Option<crate::model::Rollout>,
+    /// This host's priority among the deployment's targets (lower goes first).
+    pub priority: i32,
 }
 
 #[derive(Debug, Clone, Serialize)]

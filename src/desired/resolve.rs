@@ -524,6 +524,13 @@ fn deployment(
         health_checks,
         keep_releases: d.keep_releases.unwrap_or(inv.settings.keep_releases),
         depends_on: a.dependencies.clone(),
+        rollout: d.rollout.clone(),
+        priority: d
+            .targets
+            .iter()
+            .find(|t| t.server == server)
+            .map(|t| t.priority)
+            .unwrap_or_default(),
     })
 }
 
