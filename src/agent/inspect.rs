@@ -63,11 +63,14 @@ pub fn inspect(layout: &Layout) -> Result<ActualHost, StateError> {
         for f in &record.host_files {
             files.push(actual_file(&layout.host_path(&f.destination), f, &names));
         }
-        let service = record.service.as_ref().map(|s| ActualService {
-            manager: s.manager,
-            definition_sha256: Some(s.definition_sha256.clone()),
-            state: service_state(layout, &name, s.manager),
-            enabled: s.autostart,
+        let service = record.service.as_ref().map(|s| {
+            let (state, enabled) = service_state(layout, &name, s.manager, s.autostart);
+            ActualService {
+                manager: s.manager,
+                definition_sha256: Some(s.definition_sha256.clone()),
+                state,
+                enabled,
+            }
         });
         let migrations_pending = current
             .as_ref()
@@ -160,76 +163,24 @@ pub fn hash_file(path: &Path) -> Option<String> {
     Some(hex::encode(h.finalize()))
 }
 
-fn service_state(layout: &Layout, name: &str, manager: ServiceManager) -> ServiceState {
-    match manager {
-        ServiceManager::Process => process_state(&layout.pid_file(name)),
-        ServiceManager::Systemd => {
-            let unit = format!("clarity-{name}.service");
-            match std::process::Command::new("systemctl")
-                .args(["is-active", &unit])
-                .output()
-            {
-                Ok(o) => match String::from_utf8_lossy(&o.stdout).trim() {
-                    "active" | "activating" | "reloading" => ServiceState::Running,
-                    "failed" => ServiceState::Failed,
-                    "inactive" | "deactivating" => ServiceState::Stopped,
-                    _ => ServiceState::Missing,
-                },
-                Err(_) => ServiceState::Unknown,
-            }
-        }
-        ServiceManager::Supervisor => {
-            let program = format!("clarity-{name}");
-            match std::process::Command::new("supervisorctl")
-                .args(["status", &program])
-                .output()
-            {
-                Ok(o) => {
-                    let out = String::from_utf8_lossy(&o.stdout);
-                    if out.contains("RUNNING") || out.contains("STARTING") {
-                        ServiceState::Running
-                    } else if out.contains("FATAL")
-                        || out.contains("BACKOFF")
-                        || out.contains("EXITED")
-                    {
-                        ServiceState::Failed
-                    } else if out.contains("STOPPED") {
-                        ServiceState::Stopped
-                    } else if out.contains("no such process") {
-                        ServiceState::Missing
-                    } else {
-                        ServiceState::Unknown
-                    }
-                }
-                Err(_) => ServiceState::Unknown,
-            }
-        }
-    }
-}
-
-/// A pidfile names a live process when /proc has it and it is not a zombie.
-pub fn process_state(pid_file: &Path) -> ServiceState {
-    let Some(pid) = std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-    else {
-        return ServiceState::Stopped;
+/// What the host's service manager says about a deployment's service: its state and whether
+/// it starts at boot. The manager recorded at install picks the backend, so a host that moved
+/// between managers is still asked about the service where it was installed. When the manager
+/// cannot say whether the service is enabled, the recorded `autostart` stands in.
+fn service_state(
+    layout: &Layout,
+    name: &str,
+    manager: ServiceManager,
+    recorded_autostart: bool,
+) -> (ServiceState, bool) {
+    let backend = crate::service::for_host(layout, manager);
+    let service = crate::service::service_name(name);
+    let state = backend.state(&service);
+    let enabled = match state {
+        ServiceState::Missing => false,
+        _ => backend.enabled(&service).unwrap_or(recorded_autostart),
     };
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state letter follows the command name, which is in parentheses and may
-            // itself contain spaces or parentheses.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
-            if matches!(state, Some("Z") | Some("X")) {
-                ServiceState::Failed
-            } else {
-                ServiceState::Running
-            }
-        }
-        Err(_) => ServiceState::Failed,
-    }
+    (state, enabled)
 }
 
 /// User and group names from /etc/passwd and /etc/group (no libc calls needed).
@@ -317,13 +268,31 @@ mod tests {
     }
 
     #[test]
-    fn dead_pid_is_not_running() {
+    fn service_state_comes_from_the_recorded_manager() {
+        use crate::service::{ProcessBackend, ServiceBackend, ServiceDefinition};
         let dir = tempfile::tempdir().unwrap();
-        let pid = dir.path().join("x.pid");
-        assert_eq!(process_state(&pid), ServiceState::Stopped);
+        let layout = Layout::new(dir.path());
+        let state = || service_state(&layout, "app", ServiceManager::Process, true);
+        assert_eq!(state(), (ServiceState::Missing, false));
+        let backend = ProcessBackend::new(layout.run_dir());
+        backend
+            .install(&ServiceDefinition {
+                name: crate::service::service_name("app"),
+                command: vec!["/bin/sleep".into(), "30".into()],
+                working_dir: layout.current_link("app"),
+                env_file: None,
+                user: None,
+                restart: crate::model::RestartPolicy::Always,
+                autostart: false,
+                limits: None,
+                log_file: layout.deployment_dir("app").join("logs/service.log"),
+            })
+            .unwrap();
+        assert_eq!(state(), (ServiceState::Stopped, false));
+        let pid = layout.pid_file("clarity-app");
         std::fs::write(&pid, format!("{}\n", std::process::id())).unwrap();
-        assert_eq!(process_state(&pid), ServiceState::Running);
+        assert_eq!(state().0, ServiceState::Running);
         std::fs::write(&pid, "999999999\n").unwrap();
-        assert_eq!(process_state(&pid), ServiceState::Failed);
+        assert_eq!(state().0, ServiceState::Failed);
     }
 }

@@ -19,6 +19,9 @@ pub struct Journal {
     /// Files overwritten outside the release, with their backups.
     pub backups: Vec<Backup>,
     pub service_installed: bool,
+    /// The service definition before this apply, reinstalled on rollback.
+    #[serde(default)]
+    pub previous_service: Option<super::state::ServiceInputs>,
     pub switched: bool,
     /// Migration versions applied by this apply (reverted with down migrations on rollback).
     pub migrations_applied: Vec<i64>,

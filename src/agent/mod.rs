@@ -1,11 +1,15 @@
 //! The agent: the same binary, run on a host (over SSH, or locally for `mock` sandboxes) to
 //! inspect and converge that one host. It reads and writes only below its root directory.
 
+pub mod apply;
 pub mod files;
+pub mod health;
 pub mod inspect;
 pub mod journal;
 pub mod layout;
 pub mod lock;
+pub mod migrate_step;
+pub mod migrate;
 pub mod release;
 pub mod state;
 

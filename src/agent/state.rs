@@ -61,6 +61,20 @@ pub struct ServiceRecord {
     pub manager: ServiceManager,
     pub definition_sha256: String,
     pub autostart: bool,
+    /// What the definition was made from, so a rollback can put it back. (The state file is
+    /// readable by the agent's user only.)
+    #[serde(default)]
+    pub definition: Option<ServiceInputs>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInputs {
+    pub command: Vec<String>,
+    pub user: Option<String>,
+    pub restart: crate::model::RestartPolicy,
+    pub autostart: bool,
+    pub limits: Option<crate::model::Limits>,
+    pub env_file: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

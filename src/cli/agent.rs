@@ -1,6 +1,7 @@
 use super::{CliError, CliResult, Exit};
 use crate::agent::layout::Layout;
 use clap::{Args, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 
 /// The agent side: run on a host (over SSH, or locally for `mock` sandboxes) by the
@@ -21,8 +22,41 @@ pub enum AgentCommand {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// Converge this host: read a plan (`clarity.apply/v1` JSON) on stdin, execute its steps
+    /// under the host lock, and stream one JSON event per line on stdout. A failed step rolls
+    /// the deployment back. Exit 0 converged, 1 otherwise.
+    Apply {
+        /// Root directory the agent manages (`/` on a real host, the sandbox for `mock`).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Seconds to wait for another agent's lock on this host before giving up.
+        #[arg(long, default_value_t = 300)]
+        lock_timeout: u64,
+    },
     /// Print the agent version and the wire formats it speaks.
     Version,
+    /// Download an artifact over HTTP(S) into a content-addressed cache, verify its sha256 (and
+    /// size) before it gets its name, and print the cached path. An artifact already in the
+    /// cache is not downloaded again, so operators can pre-seed a host's cache with it.
+    Fetch {
+        /// The artifact's URL (http or https; no credentials in it).
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// Expected sha256, 64 hex digits.
+        #[arg(long, value_name = "HEX")]
+        sha256: String,
+        /// Expected size in bytes.
+        #[arg(long, value_name = "BYTES")]
+        size: Option<u64>,
+        /// Cache directory (the agent's is `<root>/var/lib/clarity/cache`).
+        #[arg(long, value_name = "DIR")]
+        cache: PathBuf,
+    },
+    /// Print the sha256 of a file, hashed the way downloads are verified.
+    Hash {
+        /// The file.
+        file: PathBuf,
+    },
 }
 
 pub fn run(args: &AgentArgs) -> CliResult {
@@ -35,6 +69,76 @@ pub fn run(args: &AgentArgs) -> CliResult {
                 "{}",
                 serde_json::to_string_pretty(&host).expect("host state serializes")
             );
+        }
+        AgentCommand::Apply { root, lock_timeout } => {
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+                .map_err(|e| CliError::new(format!("cannot read the plan from stdin: {e}")))?;
+            // Never echo the input in an error: it carries secrets.
+            let req: crate::model::apply::ApplyRequest =
+                serde_json::from_str(&input).map_err(|e| {
+                    CliError::new(format!(
+                        "the plan on stdin is not a valid apply request (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    ))
+                })?;
+            let opts = crate::agent::apply::ApplyOptions {
+                lock_timeout: std::time::Duration::from_secs(*lock_timeout),
+                kill_after_steps: std::env::var(crate::agent::apply::KILL_AFTER_STEPS_ENV)
+                    .ok()
+                    .and_then(|v| v.parse().ok()),
+            };
+            let mut out = std::io::stdout().lock();
+            let outcome =
+                crate::agent::apply::apply(&Layout::new(root), &req, &opts, &mut |event| {
+                    let line = serde_json::to_string(&event).expect("events serialize");
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                });
+            return Ok(if outcome == crate::model::apply::HostOutcome::Converged {
+                Exit::Ok
+            } else {
+                Exit::Failed
+            });
+        }
+        AgentCommand::Fetch {
+            url,
+            sha256,
+            size,
+            cache,
+        } => {
+            // The last path segment is the artifact; everything before it plays the base URL.
+            let (base_url, location) = url
+                .rsplit_once('/')
+                .filter(|(base, file)| {
+                    base.contains("://") && !base.ends_with('/') && !file.is_empty()
+                })
+                .ok_or_else(|| CliError::new("the URL does not end with a file name"))?;
+            let source = crate::fetch::Source::Http {
+                base_url: base_url.to_string(),
+                auth: crate::fetch::HttpAuth::None,
+            };
+            let artifact = crate::fetch::Artifact {
+                repository: "command line",
+                location,
+                sha256,
+                size: *size,
+            };
+            let fetched = crate::fetch::fetch(
+                &source,
+                &artifact,
+                &crate::fetch::Cache::new(cache),
+                &crate::fetch::Retry::default(),
+                &mut |_| {},
+            )
+            .map_err(|e| CliError::from_error(&e))?;
+            println!("{}", fetched.path.display());
+        }
+        AgentCommand::Hash { file } => {
+            let (sha256, _) = crate::fetch::sha256_file(file)
+                .map_err(|e| CliError::new(format!("cannot hash {}: {e}", file.display())))?;
+            println!("{sha256}");
         }
         AgentCommand::Version => {
             println!(

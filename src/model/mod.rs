@@ -10,8 +10,8 @@ mod deployment;
 pub mod docs;
 pub mod host;
 pub mod reference;
-pub mod run;
 mod repository;
+pub mod run;
 mod server;
 mod settings;
 

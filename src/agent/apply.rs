@@ -1,0 +1,885 @@
+//! `agent apply`: execute one host's plan. The reconciler sends the plan's steps with the data
+//! to carry them out; the agent runs them in order under the host lock, journalling before each
+//! change, and streams one JSON event per step. When a step fails — fetch, install, migration,
+//! start or health check — it rolls the deployment back: the previous release, the previous
+//! files, down migrations (or the database backup), a restart, and a health check of what it
+//! restored. If that fails too it stops and says "failed to restore" rather than flapping.
+
+use super::files::{parse_mode, write_atomic};
+use super::journal::Journal;
+use super::layout::Layout;
+use super::lock::HostLock;
+use super::state::{
+    AgentState, DeploymentRecord, FileRecord, ReleaseRecord, ServiceInputs, ServiceRecord,
+};
+use crate::model::ServiceManager;
+use crate::model::apply::{
+    Action, AgentEvent, ApplyDeployment, ApplyRequest, HostOutcome, StepStatus, WireSource,
+};
+use crate::service::{ServiceBackend, ServiceDefinition};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub struct ApplyOptions {
+    /// How long to wait for another agent's lock on this host.
+    pub lock_timeout: Duration,
+    /// Fault injection for tests: the agent kills itself with SIGKILL right after finishing
+    /// this many steps (counted across the whole apply).
+    pub kill_after_steps: Option<usize>,
+}
+
+/// The env var that sets `kill_after_steps`; used only by the crash tests.
+pub const KILL_AFTER_STEPS_ENV: &str = "CLARITY_AGENT_KILL_AFTER_STEPS";
+
+type Emit<'a> = &'a mut dyn FnMut(AgentEvent);
+
+/// The service backend for a manager on this host.
+pub fn backend(layout: &Layout, manager: ServiceManager) -> Box<dyn ServiceBackend> {
+    crate::service::for_host(layout, manager)
+}
+
+pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emit) -> HostOutcome {
+    let done = |emit: Emit, outcome, message: Option<String>| {
+        emit(AgentEvent::Done { outcome, message });
+        outcome
+    };
+    if req.format != crate::model::apply::APPLY_FORMAT {
+        return done(
+            emit,
+            HostOutcome::Failed,
+            Some(format!(
+                "apply request format `{}`, this agent reads `{}`",
+                req.format,
+                crate::model::apply::APPLY_FORMAT
+            )),
+        );
+    }
+    let _lock = match HostLock::acquire(
+        &layout.state_dir().join("lock"),
+        &req.host,
+        opts.lock_timeout,
+        &mut |m| eprintln!("{m}"),
+    ) {
+        Ok(l) => l,
+        Err(e) => return done(emit, HostOutcome::Failed, Some(e.to_string())),
+    };
+    let backend = backend(layout, req.service_manager);
+    if let Some(journal) = Journal::load(&layout.state_dir()) {
+        let restored = rollback(layout, backend.as_ref(), &journal, None, emit);
+        if restored {
+            Journal::clear(&layout.state_dir());
+        }
+        return done(
+            emit,
+            if restored {
+                HostOutcome::Recovered
+            } else {
+                HostOutcome::RestoreFailed
+            },
+            Some(format!(
+                "an earlier apply of `{}` was interrupted; it was rolled back to release {}; plan again",
+                journal.deployment,
+                journal.previous_release.as_deref().unwrap_or("(none)")
+            )),
+        );
+    }
+    let mut state = match AgentState::load(&layout.state_file()) {
+        Ok(s) => s,
+        Err(e) => return done(emit, HostOutcome::Failed, Some(e.to_string())),
+    };
+    let mut runner = Runner {
+        layout,
+        backend: backend.as_ref(),
+        steps_done: 0,
+        kill_after: opts.kill_after_steps,
+    };
+    for (i, dep) in req.deployments.iter().enumerate() {
+        match runner.deployment(dep, &mut state, emit) {
+            Ok(()) => {}
+            Err(restored) => {
+                for later in &req.deployments[i + 1..] {
+                    for s in &later.steps {
+                        emit(AgentEvent::Step {
+                            deployment: later.name.clone(),
+                            action: s.action,
+                            target: s.target.clone(),
+                            status: StepStatus::Skipped,
+                            duration_ms: 0,
+                            message: Some(format!(
+                                "not attempted: `{}` failed before it",
+                                dep.name
+                            )),
+                            bytes: None,
+                        });
+                    }
+                }
+                let outcome = if restored {
+                    HostOutcome::RolledBack
+                } else {
+                    HostOutcome::RestoreFailed
+                };
+                return done(emit, outcome, Some(format!("`{}` failed", dep.name)));
+            }
+        }
+    }
+    for name in &req.remove {
+        let started = Instant::now();
+        let result = remove_deployment(layout, backend.as_ref(), name, &mut state);
+        emit(step_event(
+            name,
+            Action::RemoveDeployment,
+            name,
+            &result,
+            started,
+            None,
+        ));
+    }
+    if let Some(max) = req.max_cache_bytes {
+        let _ = crate::fetch::Cache::new(layout.cache_dir()).prune(max);
+    }
+    done(emit, HostOutcome::Converged, None)
+}
+
+fn step_event(
+    dep: &str,
+    action: Action,
+    target: &str,
+    result: &Result<Option<String>, String>,
+    started: Instant,
+    bytes: Option<u64>,
+) -> AgentEvent {
+    AgentEvent::Step {
+        deployment: dep.to_string(),
+        action,
+        target: target.to_string(),
+        status: if result.is_ok() {
+            StepStatus::Ok
+        } else {
+            StepStatus::Failed
+        },
+        duration_ms: started.elapsed().as_millis() as u64,
+        message: match result {
+            Ok(m) => m.clone(),
+            Err(e) => Some(e.clone()),
+        },
+        bytes,
+    }
+}
+
+struct Runner<'a> {
+    layout: &'a Layout,
+    backend: &'a dyn ServiceBackend,
+    steps_done: usize,
+    kill_after: Option<usize>,
+}
+
+impl Runner<'_> {
+    /// Converges one deployment; on failure rolls it back and returns whether that worked.
+    fn deployment(
+        &mut self,
+        dep: &ApplyDeployment,
+        state: &mut AgentState,
+        emit: Emit,
+    ) -> Result<(), bool> {
+        let layout = self.layout;
+        let state_dir = layout.state_dir();
+        let mut journal = Journal {
+            deployment: dep.name.clone(),
+            release: dep.release.clone(),
+            previous_release: current_release(layout, &dep.name),
+            previous_service: state
+                .deployments
+                .get(&dep.name)
+                .and_then(|r| r.service.as_ref())
+                .and_then(|s| s.definition.clone()),
+            ..Journal::default()
+        };
+        if let Err(e) = journal.save(&state_dir) {
+            emit(AgentEvent::Done {
+                outcome: HostOutcome::Failed,
+                message: Some(e.to_string()),
+            });
+            return Err(true);
+        }
+        let mut health_index = 0;
+        let mut fetched: Option<PathBuf> = None;
+        let mut applied_migrations = Vec::new();
+        for step in &dep.steps {
+            let started = Instant::now();
+            let mut bytes = None;
+            let result: Result<Option<String>, String> = match step.action {
+                Action::FetchArtifact => self.fetch(dep, emit).map(|(path, n, cached)| {
+                    fetched = Some(path);
+                    bytes = Some(n);
+                    Some(if cached {
+                        "already in the cache".to_string()
+                    } else {
+                        format!("{n} bytes, sha256 verified")
+                    })
+                }),
+                Action::InstallRelease => {
+                    self.install_release(dep, &mut journal, &mut fetched, emit)
+                }
+                Action::WriteFile => self.write_file(dep, &step.target, &mut journal),
+                Action::WriteEnv => self.write_env(dep, &mut journal),
+                Action::RunMigrations => self.migrate(dep, &mut journal).map(|versions| {
+                    let n = versions.len();
+                    applied_migrations = versions;
+                    Some(if n == 0 {
+                        "none pending".into()
+                    } else {
+                        format!("{n} applied: {applied_migrations:?}")
+                    })
+                }),
+                Action::InstallService => self.install_service(dep, &mut journal),
+                Action::SwitchRelease => self.switch(dep, &mut journal),
+                Action::StartService => self
+                    .backend
+                    .start(&service_name(&dep.name))
+                    .map(|_| None)
+                    .map_err(|e| e.to_string()),
+                Action::RestartService => self
+                    .backend
+                    .restart(&service_name(&dep.name))
+                    .map(|_| None)
+                    .map_err(|e| e.to_string()),
+                Action::HealthCheck => {
+                    let r = self.health(dep, health_index);
+                    health_index += 1;
+                    r
+                }
+                Action::RemoveDeployment => Ok(Some("handled after the deployments".into())),
+            };
+            let failed = result.is_err();
+            emit(step_event(
+                &dep.name,
+                step.action,
+                &step.target,
+                &result,
+                started,
+                bytes,
+            ));
+            self.steps_done += 1;
+            if self.kill_after == Some(self.steps_done) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::this(),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            if failed {
+                let restored = rollback(layout, self.backend, &journal, Some(dep), emit);
+                if restored {
+                    Journal::clear(&state_dir);
+                }
+                return Err(restored);
+            }
+        }
+        record(state, dep, self.backend.kind(), &applied_migrations);
+        let saved = serde_json::to_vec_pretty(&*state).expect("state serializes");
+        if let Err(e) = write_atomic(&layout.state_file(), &saved, 0o600, None) {
+            emit(AgentEvent::Done {
+                outcome: HostOutcome::Failed,
+                message: Some(e.to_string()),
+            });
+            return Err(false);
+        }
+        prune_releases(
+            layout,
+            &dep.name,
+            dep.keep_releases,
+            journal.previous_release.as_deref(),
+        );
+        Journal::clear(&state_dir);
+        Ok(())
+    }
+
+    fn fetch(&self, dep: &ApplyDeployment, emit: Emit) -> Result<(PathBuf, u64, bool), String> {
+        let source = fetch_source(&dep.artifact.source)?;
+        let cache = crate::fetch::Cache::new(self.layout.cache_dir());
+        let artifact = crate::fetch::Artifact {
+            repository: &dep.artifact.repository,
+            location: &dep.artifact.location,
+            sha256: &dep.artifact.sha256,
+            size: dep.artifact.size,
+        };
+        let mut last = Instant::now();
+        let name = dep.name.clone();
+        let mut progress = |p: crate::fetch::Progress| {
+            // A progress line every 200 ms is enough for a bar and cheap on the wire.
+            if last.elapsed() >= Duration::from_millis(200) {
+                last = Instant::now();
+                emit(AgentEvent::Progress {
+                    deployment: name.clone(),
+                    downloaded: p.downloaded,
+                    total: p.total,
+                });
+            }
+        };
+        let f = crate::fetch::fetch(
+            &source,
+            &artifact,
+            &cache,
+            &crate::fetch::Retry::default(),
+            &mut progress,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok((f.path, f.downloaded_bytes, f.from_cache))
+    }
+
+    fn install_release(
+        &self,
+        dep: &ApplyDeployment,
+        journal: &mut Journal,
+        fetched: &mut Option<PathBuf>,
+        emit: Emit,
+    ) -> Result<Option<String>, String> {
+        let layout = self.layout;
+        let target = layout.release_dir(&dep.name, &dep.release);
+        if target.is_dir() {
+            return Ok(Some("already installed".into()));
+        }
+        let artifact = match fetched.take() {
+            Some(p) => p,
+            // The plan skipped the fetch because the artifact was cached; it still is, or the
+            // fetch below gets it again.
+            None => self.fetch(dep, emit)?.0,
+        };
+        let releases = layout.releases_dir(&dep.name);
+        let staging = releases.join(format!(".staging-{}-{}", dep.release, std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        let file_name = dep
+            .artifact
+            .location
+            .rsplit('/')
+            .next()
+            .unwrap_or(&dep.artifact.id)
+            .to_string();
+        let build = || -> Result<(), String> {
+            super::release::place_artifact(dep.artifact.kind, &artifact, &file_name, &staging)
+                .map_err(|e| e.to_string())?;
+            for f in &dep.release_files {
+                let path = staging.join(&f.destination);
+                write_atomic(
+                    &path,
+                    f.content.expose().as_bytes(),
+                    parse_mode(&f.mode),
+                    f.owner.as_deref(),
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            for v in &dep.volumes {
+                let shared = layout
+                    .deployment_dir(&dep.name)
+                    .join("shared")
+                    .join(&v.name);
+                std::fs::create_dir_all(&shared)
+                    .map_err(|e| format!("create {}: {e}", shared.display()))?;
+                let link = staging.join(&v.mount);
+                if let Some(parent) = link.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("create {}: {e}", parent.display()))?;
+                }
+                let _ = std::fs::remove_dir_all(&link);
+                std::os::unix::fs::symlink(&shared, &link)
+                    .map_err(|e| format!("link {}: {e}", link.display()))?;
+            }
+            Ok(())
+        };
+        if let Err(e) = build() {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        journal.created_release = Some(dep.release.clone());
+        journal
+            .save(&layout.state_dir())
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&staging, &target).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&staging);
+            format!("rename {} into place: {e}", staging.display())
+        })?;
+        sync_dir(&releases);
+        Ok(Some(format!(
+            "{} files, {}",
+            dep.release_files.len(),
+            file_name
+        )))
+    }
+
+    fn write_file(
+        &self,
+        dep: &ApplyDeployment,
+        destination: &str,
+        journal: &mut Journal,
+    ) -> Result<Option<String>, String> {
+        let layout = self.layout;
+        if let Some(f) = dep.host_files.iter().find(|f| f.destination == destination) {
+            let path = layout.host_path(&f.destination);
+            journal
+                .back_up(&layout.state_dir(), &path)
+                .map_err(|e| e.to_string())?;
+            write_atomic(
+                &path,
+                f.content.expose().as_bytes(),
+                parse_mode(&f.mode),
+                f.owner.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
+            return Ok(Some(format!("{} (mode {})", path.display(), f.mode)));
+        }
+        let f = dep
+            .release_files
+            .iter()
+            .find(|f| f.destination == destination)
+            .ok_or_else(|| format!("the request has no file `{destination}`"))?;
+        let path = layout
+            .release_dir(&dep.name, &dep.release)
+            .join(&f.destination);
+        if journal.created_release.as_deref() == Some(dep.release.as_str()) {
+            // Written while the release was staged; confirm it is what the plan showed.
+            let actual = super::inspect::hash_file(&path).unwrap_or_default();
+            return if actual == f.sha256 {
+                Ok(Some("in the new release".into()))
+            } else {
+                Err(format!(
+                    "{} in the new release has sha256 {actual}, expected {}",
+                    path.display(),
+                    f.sha256
+                ))
+            };
+        }
+        // The release was installed before (it is current, or being switched back to): make
+        // sure the file is as built, repairing a hand edit.
+        if super::inspect::hash_file(&path).as_deref() == Some(f.sha256.as_str()) {
+            return Ok(Some(format!("already in release {}", dep.release)));
+        }
+        journal
+            .back_up(&layout.state_dir(), &path)
+            .map_err(|e| e.to_string())?;
+        write_atomic(
+            &path,
+            f.content.expose().as_bytes(),
+            parse_mode(&f.mode),
+            f.owner.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Some(format!("repaired in release {}", dep.release)))
+    }
+
+    fn write_env(
+        &self,
+        dep: &ApplyDeployment,
+        journal: &mut Journal,
+    ) -> Result<Option<String>, String> {
+        let path = self.layout.env_file(&dep.name);
+        journal
+            .back_up(&self.layout.state_dir(), &path)
+            .map_err(|e| e.to_string())?;
+        let text = dep
+            .env_file
+            .as_ref()
+            .map(|e| e.expose().to_string())
+            .unwrap_or_default();
+        let owner = dep.service.as_ref().and_then(|s| s.user.as_deref());
+        write_atomic(&path, text.as_bytes(), 0o600, owner).map_err(|e| e.to_string())?;
+        Ok(None)
+    }
+
+    fn migrate(&self, dep: &ApplyDeployment, journal: &mut Journal) -> Result<Vec<i64>, String> {
+        let Some(m) = &dep.migrations else {
+            return Ok(Vec::new());
+        };
+        let release = self.layout.release_dir(&dep.name, &dep.release);
+        let shared = self.layout.deployment_dir(&dep.name).join("shared");
+        let backups = self.layout.deployment_dir(&dep.name).join("backups");
+        let result = super::migrate_step::run(
+            m,
+            &release,
+            &shared,
+            &backups,
+            self.layout.env_file(&dep.name).as_path(),
+        );
+        // Journal what was done even when it failed part-way: the rollback must undo it.
+        let (outcome, error) = match result {
+            Ok(o) => (o, None),
+            Err((e, o)) => (o, Some(e)),
+        };
+        journal.migrations_applied = outcome.applied.clone();
+        journal.database_backup = outcome.backup.map(|p| p.display().to_string());
+        journal
+            .save(&self.layout.state_dir())
+            .map_err(|e| e.to_string())?;
+        match error {
+            Some(e) => Err(e),
+            None => Ok(outcome.applied),
+        }
+    }
+
+    fn install_service(
+        &self,
+        dep: &ApplyDeployment,
+        journal: &mut Journal,
+    ) -> Result<Option<String>, String> {
+        let inputs = service_inputs(dep).ok_or("the request has no service definition")?;
+        let def = service_definition(self.layout, &dep.name, &inputs);
+        journal.service_installed = true;
+        journal
+            .save(&self.layout.state_dir())
+            .map_err(|e| e.to_string())?;
+        let changed = self.backend.install(&def).map_err(|e| e.to_string())?;
+        Ok(Some(if changed {
+            format!("{} installed", def.name)
+        } else {
+            "unchanged".into()
+        }))
+    }
+
+    fn switch(
+        &self,
+        dep: &ApplyDeployment,
+        journal: &mut Journal,
+    ) -> Result<Option<String>, String> {
+        // Journal first: if we die between these two lines, recovery switching "back" to the
+        // previous release is harmless.
+        journal.switched = true;
+        journal
+            .save(&self.layout.state_dir())
+            .map_err(|e| e.to_string())?;
+        switch_current(self.layout, &dep.name, Some(&dep.release))?;
+        Ok(Some(format!(
+            "{} → {}",
+            journal.previous_release.as_deref().unwrap_or("none"),
+            dep.release
+        )))
+    }
+
+    fn health(&self, dep: &ApplyDeployment, index: usize) -> Result<Option<String>, String> {
+        let Some(check) = dep.health_checks.get(index) else {
+            return Ok(Some("no such check".into()));
+        };
+        let dir = self.layout.current_link(&dep.name);
+        let report = crate::agent::health::run(check, &dir);
+        if report.passed {
+            Ok(Some(report.summary()))
+        } else {
+            Err(report.summary())
+        }
+    }
+}
+
+pub fn service_name(deployment: &str) -> String {
+    format!("clarity-{deployment}")
+}
+
+/// The inputs of a deployment's service definition, as the request gives them.
+fn service_inputs(dep: &ApplyDeployment) -> Option<ServiceInputs> {
+    let s = dep.service.as_ref()?;
+    Some(ServiceInputs {
+        command: s.command.iter().map(|c| c.expose().to_string()).collect(),
+        user: s.user.clone(),
+        restart: s.restart,
+        autostart: s.autostart,
+        limits: s.limits.clone(),
+        env_file: dep.env_file.is_some(),
+    })
+}
+
+fn service_definition(layout: &Layout, name: &str, inputs: &ServiceInputs) -> ServiceDefinition {
+    ServiceDefinition {
+        name: service_name(name),
+        command: inputs.command.clone(),
+        working_dir: layout.current_link(name),
+        env_file: inputs.env_file.then(|| layout.env_file(name)),
+        user: inputs.user.clone(),
+        restart: inputs.restart,
+        autostart: inputs.autostart,
+        limits: inputs.limits.clone(),
+        log_file: layout.deployment_dir(name).join("logs").join("service.log"),
+    }
+}
+
+fn fetch_source(w: &WireSource) -> Result<crate::fetch::Source, String> {
+    use crate::fetch::{HttpAuth, Source, SshAuth};
+    let secret = |s: &crate::model::apply::WireSecret| s.0.clone();
+    Ok(match w {
+        WireSource::File { dir } => Source::File {
+            dir: PathBuf::from(dir),
+        },
+        WireSource::Http {
+            base_url,
+            username,
+            password,
+            token,
+        } => Source::Http {
+            base_url: base_url.clone(),
+            auth: match (username, password, token) {
+                (Some(u), Some(p), _) => HttpAuth::Basic {
+                    username: u.clone(),
+                    password: secret(p),
+                },
+                (_, _, Some(t)) => HttpAuth::Bearer { token: secret(t) },
+                _ => HttpAuth::None,
+            },
+        },
+        WireSource::Sftp {
+            host,
+            port,
+            dir,
+            username,
+            password,
+            private_key,
+            host_key,
+        } => Source::Sftp {
+            host: host.clone(),
+            port: *port,
+            dir: dir.clone(),
+            username: username.clone(),
+            auth: match (private_key, password) {
+                (Some(k), _) => SshAuth::Key(secret(k)),
+                (None, Some(p)) => SshAuth::Password(secret(p)),
+                (None, None) => return Err("sftp repository without a password or key".into()),
+            },
+            host_key: host_key.clone(),
+            known_hosts: None,
+        },
+        WireSource::Ftp {
+            host,
+            port,
+            dir,
+            username,
+            password,
+            passive,
+        } => Source::Ftp {
+            host: host.clone(),
+            port: *port,
+            dir: dir.clone(),
+            login: match (username, password) {
+                (Some(u), Some(p)) => Some((u.clone(), secret(p))),
+                _ => None,
+            },
+            passive: *passive,
+        },
+        WireSource::Unsupported { kind } => {
+            return Err(format!(
+                "this agent cannot fetch from `{kind}` repositories yet"
+            ));
+        }
+    })
+}
+
+fn current_release(layout: &Layout, name: &str) -> Option<String> {
+    std::fs::read_link(layout.current_link(name))
+        .ok()
+        .and_then(|t| t.file_name().map(|f| f.to_string_lossy().into_owned()))
+}
+
+/// Points `current` at `release` (or removes it for `None`) with one atomic rename.
+fn switch_current(layout: &Layout, name: &str, release: Option<&str>) -> Result<(), String> {
+    let link = layout.current_link(name);
+    match release {
+        Some(r) => {
+            let tmp = layout
+                .deployment_dir(name)
+                .join(format!(".current-{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(Path::new("releases").join(r), &tmp)
+                .map_err(|e| format!("link {}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &link).map_err(|e| format!("switch {}: {e}", link.display()))?;
+        }
+        None => match std::fs::remove_file(&link) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("remove {}: {e}", link.display()));
+            }
+            _ => {}
+        },
+    }
+    sync_dir(&layout.deployment_dir(name));
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Undoes an interrupted or failed deployment apply. Returns true when the previous state is
+/// back and (if it has health checks and a request to read them from) healthy.
+fn rollback(
+    layout: &Layout,
+    backend: &dyn ServiceBackend,
+    j: &Journal,
+    dep: Option<&ApplyDeployment>,
+    emit: Emit,
+) -> bool {
+    let mut problems = Vec::new();
+    let name = &j.deployment;
+    if j.switched
+        && let Err(e) = switch_current(layout, name, j.previous_release.as_deref())
+    {
+        problems.push(e);
+    }
+    problems.extend(j.restore_files());
+    if !j.migrations_applied.is_empty() || j.database_backup.is_some() {
+        if let Some(m) = dep.and_then(|d| d.migrations.as_ref()) {
+            let release = layout.release_dir(name, &j.release);
+            let shared = layout.deployment_dir(name).join("shared");
+            if let Err(e) = super::migrate_step::revert(
+                m,
+                &release,
+                &shared,
+                &j.migrations_applied,
+                j.database_backup.as_deref().map(Path::new),
+            ) {
+                problems.push(format!("migrations: {e}"));
+            }
+        } else {
+            problems.push(
+                "migrations were applied but their definition is not available to revert them"
+                    .into(),
+            );
+        }
+    }
+    let service = service_name(name);
+    let previous_runs = j.previous_release.is_some();
+    if j.service_installed
+        && let Some(prev) = &j.previous_service
+    {
+        // The new definition may run a program only the new release has.
+        if let Err(e) = backend.install(&service_definition(layout, name, prev)) {
+            problems.push(e.to_string());
+        }
+    }
+    if j.service_installed || j.switched {
+        if previous_runs {
+            if let Err(e) = backend.restart(&service) {
+                problems.push(e.to_string());
+            }
+        } else {
+            let _ = backend.stop(&service);
+            if j.service_installed {
+                let _ = backend.remove(&service);
+            }
+        }
+    }
+    if let Some(created) = &j.created_release
+        && j.previous_release.as_deref() != Some(created.as_str())
+    {
+        let _ = std::fs::remove_dir_all(layout.release_dir(name, created));
+    }
+    // The restored release must be healthy too, or a person has to look.
+    if problems.is_empty()
+        && previous_runs
+        && let Some(d) = dep
+    {
+        for check in &d.health_checks {
+            let report = crate::agent::health::run(check, &layout.current_link(name));
+            if !report.passed {
+                problems.push(format!(
+                    "the previous release is unhealthy too: {}",
+                    report.summary()
+                ));
+                break;
+            }
+        }
+    }
+    let restored = problems.is_empty();
+    emit(AgentEvent::Rollback {
+        deployment: name.clone(),
+        restored,
+        message: if restored {
+            format!(
+                "restored release {}",
+                j.previous_release
+                    .as_deref()
+                    .unwrap_or("(none: first install removed)")
+            )
+        } else {
+            format!("failed to restore: {}", problems.join("; "))
+        },
+    });
+    restored
+}
+
+fn record(
+    state: &mut AgentState,
+    dep: &ApplyDeployment,
+    manager: ServiceManager,
+    migrations: &[i64],
+) {
+    let rec: &mut DeploymentRecord = state.deployments.entry(dep.name.clone()).or_default();
+    let file = |f: &crate::model::apply::WireFile| FileRecord {
+        destination: f.destination.clone(),
+        sha256: f.sha256.clone(),
+        redacted: f.redacted.clone(),
+    };
+    rec.releases.insert(
+        dep.release.clone(),
+        ReleaseRecord {
+            version: dep.version.clone(),
+            files: dep.release_files.iter().map(file).collect(),
+        },
+    );
+    rec.host_files = dep.host_files.iter().map(file).collect();
+    rec.service = dep.service.as_ref().map(|s| ServiceRecord {
+        manager,
+        definition_sha256: s.definition_sha256.clone(),
+        autostart: s.autostart,
+        definition: service_inputs(dep),
+    });
+    for v in migrations {
+        rec.migrations_applied.push(v.to_string());
+    }
+    rec.migrations_dir = dep.migrations.as_ref().map(|m| m.directory.clone());
+}
+
+/// Keeps the newest `keep` releases (by install time), never the current or the previous one.
+fn prune_releases(layout: &Layout, name: &str, keep: u32, previous: Option<&str>) {
+    let current = current_release(layout, name);
+    let Ok(entries) = std::fs::read_dir(layout.releases_dir(name)) else {
+        return;
+    };
+    let mut releases: Vec<(std::time::SystemTime, String)> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| {
+            (
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH),
+                e.file_name().to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    releases.sort();
+    let excess = releases.len().saturating_sub(keep.max(1) as usize);
+    for (_, r) in releases.into_iter().take(excess) {
+        if Some(r.as_str()) == current.as_deref() || Some(r.as_str()) == previous {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(layout.release_dir(name, &r));
+    }
+}
+
+fn remove_deployment(
+    layout: &Layout,
+    backend: &dyn ServiceBackend,
+    name: &str,
+    state: &mut AgentState,
+) -> Result<Option<String>, String> {
+    let service = service_name(name);
+    let _ = backend.stop(&service);
+    backend.remove(&service).map_err(|e| e.to_string())?;
+    let dir = layout.deployment_dir(name);
+    // Volumes (shared/) are data: they stay unless an operator removes them.
+    for sub in ["releases", "current", "env", "logs"] {
+        let p = dir.join(sub);
+        let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+    }
+    state.deployments.remove(name);
+    let saved = serde_json::to_vec_pretty(&*state).expect("state serializes");
+    write_atomic(&layout.state_file(), &saved, 0o600, None).map_err(|e| e.to_string())?;
+    Ok(Some(format!(
+        "removed; volumes kept under {}",
+        dir.join("shared").display()
+    )))
+}

@@ -1,0 +1,446 @@
+//! The content-addressed artifact cache: one directory, one file per artifact, named by its
+//! lowercase sha256. A file gets that name only by an atomic rename after its content was
+//! hashed while it was written (one pass, no second read), fsynced, and matched the expected
+//! sha256 and size; until then it is a uniquely named `.incoming-*` file that is deleted on any
+//! failure. So a name in the cache is a promise about the content, concurrent fetches of one
+//! artifact cannot corrupt it, and a crash leaves at most a stray temporary file. "Recently
+//! used" is the file's modification time, which `get` refreshes, so `prune` can evict the least
+//! recently used entries. This module must not decide where artifacts come from, nor keep
+//! anything outside its directory.
+
+use super::Progress;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// Prefix of the temporary files downloads are written to. Never 64 hex digits, so a reader
+/// listing the cache cannot mistake one for an artifact.
+const INCOMING: &str = ".incoming-";
+
+/// A temporary file untouched for this long belongs to a download that died with its process.
+const STALE_INCOMING: Duration = Duration::from_secs(3600);
+
+/// Read size while downloading and hashing: large enough that per-call overhead vanishes next
+/// to SHA-256 and the disk, small enough to stay in cache.
+const BUFFER: usize = 256 * 1024;
+
+/// A content-addressed artifact cache in one directory.
+#[derive(Debug)]
+pub struct Cache {
+    dir: PathBuf,
+    /// Entries this value fetched or handed out; `prune` keeps them, because a caller may be
+    /// about to use them.
+    used: Mutex<BTreeSet<String>>,
+}
+
+/// What `prune` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// The sha256 of every entry removed, least recently used first.
+    pub removed: Vec<String>,
+    pub freed_bytes: u64,
+    /// The size of what is left.
+    pub kept_bytes: u64,
+    /// Temporary files of downloads abandoned long ago, removed as well.
+    pub stale_incoming_removed: usize,
+}
+
+impl Cache {
+    /// A cache in `dir`. Nothing is touched until an artifact is fetched.
+    pub fn new(dir: impl Into<PathBuf>) -> Cache {
+        Cache {
+            dir: dir.into(),
+            used: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the artifact with this sha256 is (or would be) kept. Something that is not a
+    /// sha256 gives a path that never exists, so no argument can point outside the cache.
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        if is_sha256(sha256) {
+            self.dir.join(sha256.to_ascii_lowercase())
+        } else {
+            self.dir.join(".not-a-sha256")
+        }
+    }
+
+    /// The cached artifact with this sha256, if present, marked as recently used.
+    pub fn get(&self, sha256: &str) -> Option<PathBuf> {
+        let path = self.path(sha256);
+        let file = File::open(&path).ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        // Best effort: a cache on a read-only mount still serves what it has.
+        let _ = file.set_modified(SystemTime::now());
+        self.mark_used(sha256);
+        Some(path)
+    }
+
+    fn mark_used(&self, sha256: &str) {
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(sha256.to_ascii_lowercase());
+        }
+    }
+
+    /// Removes least recently used entries until the cache holds at most `max_bytes`. It never
+    /// removes the most recently used entry (the one just fetched) nor any entry this `Cache`
+    /// value fetched or returned, so it may stay above the limit. Temporary files not written
+    /// to for an hour (downloads whose process died) go as well.
+    pub fn prune(&self, max_bytes: u64) -> io::Result<PruneReport> {
+        let mut report = PruneReport::default();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+            Err(e) => return Err(e),
+        };
+        let now = SystemTime::now();
+        let mut artifacts: Vec<(SystemTime, String, u64)> = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.metadata() else { continue };
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if name.starts_with(INCOMING) {
+                let idle = now.duration_since(modified).unwrap_or_default();
+                if idle > STALE_INCOMING && std::fs::remove_file(entry.path()).is_ok() {
+                    report.stale_incoming_removed += 1;
+                }
+            } else if meta.is_file() && is_sha256(&name) && name == name.to_ascii_lowercase() {
+                artifacts.push((modified, name, meta.len()));
+            }
+        }
+        // Oldest first; the name breaks ties so the order is stable.
+        artifacts.sort();
+        let mut total: u64 = artifacts.iter().map(|a| a.2).sum();
+        let newest = artifacts.last().map(|a| a.1.clone());
+        let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
+        for (_, name, size) in &artifacts {
+            if total <= max_bytes {
+                break;
+            }
+            if Some(name) == newest.as_ref() || used.contains(name) {
+                continue;
+            }
+            match std::fs::remove_file(self.dir.join(name)) {
+                Ok(()) => {
+                    total -= size;
+                    report.freed_bytes += size;
+                    report.removed.push(name.clone());
+                }
+                // Someone else pruned it first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => total -= size,
+                Err(e) => return Err(e),
+            }
+        }
+        report.kept_bytes = total;
+        Ok(report)
+    }
+
+    /// A new temporary file for a download of `sha256`. The error carries the path it is about.
+    pub(super) fn incoming<'p>(
+        &'p self,
+        sha256: &str,
+        declared_size: Option<u64>,
+        progress: &'p mut dyn FnMut(Progress),
+    ) -> Result<Incoming<'p>, (PathBuf, io::Error)> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| (self.dir.clone(), e))?;
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+            let temp = self
+                .dir
+                .join(format!("{INCOMING}{sha256}-{}-{n}", std::process::id()));
+            // `create_new` makes the name ours alone: a leftover from a dead process with the
+            // same pid is skipped, never appended to or truncated.
+            match OpenOptions::new().write(true).create_new(true).open(&temp) {
+                Ok(file) => {
+                    return Ok(Incoming {
+                        file: Some(file),
+                        temp,
+                        final_path: self.path(sha256),
+                        dir: self.dir.clone(),
+                        hasher: Sha256::new(),
+                        written: 0,
+                        total: declared_size,
+                        limit: declared_size,
+                        progress,
+                        used: &self.used,
+                        sha256: sha256.to_string(),
+                        buffer: Vec::new(),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err((temp, e)),
+            }
+        }
+    }
+}
+
+/// A download in progress: a temporary file in the cache, hashed as it is written. Dropping it
+/// without `finish` deletes the file.
+pub(super) struct Incoming<'p> {
+    file: Option<File>,
+    temp: PathBuf,
+    final_path: PathBuf,
+    dir: PathBuf,
+    hasher: Sha256,
+    written: u64,
+    total: Option<u64>,
+    /// The declared size: more than this is not the artifact.
+    limit: Option<u64>,
+    progress: &'p mut dyn FnMut(Progress),
+    used: &'p Mutex<BTreeSet<String>>,
+    sha256: String,
+    buffer: Vec<u8>,
+}
+
+/// Why copying into the cache stopped.
+#[derive(Debug)]
+pub(super) enum CopyError {
+    /// Reading from the source failed after `after` bytes.
+    Read { after: u64, error: io::Error },
+    /// Writing the cache file failed.
+    Write(PathBuf, io::Error),
+    /// The source sent more than the declared size.
+    TooLarge { limit: u64 },
+}
+
+/// Why a finished download did not become a cache entry.
+#[derive(Debug)]
+pub(super) enum FinishError {
+    Mismatch { sha256: String, size: u64 },
+    Io(PathBuf, io::Error),
+}
+
+impl<'p> Incoming<'p> {
+    /// The size the server announced, for progress; a declared size takes precedence.
+    pub(super) fn announce(&mut self, total: Option<u64>) {
+        if self.limit.is_none() {
+            self.total = total;
+        }
+    }
+
+    /// Copies everything `reader` gives into the file, hashing it on the way.
+    pub(super) fn copy_from(&mut self, reader: &mut dyn Read) -> Result<u64, CopyError> {
+        if self.buffer.is_empty() {
+            self.buffer = vec![0; BUFFER];
+        }
+        let start = self.written;
+        loop {
+            let n = match reader.read(&mut self.buffer) {
+                Ok(0) => return Ok(self.written - start),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    return Err(CopyError::Read {
+                        after: self.written,
+                        error,
+                    });
+                }
+            };
+            if let Some(limit) = self.limit
+                && self.written + n as u64 > limit
+            {
+                return Err(CopyError::TooLarge { limit });
+            }
+            let chunk = &self.buffer[..n];
+            self.hasher.update(chunk);
+            let file = self.file.as_mut().expect("open until finished");
+            file.write_all(chunk)
+                .map_err(|e| CopyError::Write(self.temp.clone(), e))?;
+            self.written += n as u64;
+            (self.progress)(Progress {
+                downloaded: self.written,
+                total: self.total,
+            });
+        }
+    }
+
+    /// Verifies the download and, if it is the artifact, renames it to its cache name.
+    /// The file is fsynced before the rename and the directory after, so after a crash the
+    /// name either is absent or holds the whole verified content.
+    pub(super) fn finish(
+        mut self,
+        expected_sha256: &str,
+        expected_size: Option<u64>,
+    ) -> Result<(PathBuf, u64), FinishError> {
+        let file = self.file.take().expect("finished once");
+        file.sync_all()
+            .map_err(|e| FinishError::Io(self.temp.clone(), e))?;
+        drop(file);
+        let hasher = std::mem::replace(&mut self.hasher, Sha256::new());
+        let actual = hex::encode(hasher.finalize());
+        if actual != expected_sha256 || expected_size.is_some_and(|s| s != self.written) {
+            // Drop deletes the temporary file.
+            return Err(FinishError::Mismatch {
+                sha256: actual,
+                size: self.written,
+            });
+        }
+        std::fs::rename(&self.temp, &self.final_path)
+            .map_err(|e| FinishError::Io(self.final_path.clone(), e))?;
+        // The rename is durable only once the directory is; failing to sync it loses nothing
+        // but durability, and the content is verified either way.
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(self.sha256.clone());
+        }
+        self.temp = PathBuf::new();
+        Ok((self.final_path.clone(), self.written))
+    }
+}
+
+impl Drop for Incoming<'_> {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            drop(self.file.take());
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Whether `s` is a sha256 in hexadecimal (either case).
+pub(super) fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The sha256 (lowercase hex) and size of a file, read once in large blocks: the same hashing
+/// a download gets.
+pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; BUFFER];
+    let mut size = 0u64;
+    loop {
+        let n = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn put(cache: &Cache, content: &[u8]) -> (String, PathBuf) {
+        let sha = hex::encode(Sha256::digest(content));
+        let mut progress = |_: Progress| {};
+        let mut inc = cache.incoming(&sha, None, &mut progress).unwrap();
+        inc.copy_from(&mut &content[..]).unwrap();
+        let (path, n) = inc.finish(&sha, Some(content.len() as u64)).unwrap();
+        assert_eq!(n, content.len() as u64);
+        (sha, path)
+    }
+
+    fn age(path: &Path, secs_ago: u64) {
+        File::open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(secs_ago))
+            .unwrap();
+    }
+
+    #[test]
+    fn paths_stay_inside_the_cache() {
+        let c = Cache::new("/c");
+        assert_eq!(c.path(&EMPTY.to_uppercase()), Path::new("/c").join(EMPTY));
+        assert_eq!(c.path("../../etc/passwd"), Path::new("/c/.not-a-sha256"));
+        assert_eq!(c.get("../x"), None);
+    }
+
+    #[test]
+    fn mismatch_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let mut progress = |_: Progress| {};
+        let mut inc = cache.incoming(EMPTY, None, &mut progress).unwrap();
+        inc.copy_from(&mut &b"not empty"[..]).unwrap();
+        let e = inc.finish(EMPTY, None).unwrap_err();
+        assert!(matches!(e, FinishError::Mismatch { size: 9, .. }), "{e:?}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn more_than_declared_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let mut progress = |_: Progress| {};
+        let mut inc = cache.incoming(EMPTY, Some(3), &mut progress).unwrap();
+        let e = inc.copy_from(&mut &b"four"[..]).unwrap_err();
+        assert!(matches!(e, CopyError::TooLarge { limit: 3 }), "{e:?}");
+        drop(inc);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn prune_evicts_least_recently_used_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Cache::new(dir.path());
+        let (a, pa) = put(&writer, &[1; 100]);
+        let (b, pb) = put(&writer, &[2; 100]);
+        let (c, pc) = put(&writer, &[3; 100]);
+        age(&pa, 300);
+        age(&pb, 200);
+        age(&pc, 100);
+        let cache = Cache::new(dir.path());
+        // Using `a` makes `b` the least recently used.
+        assert_eq!(cache.get(&a), Some(pa.clone()));
+        let other = Cache::new(dir.path());
+        let r = other.prune(200).unwrap();
+        assert_eq!(r.removed, vec![b.clone()]);
+        assert_eq!((r.freed_bytes, r.kept_bytes), (100, 200));
+        assert!(pa.exists() && !pb.exists() && pc.exists());
+        // The most recently used entry (`a`) survives any limit.
+        let r = other.prune(0).unwrap();
+        assert_eq!(r.removed, vec![c]);
+        assert!(pa.exists());
+        assert_eq!(r.kept_bytes, 100);
+    }
+
+    #[test]
+    fn prune_keeps_what_this_cache_handed_out_and_clears_stale_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let (a, pa) = put(&cache, &[1; 10]);
+        let (_, pb) = put(&cache, &[2; 10]);
+        age(&pa, 1000);
+        age(&pb, 10);
+        let stale = dir.path().join(format!("{INCOMING}{a}-1-1"));
+        std::fs::write(&stale, b"partial").unwrap();
+        age(&stale, 7200);
+        let fresh = dir.path().join(format!("{INCOMING}{a}-1-2"));
+        std::fs::write(&fresh, b"partial").unwrap();
+        let r = cache.prune(0).unwrap();
+        assert!(r.removed.is_empty(), "{r:?}");
+        assert_eq!(r.stale_incoming_removed, 1);
+        assert!(!stale.exists() && fresh.exists());
+        assert!(pa.exists() && pb.exists());
+    }
+
+    #[test]
+    fn sha256_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"").unwrap();
+        assert_eq!(sha256_file(&p).unwrap(), (EMPTY.to_string(), 0));
+    }
+}

@@ -1,0 +1,442 @@
+//! Converging `local` sandbox hosts with the real binary: a real artifact (a python3 HTTP
+//! service) fetched from a `file` repository, verified, installed as a release, configured,
+//! started, health-checked; then the failures an operator relies on Clarity to handle: a wrong
+//! checksum, a failing health check, a failing migration, a hostile tarball, `kill -9` of the
+//! agent at every step boundary, and two applies racing for one host.
+
+mod support;
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const SERVICE: &str = r#"import http.server, os, sys
+port = int(os.environ["PORT"])
+greeting = open("conf/greeting.txt").read().strip()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (greeting + "\n").encode()
+        status = 200 if self.path == "/health" and os.environ.get("BROKEN") != "1" else (503 if self.path == "/health" else 200)
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+/// A generated config repository with one client, one sandbox server and one deployment of
+/// the `web` artifact, committed to git.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+    work: PathBuf,
+    port: u16,
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@clarity.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@clarity.invalid")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+struct Version<'a> {
+    version: &'a str,
+    file: &'a str,
+    content: &'a [u8],
+    /// Overrides the real sha256 (for the wrong-checksum test).
+    sha256: Option<String>,
+}
+
+impl Fixture {
+    fn new() -> Option<Fixture> {
+        support::require_program("python3")?;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("config");
+        let work = dir.path().join("work");
+        let f = Fixture {
+            port: support::free_port(),
+            repo,
+            work,
+            _dir: dir,
+        };
+        f.write("clarity.yml", "keep_releases: 3\n");
+        f.write(
+            "clients/acme/client.yml",
+            "id: acme\ncode: ACME\nname: Acme\n",
+        );
+        f.write(
+            "clients/acme/datacenters/lab.yml",
+            "code: lab\nname: Lab\ntype: edge\n",
+        );
+        f.write(
+            "clients/acme/servers/sbx-1.yml",
+            "hostname: sbx-1\ndatacenter: lab\nagent:\n  transport: local\n  root: sandboxes/sbx-1\n  service_manager: process\n",
+        );
+        f.write(
+            "repositories/local.yml",
+            "name: local\ntype: file\npath: files\n",
+        );
+        f.set_versions(&[Version {
+            version: "1.0.0",
+            file: "web-1.0.0.py",
+            content: SERVICE.as_bytes(),
+            sha256: None,
+        }]);
+        f.set_deployment("1.0.0", "hello", "");
+        git(&f.repo, &["init", "-q"]);
+        f.commit("initial");
+        Some(f)
+    }
+
+    fn write(&self, path: &str, text: &str) {
+        let p = self.repo.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn set_versions(&self, versions: &[Version]) {
+        let mut yml = String::from("id: web\ntype: script\nrepository: local\nversions:\n");
+        for v in versions {
+            std::fs::create_dir_all(self.repo.join("files")).unwrap();
+            std::fs::write(self.repo.join("files").join(v.file), v.content).unwrap();
+            let sha = v.sha256.clone().unwrap_or_else(|| sha256(v.content));
+            yml.push_str(&format!(
+                "  - version: \"{}\"\n    sha256: \"{sha}\"\n    location: {}\n    size: {}\n",
+                v.version,
+                v.file,
+                v.content.len()
+            ));
+        }
+        self.write("artifacts/web.yml", &yml);
+    }
+
+    /// The deployment at `version`, serving `greeting`, with extra YAML appended.
+    fn set_deployment(&self, version: &str, greeting: &str, extra: &str) {
+        self.write(
+            "clients/acme/deployments/web/mock.yml",
+            &format!(
+                "artifact: web\nprofile: mock\nversion: \"{version}\"\ntargets:\n  - server: sbx-1\n\
+                 env_vars:\n  PORT: \"{port}\"\n\
+                 config_files:\n  - destination: conf/greeting.txt\n    content: \"{greeting}\\n\"\n\
+                 service:\n  command: [\"python3\", \"web-{version}.py\"]\n\
+                 health_checks:\n  - type: http\n    url: http://127.0.0.1:{port}/health\n    interval_s: 1\n    retries: 10\n{extra}",
+                port = self.port
+            ),
+        );
+    }
+
+    fn commit(&self, msg: &str) {
+        git(&self.repo, &["add", "-A"]);
+        git(&self.repo, &["commit", "-qm", msg]);
+    }
+
+    fn run(&self, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(support::clarity_bin());
+        cmd.args([
+            "--repo",
+            self.repo.to_str().unwrap(),
+            "--work-dir",
+            self.work.to_str().unwrap(),
+            "--profile",
+            "mock",
+        ])
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .env_remove("CLARITY_AGE_IDENTITY");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn sandbox(&self) -> PathBuf {
+        self.work.join("sandboxes/sbx-1")
+    }
+
+    fn current(&self) -> Option<String> {
+        std::fs::read_link(self.sandbox().join("opt/clarity/web/current"))
+            .ok()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let resp = ureq::get(&format!("http://127.0.0.1:{}{path}", self.port))
+            .config()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(2)))
+            .build()
+            .call()
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((
+            status,
+            resp.into_body().read_to_string().unwrap_or_default(),
+        ))
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Stop the sandbox service the test started (the process backend writes a pidfile).
+        if let Ok(pid) =
+            std::fs::read_to_string(self.sandbox().join("var/lib/clarity/run/clarity-web.pid"))
+        {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+fn out(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn apply_converges_then_a_second_run_has_nothing_to_do() {
+    let Some(f) = Fixture::new() else { return };
+    let o = f.run(&[], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert!(out(&o).contains("converged"), "{}", out(&o));
+    assert_eq!(f.get("/").map(|r| r.1), Some("hello\n".into()));
+    let plan = f.run(&["--dry-run"], &[]);
+    assert_eq!(plan.status.code(), Some(0), "{}", out(&plan));
+    assert!(out(&plan).contains("up to date"), "{}", out(&plan));
+    // The env file is readable by its owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(f.sandbox().join("opt/clarity/web/env"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_config_change_switches_to_a_new_release_and_keeps_the_old_one() {
+    let Some(f) = Fixture::new() else { return };
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    let first = f.current().unwrap();
+    f.set_deployment("1.0.0", "bonjour", "");
+    f.commit("greet in french");
+    let o = f.run(&[], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_ne!(f.current().unwrap(), first);
+    assert_eq!(f.get("/").map(|r| r.1), Some("bonjour\n".into()));
+    assert!(
+        f.sandbox()
+            .join("opt/clarity/web/releases")
+            .join(&first)
+            .is_dir()
+    );
+}
+
+#[test]
+fn wrong_checksum_fails_before_anything_switches() {
+    let Some(f) = Fixture::new() else { return };
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    let before = f.current().unwrap();
+    f.set_versions(&[
+        Version {
+            version: "1.0.0",
+            file: "web-1.0.0.py",
+            content: SERVICE.as_bytes(),
+            sha256: None,
+        },
+        Version {
+            version: "1.1.0",
+            file: "web-1.1.0.py",
+            content: SERVICE.as_bytes(),
+            sha256: Some("ab".repeat(32)),
+        },
+    ]);
+    f.set_deployment("1.1.0", "hello", "");
+    f.commit("1.1.0 with a wrong checksum");
+    let o = f.run(&[], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let text = out(&o);
+    assert!(
+        text.contains(&"ab".repeat(32)) && text.contains(&sha256(SERVICE.as_bytes())),
+        "expected and actual hash named:\n{text}"
+    );
+    assert_eq!(f.current().unwrap(), before);
+    let cache: Vec<String> = std::fs::read_dir(f.sandbox().join("var/lib/clarity/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        cache,
+        vec![sha256(SERVICE.as_bytes())],
+        "only the good artifact is cached"
+    );
+    assert_eq!(f.get("/").map(|r| r.0), Some(200));
+}
+
+#[test]
+fn failing_health_check_rolls_back_to_the_previous_release() {
+    let Some(f) = Fixture::new() else { return };
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    let before = f.current().unwrap();
+    f.set_deployment("1.0.0", "broken", "");
+    // The new release answers /health with 503.
+    let dep =
+        std::fs::read_to_string(f.repo.join("clients/acme/deployments/web/mock.yml")).unwrap();
+    f.write(
+        "clients/acme/deployments/web/mock.yml",
+        &dep.replace("env_vars:\n", "env_vars:\n  BROKEN: \"1\"\n")
+            .replace("retries: 10", "retries: 2"),
+    );
+    f.commit("a broken release");
+    let o = f.run(&[], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("rolled back"), "{}", out(&o));
+    assert_eq!(f.current().unwrap(), before);
+    assert_eq!(f.get("/"), Some((200, "hello\n".into())));
+}
+
+#[test]
+fn a_hostile_tarball_is_refused() {
+    let Some(f) = Fixture::new() else { return };
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+    h.set_cksum();
+    b.append(&h, &b"evil"[..]).unwrap();
+    let bytes = b.into_inner().unwrap().finish().unwrap();
+    std::fs::create_dir_all(f.repo.join("files")).unwrap();
+    std::fs::write(f.repo.join("files/bad.tar.gz"), &bytes).unwrap();
+    f.write(
+        "artifacts/web.yml",
+        &format!("id: web\ntype: tarball\nrepository: local\nversions:\n  - version: \"1.0.0\"\n    sha256: \"{}\"\n    location: bad.tar.gz\n", sha256(&bytes)),
+    );
+    f.commit("a tarball escaping its release");
+    let o = f.run(&[], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("`../escape` contains `..`"), "{}", out(&o));
+    assert!(!f.sandbox().join("opt/clarity/web/releases/escape").exists());
+    assert!(!f.sandbox().join("opt/clarity/web/escape").exists());
+    assert!(f.current().is_none());
+}
+
+#[test]
+fn kill_9_at_every_step_boundary_then_the_next_run_converges() {
+    let Some(f) = Fixture::new() else { return };
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    // A change that exercises fetch, install, write, switch and restart.
+    f.set_versions(&[
+        Version {
+            version: "1.0.0",
+            file: "web-1.0.0.py",
+            content: SERVICE.as_bytes(),
+            sha256: None,
+        },
+        Version {
+            version: "1.1.0",
+            file: "web-1.1.0.py",
+            content: format!("{SERVICE}\n# 1.1.0\n").as_bytes(),
+            sha256: None,
+        },
+    ]);
+    f.set_deployment("1.1.0", "v11", "");
+    f.commit("1.1.0");
+    let plan = f.run(&["--dry-run", "--output", "json"], &[]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let steps = plan["hosts"][0]["deployments"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(steps >= 6, "{plan}");
+    for kill_after in 1..steps {
+        // Start every round from the full plan: 1.1.0 neither cached nor installed.
+        let releases = f.sandbox().join("opt/clarity/web/releases");
+        let current = f.current().unwrap();
+        for e in std::fs::read_dir(&releases).unwrap() {
+            let e = e.unwrap();
+            if e.file_name().to_string_lossy() != current {
+                std::fs::remove_dir_all(e.path()).unwrap();
+            }
+        }
+        let _ = std::fs::remove_dir_all(f.sandbox().join("var/lib/clarity/cache"));
+        let round = f.run(&["--dry-run", "--output", "json"], &[]);
+        let round: serde_json::Value = serde_json::from_slice(&round.stdout).unwrap();
+        assert_eq!(
+            round["hosts"][0]["deployments"][0]["steps"]
+                .as_array()
+                .unwrap()
+                .len(),
+            steps
+        );
+        let killed = f.run(
+            &[],
+            &[("CLARITY_AGENT_KILL_AFTER_STEPS", &kill_after.to_string())],
+        );
+        assert_ne!(
+            killed.status.code(),
+            Some(0),
+            "kill after {kill_after}: {}",
+            out(&killed)
+        );
+        let current = f.current();
+        assert!(
+            current.is_some(),
+            "after a kill at step {kill_after} there is no current release"
+        );
+        // Whatever `current` points at is a whole release directory.
+        assert!(
+            f.sandbox()
+                .join("opt/clarity/web/current/web-1.0.0.py")
+                .is_file()
+                || f.sandbox()
+                    .join("opt/clarity/web/current/web-1.1.0.py")
+                    .is_file()
+        );
+        let next = f.run(&[], &[]);
+        assert_eq!(
+            next.status.code(),
+            Some(0),
+            "after a kill at step {kill_after} the next run did not converge:\n{}",
+            out(&next)
+        );
+        assert_eq!(
+            f.get("/").map(|r| r.1),
+            Some("v11\n".into()),
+            "kill after {kill_after}"
+        );
+        // Back to 1.0.0 for the next round.
+        f.set_deployment("1.0.0", "hello", "");
+        f.commit("back");
+        assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+        f.set_deployment("1.1.0", "v11", "");
+        f.commit("1.1.0 again");
+    }
+}
