@@ -440,3 +440,125 @@ fn kill_9_at_every_step_boundary_then_the_next_run_converges() {
         f.commit("1.1.0 again");
     }
 }
+
+/// A tarball release: the service plus `migrations/` with the given (name, sql) files.
+fn tarball(migrations: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    let mut add = |name: &str, data: &[u8], mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_path(name).unwrap();
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    };
+    add("web.py", SERVICE.as_bytes(), 0o755);
+    for (name, sql) in migrations {
+        add(&format!("migrations/{name}"), sql.as_bytes(), 0o644);
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+fn tables(db: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+fn migration_rollback(backup: bool, with_down: bool) {
+    let Some(f) = Fixture::new() else { return };
+    let v1 = tarball(&[(
+        "001_users.up.sql",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY);",
+    )]);
+    let mut v2_files = vec![
+        (
+            "001_users.up.sql",
+            "CREATE TABLE users (id INTEGER PRIMARY KEY);",
+        ),
+        (
+            "002_orders.up.sql",
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY);",
+        ),
+        (
+            "003_broken.up.sql",
+            "CREATE TABLE broken (id INTEGER PRIMARY KEY); INSERT INTO no_such_table VALUES (1);",
+        ),
+    ];
+    if with_down {
+        v2_files.push(("002_orders.down.sql", "DROP TABLE orders;"));
+    }
+    let v2 = tarball(&v2_files);
+    std::fs::create_dir_all(f.repo.join("files")).unwrap();
+    std::fs::write(f.repo.join("files/web-1.tar.gz"), &v1).unwrap();
+    std::fs::write(f.repo.join("files/web-2.tar.gz"), &v2).unwrap();
+    f.write(
+        "artifacts/web.yml",
+        &format!(
+            "id: web\ntype: tarball\nrepository: local\nversions:\n  - version: \"1\"\n    sha256: \"{}\"\n    location: web-1.tar.gz\n  - version: \"2\"\n    sha256: \"{}\"\n    location: web-2.tar.gz\n",
+            sha256(&v1),
+            sha256(&v2)
+        ),
+    );
+    let migrations =
+        format!("migrations:\n  engine: sqlite\n  database: data/app.db\n  backup: {backup}\n");
+    let deployment = |version: &str| {
+        f.set_deployment(version, "hello", &migrations);
+        let p = f.repo.join("clients/acme/deployments/web/mock.yml");
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace(&format!("web-{version}.py"), "web.py");
+        std::fs::write(p, text).unwrap();
+    };
+    deployment("1");
+    f.commit("v1 with a migration");
+    let o = f.run(&[], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    let db = f.sandbox().join("opt/clarity/web/shared/data/app.db");
+    assert_eq!(tables(&db), vec!["clarity_migrations", "users"]);
+    let before = f.current().unwrap();
+    deployment("2");
+    f.commit("v2 with a failing migration");
+    let o = f.run(&[], &[]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("003_broken"),
+        "the failing migration is named:\n{text}"
+    );
+    assert!(text.contains("rolled back"), "{text}");
+    assert_eq!(f.current().unwrap(), before, "release switched back");
+    assert_eq!(
+        tables(&db),
+        vec!["clarity_migrations", "users"],
+        "database rolled back"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let applied: i64 = conn
+        .query_row("SELECT count(*) FROM clarity_migrations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(applied, 1);
+    assert_eq!(
+        f.get("/").map(|r| r.0),
+        Some(200),
+        "the previous release still serves"
+    );
+}
+
+#[test]
+fn failing_migration_rolls_back_database_with_down_migrations_and_the_release() {
+    migration_rollback(false, true);
+}
+
+#[test]
+fn failing_migration_without_down_file_restores_the_backup() {
+    migration_rollback(true, false);
+}
