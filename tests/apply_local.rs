@@ -562,3 +562,43 @@ fn failing_migration_rolls_back_database_with_down_migrations_and_the_release() 
 fn failing_migration_without_down_file_restores_the_backup() {
     migration_rollback(true, false);
 }
+
+#[test]
+fn a_locked_host_waits_then_names_the_holder() {
+    let Some(f) = Fixture::new() else { return };
+    let lock_path = f.sandbox().join("var/lib/clarity/lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    // Another agent holds the host: a real flock held by this test process.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .unwrap();
+    held.lock().unwrap();
+    std::fs::write(
+        &lock_path,
+        "PID 4242 on other-reconciler since 2026-11-24T05:00:00Z",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let o = f.run(&["--lock-timeout", "1"], &[]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("locked by PID 4242 on other-reconciler since 2026-11-24T05:00:00Z"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "it waited for the lock"
+    );
+    assert!(f.current().is_none(), "nothing was applied");
+    held.unlock().unwrap();
+    assert_eq!(
+        f.run(&[], &[]).status.code(),
+        Some(0),
+        "applies once the lock is free"
+    );
+}
