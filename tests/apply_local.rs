@@ -196,17 +196,11 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        // Stop the sandbox service the test started (the process backend writes a pidfile).
-        if let Ok(pid) =
-            std::fs::read_to_string(self.sandbox().join("var/lib/clarity/run/clarity-web.pid"))
-        {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
+        // Stop the sandbox service the test started, as the agent's own backend would.
+        use clarity::service::ServiceBackend;
+        let backend =
+            clarity::service::ProcessBackend::new(self.sandbox().join("var/lib/clarity/run"));
+        let _ = backend.stop("clarity-web");
     }
 }
 

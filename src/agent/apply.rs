@@ -16,7 +16,7 @@ use crate::model::ServiceManager;
 use crate::model::apply::{
     Action, AgentEvent, ApplyDeployment, ApplyRequest, HostOutcome, StepStatus, WireSource,
 };
-use crate::service::{ServiceBackend, ServiceDefinition};
+use crate::service::{ServiceBackend, ServiceDefinition, service_name};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -564,10 +564,6 @@ impl Runner<'_> {
             Err(report.summary())
         }
     }
-}
-
-pub fn service_name(deployment: &str) -> String {
-    format!("clarity-{deployment}")
 }
 
 /// The inputs of a deployment's service definition, as the request gives them.

@@ -148,13 +148,13 @@ pub fn check_name(name: &str) -> Result<(), ServiceError> {
         && !name.starts_with(['-', '.'])
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
         Err(invalid(
             name,
-            "a service name may only use letters, digits, `-`, `_`, `.`, `@` and may not start with `-` or `.`",
+            "a service name may only use letters, digits, `-`, `_`, `.` and may not start with `-` or `.`",
         ))
     }
 }
@@ -389,10 +389,13 @@ pub(crate) mod tests {
 
     #[test]
     fn names_are_restricted() {
-        for ok in ["clarity-smsgateway", "clarity-a_b.c", "x@1"] {
+        for ok in ["clarity-smsgateway", "clarity-a_b.c", "x1"] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-x", ".x", "a/b", "a b", "a;b", "ä", "a\n"] {
+        // `@` would make a systemd template instance, `:` a supervisor group:process name.
+        for bad in [
+            "", "-x", ".x", "a/b", "a b", "a;b", "a@b", "a:b", "ä", "a\n",
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }

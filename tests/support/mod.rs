@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod nspawn;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -38,7 +40,11 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 
 pub fn require_program(name: &str) -> Option<PathBuf> {
     let found = find_program(name);
-    if require(found.is_some(), &format!("program `{name}`")) { found } else { None }
+    if require(found.is_some(), &format!("program `{name}`")) {
+        found
+    } else {
+        None
+    }
 }
 
 pub fn require_root() -> bool {
