@@ -265,6 +265,42 @@ fn base_lists_exactly_the_deployments_a_template_change_touches() {
 
 const CANARY: &str = "CANARY-plan-41c7e2";
 
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            out.extend(walk(&e.path()));
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// Stops every sandbox service an apply in `work` started.
+struct StopSandboxes(PathBuf);
+
+impl Drop for StopSandboxes {
+    fn drop(&mut self) {
+        use clarity::service::ServiceBackend;
+        for sandbox in std::fs::read_dir(self.0.join("sandboxes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let run = sandbox.path().join("var/lib/clarity/run");
+            let backend = clarity::service::ProcessBackend::new(run.clone());
+            for spec in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+                let name = spec.file_name().to_string_lossy().into_owned();
+                if let Some(service) = name.strip_suffix(".json") {
+                    let _ = backend.stop(service);
+                }
+            }
+        }
+    }
+}
+
 /// A copy of the example with every mock secret replaced by a canary value encrypted to a
 /// fresh key; returns (dir, identity file).
 fn canary_repo() -> (tempfile::TempDir, PathBuf, PathBuf) {
@@ -355,6 +391,45 @@ fn canary_secret_never_appears_in_validate_plans_or_errors() {
         );
         outputs.push((format, o));
     }
+    // A real apply into sandboxes: its output, and every file the agent keeps for itself
+    // (state, journal, cache, logs), must not carry the value; only the deployed files that
+    // need it may.
+    let applied = run(
+        &[
+            "--repo",
+            r,
+            "--profile",
+            "mock",
+            "--work-dir",
+            w,
+            "--age-identity",
+            k,
+        ],
+        &[],
+    );
+    let stop = StopSandboxes(work.clone());
+    assert_eq!(applied.status.code(), Some(0), "{}", text(&applied));
+    let mut needs_it = Vec::new();
+    for file in walk(&work) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        if String::from_utf8_lossy(&bytes).contains(CANARY) {
+            needs_it.push(file.strip_prefix(&work).unwrap().display().to_string());
+        }
+    }
+    needs_it.sort();
+    for f in &needs_it {
+        assert!(
+            f.contains("/releases/") && f.ends_with("conf/gateway.properties")
+                || f.ends_with("/env"),
+            "the canary is in {f}"
+        );
+    }
+    assert!(
+        !needs_it.is_empty(),
+        "the deployed files should carry the secret"
+    );
+    outputs.push(("apply", applied));
+    drop(stop);
     // An error while rendering a template that also renders a secret.
     let t = repo.join("templates/smsgateway/gateway.properties.j2");
     let body = std::fs::read_to_string(&t).unwrap();

@@ -367,3 +367,55 @@ fn drift_names_each_kind_of_difference() {
     want.sort();
     assert_eq!(got, want);
 }
+
+#[test]
+fn values_are_inserted_once_and_never_rendered_again() {
+    let repo = repo_copy(|dir| {
+        let path = dir.join("clients/acme/deployments/web/mock.yml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("greeting: hello", "greeting: \"{{ 7 * 7 }} ${CLIENT_ID}\""),
+        )
+        .unwrap();
+    });
+    let hosts = desired_hosts(repo.path());
+    let web = &hosts[0].deployments[0];
+    let conf = web
+        .release_files
+        .iter()
+        .find(|f| f.destination == "conf/web.conf")
+        .unwrap();
+    // The template inserted the value; the value's own `{{ }}` stayed literal, and the
+    // reference inside configuration was resolved once.
+    assert!(
+        conf.content
+            .redacted
+            .contains("greeting = {{ 7 * 7 }} acme\n"),
+        "{}",
+        conf.content.redacted
+    );
+}
+
+#[test]
+fn an_undefined_template_variable_names_the_template_and_line() {
+    let repo = repo_copy(|dir| {
+        let path = dir.join("templates/web/web.conf.j2");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace(
+                "workers = {{ config.workers }}",
+                "workers = {{ config.wrokers }}",
+            ),
+        )
+        .unwrap();
+    });
+    let snapshot = source::read(repo.path(), &ReadMode::WorkingTree).unwrap();
+    let loaded = clarity::load::load(&snapshot);
+    let diags = clarity::desired::check(&loaded.inventory);
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!(diags[0].file, "templates/web/web.conf.j2");
+    assert_eq!(diags[0].line, 4);
+    assert_eq!(diags[0].code, "template-render");
+}
