@@ -596,3 +596,36 @@ fn a_locked_host_waits_then_names_the_holder() {
         "applies once the lock is free"
     );
 }
+
+#[test]
+fn removed_deployments_are_reported_and_only_pruned_when_asked() {
+    let Some(f) = Fixture::new() else { return };
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    std::fs::remove_file(f.repo.join("clients/acme/deployments/web/mock.yml")).unwrap();
+    // Keep the server targeted by something so the host is still planned.
+    f.write(
+        "clients/acme/deployments/other/mock.yml",
+        "artifact: other\nprofile: mock\nversion: \"1\"\ntargets:\n  - server: sbx-1\n",
+    );
+    f.write(
+        "artifacts/other.yml",
+        &format!("id: other\ntype: script\nrepository: local\nversions:\n  - version: \"1\"\n    sha256: \"{}\"\n    location: web-1.0.0.py\n", sha256(SERVICE.as_bytes())),
+    );
+    f.commit("web is no longer deployed");
+    let plan = f.run(&["--dry-run"], &[]);
+    assert!(
+        out(&plan).contains("web is no longer desired here (left in place; --prune removes it)"),
+        "{}",
+        out(&plan)
+    );
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    assert!(f.current().is_some(), "not removed without --prune");
+    let pruned = f.run(&["--prune"], &[]);
+    assert_eq!(pruned.status.code(), Some(0), "{}", out(&pruned));
+    assert!(f.current().is_none(), "{}", out(&pruned));
+    assert!(
+        !f.sandbox().join("opt/clarity/web/releases").exists(),
+        "releases removed"
+    );
+    assert_eq!(f.get("/"), None, "the service was stopped");
+}
