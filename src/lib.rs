@@ -18,6 +18,7 @@ pub mod cli;
 pub mod desired;
 pub mod diag;
 pub mod fetch;
+pub mod ledger;
 pub mod load;
 pub mod model;
 pub mod plan;

@@ -629,3 +629,71 @@ fn removed_deployments_are_reported_and_only_pruned_when_asked() {
     );
     assert_eq!(f.get("/"), None, "the service was stopped");
 }
+
+fn git_out(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn two_applies_leave_two_notes_and_history_lists_both() {
+    let Some(f) = Fixture::new() else { return };
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    let first = git_out(&f.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    f.set_deployment("1.0.0", "second", "");
+    f.commit("second greeting");
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    let second = git_out(&f.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    for commit in [&first, &second] {
+        let note = git_out(&f.repo, &["notes", "--ref=clarity", "show", commit]);
+        assert!(
+            note.contains("sbx-1") && note.contains("converged"),
+            "{note}"
+        );
+        assert!(note.contains(&format!("\"commit\":\"{commit}\"")), "{note}");
+    }
+    let log = git_out(&f.repo, &["log", "--notes=clarity", "-2"]);
+    assert_eq!(log.matches("Notes (clarity):").count(), 2, "{log}");
+    let mut cmd = Command::new(support::clarity_bin());
+    let history = cmd
+        .args([
+            "history",
+            "--ledger",
+            f.work.join("ledger.sqlite").to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(history.status.success(), "{}", out(&history));
+    let runs: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let runs = runs
+        .as_array()
+        .unwrap_or_else(|| runs["runs"].as_array().unwrap());
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0]["commit"], second, "newest first");
+    assert_eq!(runs[1]["commit"], first);
+    let text = Command::new(support::clarity_bin())
+        .args([
+            "history",
+            "--ledger",
+            f.work.join("ledger.sqlite").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("sbx-1"),
+        "{}",
+        out(&text)
+    );
+}

@@ -32,13 +32,35 @@ fn readme_demo_converges_then_has_nothing_to_do() {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     let table = text.split("RESULT").nth(1).unwrap_or_default();
-    for host in ["nt-sbx-mon01", "nt-sbx-sms01", "sw-sbx-mon01", "sw-sbx-sms01"] {
-        assert!(table.lines().any(|l| l.starts_with(host) && l.contains("converged")), "{host} did not converge:\n{text}");
+    for host in [
+        "nt-sbx-mon01",
+        "nt-sbx-sms01",
+        "sw-sbx-mon01",
+        "sw-sbx-sms01",
+    ] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(host) && l.contains("converged")),
+            "{host} did not converge:\n{text}"
+        );
     }
-    assert!(text.contains("Plan: 0 hosts to change, 4 unchanged"), "{text}");
-    let body = ureq::get("http://127.0.0.1:18080/health").call().unwrap().into_body().read_to_string().unwrap();
+    assert!(
+        text.contains("Plan: 0 hosts to change, 4 unchanged"),
+        "{text}"
+    );
+    let body = ureq::get("http://127.0.0.1:18080/health")
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
     assert!(body.contains("OK"), "{body}");
 }

@@ -8,8 +8,8 @@ pub mod inspect;
 pub mod journal;
 pub mod layout;
 pub mod lock;
-pub mod migrate_step;
 pub mod migrate;
+pub mod migrate_step;
 pub mod release;
 pub mod state;
 

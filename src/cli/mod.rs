@@ -4,6 +4,7 @@
 //! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found.
 
 mod agent;
+mod history;
 mod reconcile;
 mod schema;
 pub use schema::all_schemas;
@@ -65,6 +66,7 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     Secret(secret::SecretArgs),
     Agent(agent::AgentArgs),
+    History(history::HistoryArgs),
 }
 
 /// How a command ended, mapped to the process exit code.
@@ -193,6 +195,7 @@ pub fn run(cli: Cli) -> CliResult {
         Some(Command::Schema(args)) => schema::run(&args),
         Some(Command::Secret(args)) => secret::run(&cli.global, &args),
         Some(Command::Agent(args)) => agent::run(&args),
+        Some(Command::History(args)) => history::run(&cli.global, &args),
         None => reconcile::run(&cli.global, &cli.reconcile),
     }
 }

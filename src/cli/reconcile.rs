@@ -48,6 +48,12 @@ pub struct ReconcileArgs {
     /// first).
     #[arg(long, value_name = "BYTES")]
     pub max_cache: Option<u64>,
+    /// The run ledger (SQLite); default `<work-dir>/ledger.sqlite` or `$CLARITY_STATE_DIR`.
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// After applying, push the `refs/notes/clarity` notes to the config repository's `origin`.
+    #[arg(long)]
+    pub push_notes: bool,
     /// age identity file for decrypting secrets (default: $CLARITY_AGE_IDENTITY). Without one,
     /// plans show secrets as unknown.
     #[arg(long, value_name = "FILE")]
@@ -193,6 +199,11 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
                 .hint("fix the errors above, or narrow the run with --server/--client/--profile"),
         );
     }
+    let Some(commit) = snapshot.commit() else {
+        return Err(CliError::new("nothing was applied: applying needs a commit, and the config repository is not a git repository")
+            .hint("run `git init` and commit the config repository; `--dry-run` works on plain directories"));
+    };
+    let started_at = crate::agent::now_rfc3339();
     let results = apply_hosts(&reach, args, &desired, &plan.hosts);
     println!();
     println!("{:<28} {:<14} DETAIL", "HOST", "RESULT");
@@ -201,7 +212,126 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         ok &= r.outcome == "converged" || r.outcome == "unchanged";
         println!("{:<28} {:<14} {}", r.host, r.outcome, r.detail);
     }
+    let run = run_record(
+        global,
+        commit,
+        started_at,
+        ok,
+        &desired,
+        &plan.hosts,
+        results,
+    );
+    record_run(global, args, &run)?;
+    println!("recorded run {} (history show {})", run.id, run.id);
     Ok(if ok { Exit::Ok } else { Exit::Failed })
+}
+
+/// The record of this apply run, for the ledger and the commit's git note.
+#[allow(clippy::too_many_arguments)]
+fn run_record(
+    global: &GlobalArgs,
+    commit: git2::Oid,
+    started_at: String,
+    ok: bool,
+    desired: &[Option<DesiredHost>],
+    plans: &[HostPlan],
+    results: Vec<HostResult>,
+) -> crate::model::run::RunRecord {
+    use crate::model::apply::StepStatus;
+    use crate::model::run::{
+        DeploymentRecord, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord,
+    };
+    let changed = results.iter().any(|r| r.outcome != "unchanged");
+    let hosts = results
+        .into_iter()
+        .map(|r| {
+            let d = desired.iter().flatten().find(|d| d.server == r.host);
+            let plan = plans.iter().find(|p| p.server == r.host);
+            let client = plan.map(|p| p.client.clone()).unwrap_or_default();
+            // A deployment the plan changed is healthy when every step it ran succeeded; one
+            // the plan left alone was already converged.
+            let healthy = |name: &str| {
+                let planned = plan.is_some_and(|p| {
+                    p.deployments
+                        .iter()
+                        .any(|x| x.name == name && !x.steps.is_empty())
+                });
+                let ran: Vec<_> = r.steps.iter().filter(|s| s.deployment == name).collect();
+                !planned || (!ran.is_empty() && ran.iter().all(|s| s.status == StepStatus::Ok))
+            };
+            let deployments = d
+                .map(|d| {
+                    d.deployments
+                        .iter()
+                        .map(|dep| DeploymentRecord {
+                            name: dep.name.clone(),
+                            profile: dep.profile.clone(),
+                            version: dep.artifact.version.clone(),
+                            release: dep.release.clone(),
+                            healthy: healthy(&dep.name),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            HostRecord {
+                server: r.host,
+                client,
+                outcome: r.outcome.to_lowercase().replace(' ', "_"),
+                duration_ms: r.duration_ms,
+                message: (!r.detail.is_empty()).then_some(r.detail),
+                deployments,
+                steps: r.steps,
+            }
+        })
+        .collect();
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let finished_at = crate::agent::now_rfc3339();
+    let nonce = crate::desired::sha256_hex(
+        format!(
+            "{}{:?}{}",
+            std::process::id(),
+            std::time::SystemTime::now(),
+            commit
+        )
+        .as_bytes(),
+    );
+    RunRecord {
+        format: RUN_FORMAT.to_string(),
+        id: format!("{}-{}", started_at.replace(['-', ':'], ""), &nonce[..8]),
+        commit: commit.to_string(),
+        branch: source::branch_of(&global.repo, global.rev.as_deref()),
+        started_at,
+        finished_at,
+        trigger: format!("cli:{user}@{machine}"),
+        mode: RunMode::Apply,
+        outcome: if !ok {
+            RunOutcome::Failed
+        } else if changed {
+            RunOutcome::Success
+        } else {
+            RunOutcome::NoChanges
+        },
+        hosts,
+    }
+}
+
+/// Writes the run to the ledger and as a note on its commit (and pushes the notes if asked).
+fn record_run(
+    global: &GlobalArgs,
+    args: &ReconcileArgs,
+    run: &crate::model::run::RunRecord,
+) -> Result<(), CliError> {
+    let path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
+    let mut ledger = crate::ledger::Ledger::open(&path)?;
+    ledger.record_run(run)?;
+    crate::ledger::notes::write(&global.repo, &run.commit, run)?;
+    if args.push_notes {
+        crate::ledger::notes::push(&global.repo, "origin")?;
+    }
+    Ok(())
 }
 
 /// What a run needs to reach hosts.
@@ -281,6 +411,27 @@ struct HostResult {
     host: String,
     outcome: &'static str,
     detail: String,
+    steps: Vec<crate::model::run::StepRecord>,
+    duration_ms: u64,
+}
+
+/// What one agent call did.
+struct AgentRun {
+    outcome: &'static str,
+    detail: String,
+    steps: Vec<crate::model::run::StepRecord>,
+    duration_ms: u64,
+}
+
+impl AgentRun {
+    fn early(outcome: &'static str, detail: String) -> AgentRun {
+        AgentRun {
+            outcome,
+            detail,
+            steps: Vec::new(),
+            duration_ms: 0,
+        }
+    }
 }
 
 /// How bad a host outcome is, to keep the worst of a host's rollout units.
@@ -321,7 +472,9 @@ fn apply_hosts(
             HostResult {
                 host: p.server.clone(),
                 outcome,
-                detail: String::new(),
+                detail: p.errors.join("; "),
+                steps: Vec::new(),
+                duration_ms: 0,
             },
         );
         let Some(d) = d else { continue };
@@ -362,20 +515,19 @@ fn apply_hosts(
         })
         .collect();
     let mut halted: Option<String> = None;
-    let record = |results: &mut BTreeMap<String, HostResult>,
-                  host: &str,
-                  outcome: &'static str,
-                  detail: String| {
+    let record = |results: &mut BTreeMap<String, HostResult>, host: &str, run: AgentRun| {
         if let Some(r) = results.get_mut(host) {
-            if severity(outcome) > severity(r.outcome) {
-                r.outcome = outcome;
+            if severity(run.outcome) > severity(r.outcome) {
+                r.outcome = run.outcome;
             }
-            if !detail.is_empty() {
+            if !run.detail.is_empty() {
                 if !r.detail.is_empty() {
                     r.detail.push_str("; ");
                 }
-                r.detail.push_str(&detail);
+                r.detail.push_str(&run.detail);
             }
+            r.steps.extend(run.steps);
+            r.duration_ms += run.duration_ms;
         }
     };
     for unit in rollout::order(units) {
@@ -383,35 +535,31 @@ fn apply_hosts(
         for batch in unit.batches() {
             if let Some(why) = &halted {
                 for h in &batch.hosts {
-                    record(
-                        &mut results,
-                        h,
-                        "not attempted",
-                        format!("{}: {why}", unit.deployment),
-                    );
+                    let detail = format!("{}: {why}", unit.deployment);
+                    record(&mut results, h, AgentRun::early("not attempted", detail));
                 }
                 continue;
             }
-            let outcomes: Vec<(String, &'static str, String)> = batch
+            let outcomes: Vec<(String, AgentRun)> = batch
                 .hosts
                 .par_iter()
                 .map(|h| {
-                    let (o, detail) = run_agent(
+                    let run = run_agent(
                         reach,
                         args,
                         hosts[h.as_str()],
                         host_plans[h.as_str()],
                         crate::apply::Part::Deployment(&unit.deployment),
                     );
-                    (h.clone(), o, detail)
+                    (h.clone(), run)
                 })
                 .collect();
             let failed_here = outcomes
                 .iter()
-                .filter(|(_, o, _)| *o != "converged")
+                .filter(|(_, r)| r.outcome != "converged")
                 .count();
-            for (h, o, detail) in outcomes {
-                record(&mut results, &h, o, detail);
+            for (h, run) in outcomes {
+                record(&mut results, &h, run);
             }
             if let Next::Halt(why) = rollout::after_batch(&unit, &batch, failed_here, failed) {
                 println!("halt: {why}");
@@ -426,9 +574,8 @@ fn apply_hosts(
             .any(|d| d.change == crate::plan::Change::Delete)
             && halted.is_none()
         {
-            let (o, detail) =
-                run_agent(reach, args, hosts[server], p, crate::apply::Part::Removals);
-            record(&mut results, server, o, detail);
+            let run = run_agent(reach, args, hosts[server], p, crate::apply::Part::Removals);
+            record(&mut results, server, run);
         }
     }
     results.into_values().collect()
@@ -441,22 +588,23 @@ fn run_agent(
     d: &DesiredHost,
     first_plan: &HostPlan,
     part: crate::apply::Part,
-) -> (&'static str, String) {
+) -> AgentRun {
     use crate::model::apply::{AgentEvent, HostOutcome, StepStatus};
     let started = std::time::Instant::now();
     let transport = match reach.local(d) {
         Ok(t) => t,
-        Err(e) => return ("unreachable", e.message),
+        Err(e) => return AgentRun::early("unreachable", e.message),
     };
     let mut plan = first_plan.clone();
+    let mut steps = Vec::new();
     // An agent that finds an interrupted apply rolls it back and asks for a new plan: once.
     for attempt in 0..2 {
         let req = match crate::apply::request(d, &plan, part, args.max_cache) {
             Ok(r) => r,
-            Err(e) => return ("failed", e),
+            Err(e) => return AgentRun::early("failed", e),
         };
         if req.deployments.is_empty() && req.remove.is_empty() {
-            return ("converged", String::new());
+            return AgentRun::early("converged", String::new());
         }
         let mut failures = Vec::new();
         let outcome = transport.apply(&req, args.lock_timeout, &mut |event| match event {
@@ -466,8 +614,18 @@ fn run_agent(
                 target,
                 status,
                 message,
-                ..
+                duration_ms,
+                bytes,
             } => {
+                steps.push(crate::model::run::StepRecord {
+                    deployment: deployment.clone(),
+                    action: *action,
+                    target: target.clone(),
+                    status: *status,
+                    duration_ms: *duration_ms,
+                    message: message.clone(),
+                    bytes: *bytes,
+                });
                 let mark = match status {
                     StepStatus::Ok => "ok",
                     StepStatus::Failed => "FAILED",
@@ -514,13 +672,21 @@ fn run_agent(
                 }
             }
             AgentEvent::Done {
-                message: Some(m), ..
-            } => println!("{}: {m}", d.server),
+                message: Some(m),
+                outcome,
+            } => {
+                println!("{}: {m}", d.server);
+                if *outcome == HostOutcome::Failed {
+                    failures.push(m.clone());
+                }
+            }
             AgentEvent::Done { .. } => {}
         });
-        let secs = started.elapsed().as_secs_f64();
-        return match outcome {
-            Ok(HostOutcome::Converged) => ("converged", format!("{secs:.1}s")),
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (o, detail) = match outcome {
+            Ok(HostOutcome::Converged) => {
+                ("converged", format!("{:.1}s", duration_ms as f64 / 1000.0))
+            }
             Ok(HostOutcome::Recovered) if attempt == 0 => {
                 plan = plan_host(reach, d, args.prune);
                 continue;
@@ -537,8 +703,14 @@ fn run_agent(
                 e.message,
             ),
         };
+        return AgentRun {
+            outcome: o,
+            detail,
+            steps,
+            duration_ms,
+        };
     }
-    (
+    AgentRun::early(
         "failed",
         "the host kept reporting interrupted applies".into(),
     )

@@ -80,3 +80,16 @@ pub struct StepRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
 }
+
+/// One difference between what a host should run and what it runs, found by a detect-only
+/// drift run. Stored in the ledger against that run; `detail` is redacted text, like every
+/// message in a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftFinding {
+    pub server: String,
+    pub client: String,
+    pub deployment: String,
+    /// What drifted: `file_modified`, `service_stopped`, `wrong_release`, ...
+    pub kind: String,
+    pub detail: String,
+}

@@ -408,6 +408,25 @@ fn read_plain(root: PathBuf) -> Result<Snapshot, SourceError> {
     })
 }
 
+/// The branch a run applies: `rev` when it names a local branch, else the branch HEAD is on.
+pub fn branch_of(path: &Path, rev: Option<&str>) -> Option<String> {
+    let repo = Repository::discover(path).ok()?;
+    match rev {
+        Some(r) if r != "HEAD" => repo
+            .find_branch(r, git2::BranchType::Local)
+            .ok()
+            .map(|_| r.to_string()),
+        _ => {
+            let head = repo.head().ok()?;
+            if head.is_branch() {
+                head.shorthand().ok().map(str::to_string)
+            } else {
+                None
+            }
+        }
+    }
+}
+
 impl Snapshot {
     /// A one-line description of what was read, for plan and validate headers.
     pub fn describe(&self) -> String {

@@ -1,0 +1,315 @@
+//! The ledger's schema, versioned with `PRAGMA user_version`, and its ordered forward
+//! migrations. A migration is frozen once released: it never changes, a later one does the
+//! next step. Each runs in its own `BEGIN IMMEDIATE` transaction together with the version bump,
+//! so a ledger is always exactly at one version, even when two processes open it at once.
+
+use rusqlite::{Connection, TransactionBehavior, params};
+use std::collections::BTreeMap;
+
+/// Marks a SQLite file as a Clarity ledger (`PRAGMA application_id`, the bytes "Clar"), so
+/// that pointing `--ledger` at some other database is refused instead of "migrated".
+pub const APPLICATION_ID: i32 = 0x436c_6172;
+
+/// One step from version `N - 1` to `N` (its index in [`MIGRATIONS`] plus one).
+pub struct Migration {
+    pub description: &'static str,
+    pub sql: &'static str,
+    /// Data to carry over, run after `sql` in the same transaction. It uses only the tables as
+    /// they are at this version, never the current writer, so it keeps working when later
+    /// migrations change those tables.
+    pub backfill: Option<fn(&Connection) -> rusqlite::Result<()>>,
+}
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        description: "runs with their hosts, deployments and steps",
+        sql: V1,
+        backfill: None,
+    },
+    Migration {
+        description: "current deployment state per host, drift findings, filter indexes",
+        sql: V2,
+        backfill: Some(backfill_deployment_state_v2),
+    },
+];
+
+/// The version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Version 1: a run record in four tables. Ordinals keep hosts, deployments and steps in the
+/// order the record lists them, so a stored run reads back exactly as recorded.
+const V1: &str = "
+CREATE TABLE runs (
+    id           TEXT PRIMARY KEY,
+    format       TEXT NOT NULL,
+    commit_id    TEXT NOT NULL,
+    branch       TEXT,
+    started_at   TEXT NOT NULL,
+    finished_at  TEXT NOT NULL,
+    triggered_by TEXT NOT NULL,
+    mode         TEXT NOT NULL CHECK (mode IN ('apply', 'dry_run', 'drift')),
+    outcome      TEXT NOT NULL
+);
+CREATE INDEX runs_by_start ON runs (started_at, id);
+CREATE TABLE run_hosts (
+    run_id      TEXT NOT NULL REFERENCES runs (id),
+    ordinal     INTEGER NOT NULL,
+    server      TEXT NOT NULL,
+    client      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    message     TEXT,
+    PRIMARY KEY (run_id, ordinal)
+) WITHOUT ROWID;
+CREATE TABLE run_deployments (
+    run_id       TEXT NOT NULL,
+    host_ordinal INTEGER NOT NULL,
+    ordinal      INTEGER NOT NULL,
+    name         TEXT NOT NULL,
+    profile      TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    release_name TEXT NOT NULL,
+    healthy      INTEGER NOT NULL CHECK (healthy IN (0, 1)),
+    PRIMARY KEY (run_id, host_ordinal, ordinal),
+    FOREIGN KEY (run_id, host_ordinal) REFERENCES run_hosts (run_id, ordinal)
+) WITHOUT ROWID;
+CREATE TABLE run_steps (
+    run_id       TEXT NOT NULL,
+    host_ordinal INTEGER NOT NULL,
+    ordinal      INTEGER NOT NULL,
+    deployment   TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    target       TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    duration_ms  INTEGER NOT NULL,
+    message      TEXT,
+    bytes        INTEGER,
+    PRIMARY KEY (run_id, host_ordinal, ordinal),
+    FOREIGN KEY (run_id, host_ordinal) REFERENCES run_hosts (run_id, ordinal)
+) WITHOUT ROWID;
+";
+
+/// Version 2: what each host runs now (kept current by apply runs, read by rollback and the
+/// promotion gate without scanning history), drift findings, and indexes for the filters of
+/// `history`.
+const V2: &str = "
+CREATE TABLE deployment_state (
+    client       TEXT NOT NULL,
+    server       TEXT NOT NULL,
+    deployment   TEXT NOT NULL,
+    profile      TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    release_name TEXT NOT NULL,
+    healthy      INTEGER NOT NULL CHECK (healthy IN (0, 1)),
+    since        TEXT NOT NULL,
+    run_id       TEXT NOT NULL REFERENCES runs (id),
+    updated_at   TEXT NOT NULL,
+    PRIMARY KEY (client, server, deployment)
+) WITHOUT ROWID;
+CREATE TABLE drift_findings (
+    run_id     TEXT NOT NULL REFERENCES runs (id),
+    ordinal    INTEGER NOT NULL,
+    server     TEXT NOT NULL,
+    client     TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    PRIMARY KEY (run_id, ordinal)
+) WITHOUT ROWID;
+CREATE INDEX drift_by_server ON drift_findings (server, deployment);
+CREATE INDEX run_hosts_by_server ON run_hosts (server);
+CREATE INDEX run_hosts_by_client ON run_hosts (client);
+CREATE INDEX run_deployments_by_name ON run_deployments (name, profile);
+CREATE INDEX run_steps_by_deployment ON run_steps (deployment);
+";
+
+/// Replays the apply runs a version-1 ledger holds, oldest first, into `deployment_state`:
+/// a deployment's `since` is when its current version and release first became current.
+fn backfill_deployment_state_v2(conn: &Connection) -> rusqlite::Result<()> {
+    struct State {
+        profile: String,
+        version: String,
+        release: String,
+        healthy: bool,
+        since: String,
+        run_id: String,
+        updated_at: String,
+    }
+    // Each event either sets a deployment (a deployment record) or clears it (a successful
+    // remove_deployment step); removal sorts after records of the same run.
+    let mut stmt = conn.prepare(
+        "SELECT h.client, h.server, d.name, d.profile, d.version, d.release_name, d.healthy,
+                r.finished_at, r.id, 0 AS removal
+           FROM run_deployments d
+           JOIN run_hosts h ON h.run_id = d.run_id AND h.ordinal = d.host_ordinal
+           JOIN runs r ON r.id = d.run_id
+          WHERE r.mode = 'apply' AND h.outcome NOT IN ('unreachable', 'not_attempted')
+         UNION ALL
+         SELECT h.client, h.server, s.deployment, '', '', '', 0, r.finished_at, r.id, 1
+           FROM run_steps s
+           JOIN run_hosts h ON h.run_id = s.run_id AND h.ordinal = s.host_ordinal
+           JOIN runs r ON r.id = s.run_id
+          WHERE r.mode = 'apply' AND s.action = 'remove_deployment' AND s.status = 'ok'
+         ORDER BY 8, 9, 10",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut state: BTreeMap<(String, String, String), State> = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let key = (row.get(0)?, row.get(1)?, row.get(2)?);
+        let finished_at: String = row.get(7)?;
+        let run_id: String = row.get(8)?;
+        if row.get::<_, i64>(9)? == 1 {
+            state.remove(&key);
+            continue;
+        }
+        let version: String = row.get(4)?;
+        let release: String = row.get(5)?;
+        let since = match state.get(&key) {
+            Some(s) if s.version == version && s.release == release => s.since.clone(),
+            _ => finished_at.clone(),
+        };
+        state.insert(
+            key,
+            State {
+                profile: row.get(3)?,
+                version,
+                release,
+                healthy: row.get(6)?,
+                since,
+                run_id,
+                updated_at: finished_at,
+            },
+        );
+    }
+    let mut insert = conn.prepare(
+        "INSERT INTO deployment_state (client, server, deployment, profile, version, release_name,
+                                       healthy, since, run_id, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for ((client, server, deployment), s) in state {
+        insert.execute(params![
+            client,
+            server,
+            deployment,
+            s.profile,
+            s.version,
+            s.release,
+            s.healthy,
+            s.since,
+            s.run_id,
+            s.updated_at
+        ])?;
+    }
+    Ok(())
+}
+
+/// What stands between an opened file and a ledger at [`SCHEMA_VERSION`].
+#[derive(Debug)]
+pub enum MigrateError {
+    /// The file belongs to some other application.
+    NotALedger { application_id: i32 },
+    /// A newer Clarity wrote it.
+    TooNew { found: u32 },
+    Failed {
+        from: u32,
+        to: u32,
+        source: rusqlite::Error,
+    },
+}
+
+/// Brings the database to [`SCHEMA_VERSION`], one migration per transaction. The version is
+/// re-read inside each transaction, so a concurrent opener that migrated first is noticed
+/// rather than migrated over.
+pub fn migrate(conn: &mut Connection) -> Result<u32, MigrateError> {
+    let failed = |from: u32| {
+        move |source| MigrateError::Failed {
+            from,
+            to: from + 1,
+            source,
+        }
+    };
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed(0))?;
+        let version: u32 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(failed(0))?;
+        let application_id: i32 = tx
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(failed(version))?;
+        if application_id != 0 && application_id != APPLICATION_ID {
+            return Err(MigrateError::NotALedger { application_id });
+        }
+        if version == 0 && application_id == 0 {
+            // A brand-new file is empty; anything else with neither mark is someone else's.
+            let objects: i64 = tx
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(failed(0))?;
+            if objects > 0 {
+                return Err(MigrateError::NotALedger { application_id });
+            }
+        }
+        if version > SCHEMA_VERSION {
+            return Err(MigrateError::TooNew { found: version });
+        }
+        if version == SCHEMA_VERSION {
+            if application_id == 0 {
+                tx.pragma_update(None, "application_id", APPLICATION_ID)
+                    .map_err(failed(version))?;
+                tx.commit().map_err(failed(version))?;
+            }
+            return Ok(version);
+        }
+        let migration = &MIGRATIONS[version as usize];
+        tx.execute_batch(migration.sql).map_err(failed(version))?;
+        if let Some(backfill) = migration.backfill {
+            backfill(&tx).map_err(failed(version))?;
+        }
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(failed(version))?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(failed(version))?;
+        tx.commit().map_err(failed(version))?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_database_reaches_the_current_version_and_is_marked() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), SCHEMA_VERSION);
+        let id: i32 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .unwrap();
+        assert_eq!(id, APPLICATION_ID);
+        // Migrating again is a no-op.
+        assert_eq!(migrate(&mut conn).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn someone_elses_database_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER)")
+            .unwrap();
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(MigrateError::NotALedger { .. })
+        ));
+    }
+
+    #[test]
+    fn a_newer_ledger_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(MigrateError::TooNew { .. })
+        ));
+    }
+}
