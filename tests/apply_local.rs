@@ -697,3 +697,60 @@ fn two_applies_leave_two_notes_and_history_lists_both() {
         out(&text)
     );
 }
+
+#[test]
+fn drift_names_a_hand_edit_and_a_stopped_service_until_the_next_apply() {
+    let Some(f) = Fixture::new() else { return };
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    let drift = |f: &Fixture| {
+        Command::new(support::clarity_bin())
+            .args([
+                "--repo",
+                f.repo.to_str().unwrap(),
+                "--profile",
+                "mock",
+                "drift",
+                "--work-dir",
+                f.work.to_str().unwrap(),
+            ])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let clean = drift(&f);
+    assert_eq!(clean.status.code(), Some(0), "{}", out(&clean));
+    assert!(out(&clean).contains("no drift"), "{}", out(&clean));
+    // A hand edit of a managed file, and the service stopped behind Clarity's back.
+    std::fs::write(
+        f.sandbox()
+            .join("opt/clarity/web/current/conf/greeting.txt"),
+        "edited by hand\n",
+    )
+    .unwrap();
+    {
+        use clarity::service::ServiceBackend;
+        clarity::service::ProcessBackend::new(f.sandbox().join("var/lib/clarity/run"))
+            .stop("clarity-web")
+            .unwrap();
+    }
+    let drifted = drift(&f);
+    let text = out(&drifted);
+    assert_eq!(drifted.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("[file-modified] conf/greeting.txt was changed on the host"),
+        "{text}"
+    );
+    assert!(text.contains("[service-stopped]"), "{text}");
+    // Recorded in the ledger.
+    let conn = rusqlite::Connection::open(f.work.join("ledger.sqlite")).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM drift_findings", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+    // The next apply heals it, and drift is clean again.
+    let healed = f.run(&[], &[]);
+    assert_eq!(healed.status.code(), Some(0), "{}", out(&healed));
+    assert_eq!(f.get("/").map(|r| r.1), Some("hello\n".into()));
+    let again = drift(&f);
+    assert_eq!(again.status.code(), Some(0), "{}", out(&again));
+}

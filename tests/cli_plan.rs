@@ -323,6 +323,10 @@ fn canary_repo() -> (tempfile::TempDir, PathBuf, PathBuf) {
         }
         std::fs::write(&path, clarity::secret::file::render("# canary\n", &out)).unwrap();
     }
+    // Applying needs a commit.
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "canary"]);
     let key = dir.path().join("canary.agekey");
     std::fs::write(
         &key,

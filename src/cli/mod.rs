@@ -4,8 +4,9 @@
 //! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found.
 
 mod agent;
+mod drift;
 mod history;
-mod reconcile;
+pub(crate) mod reconcile;
 mod schema;
 pub use schema::all_schemas;
 mod secret;
@@ -67,6 +68,7 @@ pub enum Command {
     Secret(secret::SecretArgs),
     Agent(agent::AgentArgs),
     History(history::HistoryArgs),
+    Drift(drift::DriftArgs),
 }
 
 /// How a command ended, mapped to the process exit code.
@@ -196,6 +198,7 @@ pub fn run(cli: Cli) -> CliResult {
         Some(Command::Secret(args)) => secret::run(&cli.global, &args),
         Some(Command::Agent(args)) => agent::run(&args),
         Some(Command::History(args)) => history::run(&cli.global, &args),
+        Some(Command::Drift(args)) => drift::run(&cli.global, &args),
         None => reconcile::run(&cli.global, &cli.reconcile),
     }
 }

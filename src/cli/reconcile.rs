@@ -92,47 +92,8 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     for w in &snapshot.warnings {
         eprintln!("warning: {w}");
     }
-    let loaded = crate::load::load(&snapshot);
-    let (templates, template_diags) = Templates::new(&loaded.inventory);
-    if loaded.has_errors() || !template_diags.is_empty() {
-        let mut all = loaded.diagnostics;
-        all.extend(template_diags);
-        let count = all.error_count();
-        for d in all
-            .sorted()
-            .iter()
-            .filter(|d| d.severity == crate::diag::Severity::Error)
-        {
-            eprintln!("{d}");
-        }
-        return Err(CliError::new(format!(
-            "the config repository has {count} error{}; nothing was planned",
-            if count == 1 { "" } else { "s" }
-        ))
-        .hint("fix them (`clarity-reconcile validate` lists them with file:line:column)"));
-    }
-    let inv = &loaded.inventory;
-    let identities = crate::secret::identities_from(args.age_identity.as_deref()).map_err(|e| {
-        let hint = e.hint();
-        let err = CliError::from_error(&e);
-        match hint {
-            Some(h) => err.hint(h),
-            None => err,
-        }
-    })?;
-    let secrets = InventorySecrets::new(inv, identities);
-    let ctx = Context {
-        env: std::env::vars().collect(),
-        secrets: &secrets,
-        lenient_env: false,
-        config_root: Some(snapshot.root.clone()),
-    };
-    let selection = Selection {
-        client: global.client.clone(),
-        profile: global.profile.clone(),
-        server: global.server.clone(),
-    };
-    let desired = desired::hosts(inv, &templates, &selection, &ctx);
+    let Computed { inventory, desired } = compute(global, &snapshot, args.age_identity.as_deref())?;
+    let inv = &inventory;
     if desired.is_empty() {
         eprintln!("note: no deployment targets the selected servers");
     }
@@ -334,15 +295,74 @@ fn record_run(
     Ok(())
 }
 
+/// The inventory and every selected host's desired state at `snapshot`; stops with every
+/// validation error when the repository has any.
+pub(super) struct Computed {
+    pub inventory: crate::load::Inventory,
+    pub desired: Vec<Result<DesiredHost, Vec<desired::DesiredError>>>,
+}
+
+pub(super) fn compute(
+    global: &GlobalArgs,
+    snapshot: &source::Snapshot,
+    age_identity: Option<&std::path::Path>,
+) -> Result<Computed, CliError> {
+    let loaded = crate::load::load(snapshot);
+    let (templates, template_diags) = Templates::new(&loaded.inventory);
+    if loaded.has_errors() || !template_diags.is_empty() {
+        let mut all = loaded.diagnostics;
+        all.extend(template_diags);
+        let count = all.error_count();
+        for d in all
+            .sorted()
+            .iter()
+            .filter(|d| d.severity == crate::diag::Severity::Error)
+        {
+            eprintln!("{d}");
+        }
+        return Err(CliError::new(format!(
+            "the config repository has {count} error{}; nothing was planned",
+            if count == 1 { "" } else { "s" }
+        ))
+        .hint("fix them (`clarity-reconcile validate` lists them with file:line:column)"));
+    }
+    let inv = &loaded.inventory;
+    let identities = crate::secret::identities_from(age_identity).map_err(|e| {
+        let hint = e.hint();
+        let err = CliError::from_error(&e);
+        match hint {
+            Some(h) => err.hint(h),
+            None => err,
+        }
+    })?;
+    let secrets = InventorySecrets::new(inv, identities);
+    let ctx = Context {
+        env: std::env::vars().collect(),
+        secrets: &secrets,
+        lenient_env: false,
+        config_root: Some(snapshot.root.clone()),
+    };
+    let selection = Selection {
+        client: global.client.clone(),
+        profile: global.profile.clone(),
+        server: global.server.clone(),
+    };
+    let desired = desired::hosts(inv, &templates, &selection, &ctx);
+    Ok(Computed {
+        inventory: loaded.inventory,
+        desired,
+    })
+}
+
 /// What a run needs to reach hosts.
-struct Reach<'a> {
-    exe: &'a std::path::Path,
-    work_dir: &'a std::path::Path,
-    assume_empty: bool,
+pub(super) struct Reach<'a> {
+    pub exe: &'a std::path::Path,
+    pub work_dir: &'a std::path::Path,
+    pub assume_empty: bool,
 }
 
 impl Reach<'_> {
-    fn local(
+    pub fn local(
         &self,
         host: &DesiredHost,
     ) -> Result<crate::transport::Local, crate::transport::TransportError> {

@@ -146,7 +146,6 @@ impl FetchError {
         match self {
             FetchError::Transfer { transient, .. } => *transient,
             FetchError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            FetchError::GaveUp { .. } => false,
             _ => false,
         }
     }

@@ -430,7 +430,7 @@ impl Job<'_> {
         }
     }
 
-    /// The error for a failed copy from `what` into the cache file.
+    /// The error for a copy into the cache file that stopped.
     fn copy_error(&self, e: cache::CopyError) -> FetchError {
         match e {
             cache::CopyError::Read { after, error } => self.transfer(

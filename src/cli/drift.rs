@@ -1,0 +1,245 @@
+//! `clarity-reconcile drift`: inspect every selected host without changing anything and report
+//! how it differs from the desired state of the commit last applied (from the ledger).
+
+use super::reconcile::{Computed, Reach, compute};
+use super::{CliError, CliResult, Exit, GlobalArgs, Output};
+use crate::model::run::{DriftFinding, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord};
+use crate::plan::drift::{Finding, drift};
+use crate::source::{self, ReadMode};
+use clap::Args;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// Report drift: inspect every selected host (changing nothing) and list each difference from
+/// the desired state of the last applied commit — files edited by hand or missing, the wrong
+/// release active, services stopped or disabled, unapplied migrations, releases and
+/// deployments Clarity did not install. Recorded in the ledger. Exit 0 no drift, 2 drift
+/// found, 1 error.
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// The reconciler's working directory (sandboxes and the ledger live below it).
+    #[arg(
+        long,
+        env = "CLARITY_WORK_DIR",
+        default_value = ".clarity",
+        value_name = "DIR"
+    )]
+    pub work_dir: PathBuf,
+    /// The run ledger; default `<work-dir>/ledger.sqlite` or `$CLARITY_STATE_DIR`.
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// age identity file, to compare files that contain secrets exactly.
+    #[arg(long, value_name = "FILE")]
+    pub age_identity: Option<PathBuf>,
+    /// An unreachable host is reported but does not make the run fail.
+    #[arg(long)]
+    pub allow_unreachable: bool,
+}
+
+pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
+    let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
+    let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
+    // Compare against what was applied, not against whatever HEAD says now.
+    let rev = match &global.rev {
+        Some(r) => r.clone(),
+        None => {
+            let last = ledger.last_applied_commit(&crate::ledger::AppliedFilter {
+                branch: None,
+                client: global.client.clone(),
+                profile: global.profile.clone(),
+                successful_only: true,
+            })?;
+            match last {
+                Some(a) => a.commit,
+                None => {
+                    eprintln!(
+                        "note: the ledger has no successful apply for this selection; comparing with HEAD"
+                    );
+                    "HEAD".into()
+                }
+            }
+        }
+    };
+    let snapshot = source::read(&global.repo, &ReadMode::Commit(rev))?;
+    let started_at = crate::agent::now_rfc3339();
+    let Computed { desired, .. } = compute(global, &snapshot, args.age_identity.as_deref())?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
+    let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
+    let reach = Reach {
+        exe: &exe,
+        work_dir: &work_dir,
+        assume_empty: false,
+    };
+    let per_host: Vec<HostFindings> = desired
+        .into_par_iter()
+        .map(|d| match d {
+            Err(errors) => {
+                let server = errors.first().map(|e| e.server.clone()).unwrap_or_default();
+                (
+                    server,
+                    String::new(),
+                    Err(errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")),
+                )
+            }
+            Ok(host) => {
+                let actual = reach.local(&host).and_then(|t| t.inspect());
+                let found = actual.map(|a| drift(&host, &a)).map_err(|e| e.message);
+                (host.server.clone(), host.client.clone(), found)
+            }
+        })
+        .collect();
+    let findings: Vec<&Finding> = per_host
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().ok())
+        .flatten()
+        .collect();
+    let errors: Vec<(&str, &str)> = per_host
+        .iter()
+        .filter_map(|(s, _, r)| r.as_ref().err().map(|e| (s.as_str(), e.as_str())))
+        .collect();
+    match global.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+            "commit": snapshot.commit().map(|c| c.to_string()),
+            "findings": findings,
+            "errors": errors.iter().map(|(s, e)| serde_json::json!({"server": s, "error": e})).collect::<Vec<_>>(),
+        })).expect("serializes")),
+        Output::Text => print!("{}", text(&snapshot.describe(), &per_host)),
+        Output::Markdown => print!("{}", markdown(&snapshot.describe(), &findings)),
+    }
+    let record = RunRecord {
+        format: RUN_FORMAT.to_string(),
+        id: format!(
+            "{}-drift-{}",
+            started_at.replace(['-', ':'], ""),
+            std::process::id()
+        ),
+        commit: snapshot.commit().map(|c| c.to_string()).unwrap_or_default(),
+        branch: None,
+        started_at,
+        finished_at: crate::agent::now_rfc3339(),
+        trigger: format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ),
+        mode: RunMode::Drift,
+        outcome: if !errors.is_empty() {
+            RunOutcome::Failed
+        } else if findings.is_empty() {
+            RunOutcome::NoChanges
+        } else {
+            RunOutcome::Success
+        },
+        hosts: per_host
+            .iter()
+            .map(|(server, client, r)| HostRecord {
+                server: server.clone(),
+                client: client.clone(),
+                outcome: match r {
+                    Ok(f) if f.is_empty() => "no_drift".into(),
+                    Ok(_) => "drift".into(),
+                    Err(_) => "unreachable".into(),
+                },
+                duration_ms: 0,
+                message: r.as_ref().err().cloned(),
+                deployments: Vec::new(),
+                steps: Vec::new(),
+            })
+            .collect(),
+    };
+    let stored: Vec<DriftFinding> = findings
+        .iter()
+        .map(|f| DriftFinding {
+            server: f.server.clone(),
+            client: f.client.clone(),
+            deployment: f.deployment.clone(),
+            kind: f.kind.as_str().to_string(),
+            detail: f.detail.clone(),
+        })
+        .collect();
+    ledger.record_drift(&record, &stored)?;
+    if !errors.is_empty() && !args.allow_unreachable {
+        return Ok(Exit::Failed);
+    }
+    Ok(if findings.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Changes
+    })
+}
+
+/// Per host: server, client, and its findings or why it could not be inspected.
+type HostFindings = (String, String, Result<Vec<Finding>, String>);
+
+fn text(source: &str, per_host: &[HostFindings]) -> String {
+    let mut out = format!("Drift report for {source}\n");
+    let mut by_client: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (server, client, r) in per_host {
+        let _ = writeln!(out);
+        match r {
+            Err(e) => {
+                let _ = writeln!(out, "host {server}: UNREACHABLE: {e}");
+            }
+            Ok(f) if f.is_empty() => {
+                let _ = writeln!(out, "host {server} ({client}): no drift");
+                by_client.entry(client).or_default().0 += 1;
+            }
+            Ok(f) => {
+                let _ = writeln!(
+                    out,
+                    "host {server} ({client}): {} finding{}",
+                    f.len(),
+                    if f.len() == 1 { "" } else { "s" }
+                );
+                for x in f {
+                    let _ = writeln!(
+                        out,
+                        "  ! {} [{}] {}",
+                        x.deployment,
+                        x.kind.as_str(),
+                        x.detail
+                    );
+                }
+                let e = by_client.entry(client).or_default();
+                e.0 += 1;
+                e.1 += 1;
+            }
+        }
+    }
+    let _ = writeln!(out);
+    for (client, (hosts, drifted)) in by_client {
+        let _ = writeln!(
+            out,
+            "client {client}: {drifted} of {hosts} host{} drifted",
+            if hosts == 1 { "" } else { "s" }
+        );
+    }
+    out
+}
+
+fn markdown(source: &str, findings: &[&Finding]) -> String {
+    let mut out = format!("### Clarity drift report for {source}\n\n");
+    if findings.is_empty() {
+        out.push_str("No drift.\n");
+        return out;
+    }
+    out.push_str("| host | client | deployment | kind | detail |\n|---|---|---|---|---|\n");
+    for f in findings {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | `{}` | {} | {} |",
+            f.server,
+            f.client,
+            f.deployment,
+            f.kind.as_str(),
+            f.detail.replace('|', "\\|")
+        );
+    }
+    out
+}
