@@ -116,8 +116,9 @@ impl Fixture {
     fn set_versions(&self, versions: &[Version]) {
         let mut yml = String::from("id: web\ntype: script\nrepository: local\nversions:\n");
         for v in versions {
-            std::fs::create_dir_all(self.repo.join("files")).unwrap();
-            std::fs::write(self.repo.join("files").join(v.file), v.content).unwrap();
+            let path = self.repo.join("files").join(v.file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, v.content).unwrap();
             let sha = v.sha256.clone().unwrap_or_else(|| sha256(v.content));
             yml.push_str(&format!(
                 "  - version: \"{}\"\n    sha256: \"{sha}\"\n    location: {}\n    size: {}\n",
@@ -753,4 +754,159 @@ fn drift_names_a_hand_edit_and_a_stopped_service_until_the_next_apply() {
     assert_eq!(f.get("/").map(|r| r.1), Some("hello\n".into()));
     let again = drift(&f);
     assert_eq!(again.status.code(), Some(0), "{}", out(&again));
+}
+
+#[test]
+fn rollback_commits_the_previous_healthy_version_and_the_next_apply_converges_to_it() {
+    let Some(f) = Fixture::new() else { return };
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    // Both versions ship `web.py`, so the service command does not name the version (as in
+    // a real deployment file, where a rollback changes only `version`).
+    let v11 = format!("{SERVICE}\n# 1.1.0\n");
+    f.set_versions(&[
+        Version {
+            version: "1.0.0",
+            file: "1.0.0/web.py",
+            content: SERVICE.as_bytes(),
+            sha256: None,
+        },
+        Version {
+            version: "1.1.0",
+            file: "1.1.0/web.py",
+            content: v11.as_bytes(),
+            sha256: None,
+        },
+    ]);
+    for version in ["1.0.0", "1.1.0"] {
+        f.set_deployment(version, "hello", "");
+        let p = f.repo.join("clients/acme/deployments/web/mock.yml");
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace(&format!("web-{version}.py"), "web.py");
+        std::fs::write(&p, text).unwrap();
+        f.commit(version);
+        assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    }
+    let rollback = Command::new(support::clarity_bin())
+        .args([
+            "--repo",
+            f.repo.to_str().unwrap(),
+            "--client",
+            "acme",
+            "--profile",
+            "mock",
+            "rollback",
+            "--deployment",
+            "web",
+        ])
+        .args([
+            "--work-dir",
+            f.work.to_str().unwrap(),
+            "--reason",
+            "1.1.0 leaks memory",
+        ])
+        .output()
+        .unwrap();
+    assert!(rollback.status.success(), "{}", out(&rollback));
+    let show = git_out(&f.repo, &["show", "HEAD"]);
+    assert!(
+        show.contains("Roll back web for acme in mock: 1.1.0 -> 1.0.0"),
+        "{show}"
+    );
+    assert!(show.contains("Reason: 1.1.0 leaks memory"), "{show}");
+    assert!(
+        show.contains("-version: \"1.1.0\"\n+version: \"1.0.0\""),
+        "{show}"
+    );
+    assert_eq!(
+        show.matches("\n+").count() - show.matches("\n+++").count(),
+        1,
+        "only the version changes:\n{show}"
+    );
+    let applied = f.run(&[], &[]);
+    assert_eq!(applied.status.code(), Some(0), "{}", out(&applied));
+    assert!(
+        f.current().unwrap().starts_with("1.0.0-"),
+        "{:?}",
+        f.current()
+    );
+}
+
+#[test]
+fn promotion_gate_requires_a_healthy_run_in_the_previous_profile() {
+    let Some(f) = Fixture::new() else { return };
+    let staging_port = support::free_port();
+    f.write(
+        "clarity.yml",
+        "keep_releases: 3\npromotion: [staging, mock]\n",
+    );
+    f.write(
+        "clients/acme/servers/stg-1.yml",
+        "hostname: stg-1\ndatacenter: lab\nagent:\n  transport: local\n  root: sandboxes/stg-1\n  service_manager: process\n",
+    );
+    let mock =
+        std::fs::read_to_string(f.repo.join("clients/acme/deployments/web/mock.yml")).unwrap();
+    f.write(
+        "clients/acme/deployments/web/staging.yml",
+        &mock
+            .replace("profile: mock", "profile: staging")
+            .replace("server: sbx-1", "server: stg-1")
+            .replace(&f.port.to_string(), &staging_port.to_string()),
+    );
+    f.commit("promotion: staging before mock");
+    let stop_staging =
+        clarity::service::ProcessBackend::new(f.work.join("sandboxes/stg-1/var/lib/clarity/run"));
+    let refused = f.run(&[], &[]);
+    let text = out(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("promotion gate: web 1.0.0 has not been applied to staging for acme yet"),
+        "{text}"
+    );
+    assert!(f.current().is_none(), "nothing applied to mock");
+    // Staging first (its own run), then mock is allowed.
+    let mut staging = Command::new(support::clarity_bin());
+    staging
+        .args([
+            "--repo",
+            f.repo.to_str().unwrap(),
+            "--work-dir",
+            f.work.to_str().unwrap(),
+            "--profile",
+            "staging",
+        ])
+        .env("NO_COLOR", "1");
+    let staged = staging.output().unwrap();
+    assert_eq!(staged.status.code(), Some(0), "{}", out(&staged));
+    let promoted = f.run(&[], &[]);
+    assert_eq!(promoted.status.code(), Some(0), "{}", out(&promoted));
+    assert!(f.current().is_some());
+    // A new version skips staging only when told to, and the run says so.
+    f.set_deployment("1.0.0", "skipped", "");
+    f.write(
+        "clarity.yml",
+        "keep_releases: 3\npromotion: [staging, mock]\npromotion_soak_minutes: 60\n",
+    );
+    f.commit("a 60 minute soak");
+    let soaking = f.run(&[], &[]);
+    assert!(
+        out(&soaking).contains("has run healthy in staging for 0 min, 60 min are required"),
+        "{}",
+        out(&soaking)
+    );
+    let skipped = f.run(&["--skip-promotion-gate"], &[]);
+    assert_eq!(skipped.status.code(), Some(0), "{}", out(&skipped));
+    let conn = rusqlite::Connection::open(f.work.join("ledger.sqlite")).unwrap();
+    let trigger: String = conn
+        .query_row(
+            "SELECT triggered_by FROM runs ORDER BY started_at DESC, id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(trigger.ends_with("(promotion gate skipped)"), "{trigger}");
+    {
+        use clarity::service::ServiceBackend;
+        let _ = stop_staging.stop("clarity-web");
+    }
 }

@@ -7,6 +7,7 @@ mod agent;
 mod drift;
 mod history;
 pub(crate) mod reconcile;
+mod rollback;
 mod schema;
 pub use schema::all_schemas;
 mod secret;
@@ -69,6 +70,7 @@ pub enum Command {
     Agent(agent::AgentArgs),
     History(history::HistoryArgs),
     Drift(drift::DriftArgs),
+    Rollback(rollback::RollbackArgs),
 }
 
 /// How a command ended, mapped to the process exit code.
@@ -199,6 +201,7 @@ pub fn run(cli: Cli) -> CliResult {
         Some(Command::Agent(args)) => agent::run(&args),
         Some(Command::History(args)) => history::run(&cli.global, &args),
         Some(Command::Drift(args)) => drift::run(&cli.global, &args),
+        Some(Command::Rollback(args)) => rollback::run(&cli.global, &args),
         None => reconcile::run(&cli.global, &cli.reconcile),
     }
 }

@@ -48,6 +48,10 @@ pub struct ReconcileArgs {
     /// first).
     #[arg(long, value_name = "BYTES")]
     pub max_cache: Option<u64>,
+    /// Apply even where the promotion gate (`promotion` in clarity.yml) would refuse; the run
+    /// records that the gate was skipped.
+    #[arg(long)]
+    pub skip_promotion_gate: bool,
     /// The run ledger (SQLite); default `<work-dir>/ledger.sqlite` or `$CLARITY_STATE_DIR`.
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<PathBuf>,
@@ -165,7 +169,14 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             .hint("run `git init` and commit the config repository; `--dry-run` works on plain directories"));
     };
     let started_at = crate::agent::now_rfc3339();
-    let results = apply_hosts(&reach, args, &desired, &plan.hosts);
+    let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
+    let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
+    let gate = Gate {
+        settings: &inv.settings,
+        ledger: &ledger,
+        skip: args.skip_promotion_gate,
+    };
+    let results = apply_hosts(&reach, args, &gate, &desired, &plan.hosts);
     println!();
     println!("{:<28} {:<14} DETAIL", "HOST", "RESULT");
     let mut ok = true;
@@ -173,7 +184,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         ok &= r.outcome == "converged" || r.outcome == "unchanged";
         println!("{:<28} {:<14} {}", r.host, r.outcome, r.detail);
     }
-    let run = run_record(
+    let mut run = run_record(
         global,
         commit,
         started_at,
@@ -182,7 +193,10 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         &plan.hosts,
         results,
     );
-    record_run(global, args, &run)?;
+    if args.skip_promotion_gate && !inv.settings.promotion.is_empty() {
+        run.trigger.push_str(" (promotion gate skipped)");
+    }
+    record_run(global, args, &mut ledger, &run)?;
     println!("recorded run {} (history show {})", run.id, run.id);
     Ok(if ok { Exit::Ok } else { Exit::Failed })
 }
@@ -283,10 +297,9 @@ fn run_record(
 fn record_run(
     global: &GlobalArgs,
     args: &ReconcileArgs,
+    ledger: &mut crate::ledger::Ledger,
     run: &crate::model::run::RunRecord,
 ) -> Result<(), CliError> {
-    let path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
-    let mut ledger = crate::ledger::Ledger::open(&path)?;
     ledger.record_run(run)?;
     crate::ledger::notes::write(&global.repo, &run.commit, run)?;
     if args.push_notes {
@@ -352,6 +365,64 @@ pub(super) fn compute(
         inventory: loaded.inventory,
         desired,
     })
+}
+
+/// The promotion gate: a version reaches a profile only after it ran healthy, for the same
+/// client, on every host of the profile before it in `promotion`, for the soak time.
+struct Gate<'a> {
+    settings: &'a crate::model::Settings,
+    ledger: &'a crate::ledger::Ledger,
+    skip: bool,
+}
+
+impl Gate<'_> {
+    fn check(
+        &self,
+        client: &str,
+        deployment: &str,
+        profile: &str,
+        version: &str,
+    ) -> Result<(), String> {
+        let promotion = &self.settings.promotion;
+        let Some(i) = promotion
+            .iter()
+            .position(|p| p == profile)
+            .filter(|i| *i > 0)
+        else {
+            return Ok(());
+        };
+        let previous = &promotion[i - 1];
+        let history = self
+            .ledger
+            .deployment_history(client, deployment, previous)
+            .map_err(|e| format!("promotion gate: cannot read the ledger: {e}"))?;
+        let runs: Vec<_> = history.iter().filter(|h| h.version == version).collect();
+        let soak = u64::from(self.settings.promotion_soak_minutes) * 60;
+        let now = crate::agent::parse_rfc3339(&crate::agent::now_rfc3339()).unwrap_or(0);
+        let healthy_since = runs
+            .iter()
+            .filter(|h| h.healthy_everywhere)
+            .filter_map(|h| crate::agent::parse_rfc3339(&h.finished_at))
+            .min();
+        match (runs.first(), healthy_since) {
+            (Some(latest), Some(since))
+                if latest.healthy_everywhere && now.saturating_sub(since) >= soak =>
+            {
+                Ok(())
+            }
+            (Some(latest), Some(since)) if latest.healthy_everywhere => Err(format!(
+                "promotion gate: {deployment} {version} has run healthy in {previous} for {} min, {} min are required",
+                now.saturating_sub(since) / 60,
+                soak / 60
+            )),
+            (Some(_), _) => Err(format!(
+                "promotion gate: {deployment} {version} was not healthy on every {previous} host in its last run there"
+            )),
+            (None, _) => Err(format!(
+                "promotion gate: {deployment} {version} has not been applied to {previous} for {client} yet"
+            )),
+        }
+    }
 }
 
 /// What a run needs to reach hosts.
@@ -472,6 +543,7 @@ fn severity(outcome: &str) -> u8 {
 fn apply_hosts(
     reach: &Reach,
     args: &ReconcileArgs,
+    gate: &Gate,
     desired: &[Option<DesiredHost>],
     plans: &[HostPlan],
 ) -> Vec<HostResult> {
@@ -551,6 +623,26 @@ fn apply_hosts(
         }
     };
     for unit in rollout::order(units) {
+        let version = unit
+            .hosts
+            .first()
+            .and_then(|h| {
+                hosts[h.as_str()]
+                    .deployments
+                    .iter()
+                    .find(|d| d.name == unit.deployment)
+            })
+            .map(|d| d.artifact.version.clone())
+            .unwrap_or_default();
+        if !gate.skip
+            && let Err(why) = gate.check(&unit.client, &unit.deployment, &unit.profile, &version)
+        {
+            println!("{}: {why} (--skip-promotion-gate overrides)", unit.key);
+            for h in &unit.hosts {
+                record(&mut results, h, AgentRun::early("failed", why.clone()));
+            }
+            continue;
+        }
         let mut failed = 0;
         for batch in unit.batches() {
             if let Some(why) = &halted {

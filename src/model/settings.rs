@@ -9,9 +9,13 @@ pub struct Settings {
     /// Profile names deployments may use (the file name of a deployment file).
     #[serde(default = "default_profiles")]
     pub profiles: Vec<String>,
-    /// Order in which a version must pass through profiles before reaching the last one.
+    /// Order in which a version must pass through profiles: it is applied to a profile only
+    /// after it ran healthy on every host of the profile before it (for the same client).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promotion: Vec<String>,
+    /// How long a version must have run healthy in the previous profile before promotion.
+    #[serde(default)]
+    pub promotion_soak_minutes: u32,
     /// Releases kept per deployment on a host, for rollback.
     #[serde(default = "default_keep_releases")]
     pub keep_releases: u32,
@@ -26,6 +30,7 @@ impl Default for Settings {
         Settings {
             profiles: default_profiles(),
             promotion: Vec::new(),
+            promotion_soak_minutes: 0,
             keep_releases: default_keep_releases(),
             allowed_absolute_roots: default_absolute_roots(),
         }
