@@ -910,3 +910,74 @@ fn promotion_gate_requires_a_healthy_run_in_the_previous_profile() {
         let _ = stop_staging.stop("clarity-web");
     }
 }
+
+#[test]
+fn emergency_rollback_switches_now_and_pins_until_the_revert_is_applied() {
+    let Some(f) = Fixture::new() else { return };
+    let v11 = format!("{SERVICE}\n# 1.1.0\n");
+    f.set_versions(&[
+        Version {
+            version: "1.0.0",
+            file: "1.0.0/web.py",
+            content: SERVICE.as_bytes(),
+            sha256: None,
+        },
+        Version {
+            version: "1.1.0",
+            file: "1.1.0/web.py",
+            content: v11.as_bytes(),
+            sha256: None,
+        },
+    ]);
+    for version in ["1.0.0", "1.1.0"] {
+        f.set_deployment(version, "hello", "");
+        let p = f.repo.join("clients/acme/deployments/web/mock.yml");
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace(&format!("web-{version}.py"), "web.py");
+        std::fs::write(&p, text).unwrap();
+        f.commit(version);
+        assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    }
+    let bad = git_out(&f.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let emergency = Command::new(support::clarity_bin())
+        .args([
+            "--repo",
+            f.repo.to_str().unwrap(),
+            "--client",
+            "acme",
+            "--profile",
+            "mock",
+            "rollback",
+            "--deployment",
+            "web",
+        ])
+        .args(["--work-dir", f.work.to_str().unwrap(), "--emergency"])
+        .output()
+        .unwrap();
+    assert!(emergency.status.success(), "{}", out(&emergency));
+    assert!(f.current().unwrap().starts_with("1.0.0-"), "switched now");
+    // The branch still says 1.1.0 (the revert is not merged): the pin holds the hosts.
+    let held = f.run(&["--rev", &bad], &[]);
+    assert_eq!(held.status.code(), Some(0), "{}", out(&held));
+    assert!(
+        out(&held).contains("pinned at 1.0.0 by an emergency rollback"),
+        "{}",
+        out(&held)
+    );
+    assert!(f.current().unwrap().starts_with("1.0.0-"), "held at 1.0.0");
+    // Applying the revert releases the pin; after that the branch moves hosts again.
+    let revert = f.run(&[], &[]);
+    assert!(
+        out(&revert).contains("released the emergency pin of acme/web/mock"),
+        "{}",
+        out(&revert)
+    );
+    let forward = f.run(&["--rev", &bad], &[]);
+    assert_eq!(forward.status.code(), Some(0), "{}", out(&forward));
+    assert!(
+        f.current().unwrap().starts_with("1.1.0-"),
+        "{}",
+        out(&forward)
+    );
+}

@@ -64,7 +64,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     };
     let snapshot = source::read(&global.repo, &ReadMode::Commit(rev))?;
     let started_at = crate::agent::now_rfc3339();
-    let Computed { desired, .. } = compute(global, &snapshot, args.age_identity.as_deref())?;
+    let Computed { desired, .. } = compute(global, &snapshot, args.age_identity.as_deref(), None)?;
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
@@ -72,6 +72,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
         exe: &exe,
         work_dir: &work_dir,
         assume_empty: false,
+        only: None,
     };
     let per_host: Vec<HostFindings> = desired
         .into_par_iter()

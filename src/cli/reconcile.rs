@@ -17,6 +17,9 @@ use std::path::PathBuf;
 /// host that failed or rolled back, 2 changes pending (`--dry-run`).
 #[derive(Debug, Clone, Args)]
 pub struct ReconcileArgs {
+    /// Only this deployment (artifact id); the others on the selected hosts are left alone.
+    #[arg(long, value_name = "ARTIFACT")]
+    pub deployment: Option<String>,
     /// Only print the plan; change nothing. Exit 0 nothing to do, 2 changes pending, 1 error.
     #[arg(long)]
     pub dry_run: bool,
@@ -96,7 +99,12 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     for w in &snapshot.warnings {
         eprintln!("warning: {w}");
     }
-    let Computed { inventory, desired } = compute(global, &snapshot, args.age_identity.as_deref())?;
+    let Computed { inventory, desired } = compute(
+        global,
+        &snapshot,
+        args.age_identity.as_deref(),
+        args.deployment.as_deref(),
+    )?;
     let inv = &inventory;
     if desired.is_empty() {
         eprintln!("note: no deployment targets the selected servers");
@@ -108,6 +116,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         exe: &exe,
         work_dir: &work_dir,
         assume_empty: args.assume_empty_hosts,
+        only: args.deployment.as_deref(),
     };
     let planned: Vec<(Option<DesiredHost>, HostPlan)> = desired
         .into_par_iter()
@@ -177,11 +186,16 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         skip: args.skip_promotion_gate,
     };
     let results = apply_hosts(&reach, args, &gate, &desired, &plan.hosts);
+    for (client, deployment, profile) in pins_to_release(&ledger, &desired, &results) {
+        if ledger.unpin(&client, &deployment, &profile)? {
+            println!("released the emergency pin of {client}/{deployment}/{profile}");
+        }
+    }
     println!();
     println!("{:<28} {:<14} DETAIL", "HOST", "RESULT");
     let mut ok = true;
     for r in &results {
-        ok &= r.outcome == "converged" || r.outcome == "unchanged";
+        ok &= matches!(r.outcome, "converged" | "unchanged" | "pinned");
         println!("{:<28} {:<14} {}", r.host, r.outcome, r.detail);
     }
     let mut run = run_record(
@@ -319,6 +333,7 @@ pub(super) fn compute(
     global: &GlobalArgs,
     snapshot: &source::Snapshot,
     age_identity: Option<&std::path::Path>,
+    deployment: Option<&str>,
 ) -> Result<Computed, CliError> {
     let loaded = crate::load::load(snapshot);
     let (templates, template_diags) = Templates::new(&loaded.inventory);
@@ -359,6 +374,7 @@ pub(super) fn compute(
         client: global.client.clone(),
         profile: global.profile.clone(),
         server: global.server.clone(),
+        deployment: deployment.map(str::to_string),
     };
     let desired = desired::hosts(inv, &templates, &selection, &ctx);
     Ok(Computed {
@@ -430,6 +446,9 @@ pub(super) struct Reach<'a> {
     pub exe: &'a std::path::Path,
     pub work_dir: &'a std::path::Path,
     pub assume_empty: bool,
+    /// `--deployment`: the host's other deployments are out of this run's sight, so they are
+    /// neither reported as no longer desired nor pruned.
+    pub only: Option<&'a str>,
 }
 
 impl Reach<'_> {
@@ -482,7 +501,12 @@ fn plan_host(reach: &Reach, host: &DesiredHost, prune: bool) -> HostPlan {
         reach.local(host).and_then(|t| t.inspect())
     };
     match actual {
-        Ok(actual) => plan::host_plan(host, &actual, prune),
+        Ok(mut actual) => {
+            if let Some(only) = reach.only {
+                actual.deployments.retain(|name, _| name == only);
+            }
+            plan::host_plan(host, &actual, prune)
+        }
         Err(e) => HostPlan {
             server: host.server.clone(),
             client: host.client.clone(),
@@ -529,7 +553,7 @@ impl AgentRun {
 fn severity(outcome: &str) -> u8 {
     match outcome {
         "unchanged" => 0,
-        "converged" => 1,
+        "converged" | "pinned" => 1,
         "not attempted" => 2,
         "unreachable" => 3,
         "failed" => 4,
@@ -634,6 +658,33 @@ fn apply_hosts(
             })
             .map(|d| d.artifact.version.clone())
             .unwrap_or_default();
+        match gate
+            .ledger
+            .pinned(&unit.client, &unit.deployment, &unit.profile)
+        {
+            Ok(Some(pin)) if pin.version != version => {
+                let why = format!(
+                    "pinned at {} by an emergency rollback ({}); applying a commit that sets version {} releases it",
+                    pin.version, pin.commit, pin.version
+                );
+                println!("{}: {why}", unit.key);
+                for h in &unit.hosts {
+                    record(&mut results, h, AgentRun::early("pinned", why.clone()));
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                for h in &unit.hosts {
+                    record(
+                        &mut results,
+                        h,
+                        AgentRun::early("failed", format!("cannot read pins: {e}")),
+                    );
+                }
+                continue;
+            }
+        }
         if !gate.skip
             && let Err(why) = gate.check(&unit.client, &unit.deployment, &unit.profile, &version)
         {
@@ -691,6 +742,40 @@ fn apply_hosts(
         }
     }
     results.into_values().collect()
+}
+
+/// Pins whose version this run brought from the repository and that every host of the
+/// deployment now runs: the revert has been applied, so the pin has done its job.
+fn pins_to_release(
+    ledger: &crate::ledger::Ledger,
+    desired: &[Option<DesiredHost>],
+    results: &[HostResult],
+) -> Vec<(String, String, String)> {
+    use std::collections::BTreeMap;
+    let mut deployments: BTreeMap<(String, String, String), (String, bool)> = BTreeMap::new();
+    for d in desired.iter().flatten() {
+        let ok = results
+            .iter()
+            .any(|r| r.host == d.server && matches!(r.outcome, "converged" | "unchanged"));
+        for dep in &d.deployments {
+            let e = deployments
+                .entry((d.client.clone(), dep.name.clone(), dep.profile.clone()))
+                .or_insert((dep.artifact.version.clone(), true));
+            e.1 &= ok;
+        }
+    }
+    deployments
+        .into_iter()
+        .filter(|((c, d, p), (version, all_ok))| {
+            *all_ok
+                && ledger
+                    .pinned(c, d, p)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|pin| &pin.version == version)
+        })
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// One agent call for one part of a host's plan; returns the host outcome and a detail.

@@ -25,6 +25,15 @@ pub struct RollbackArgs {
     /// Push the commit to the config repository's `origin`.
     #[arg(long)]
     pub push: bool,
+    /// Also switch the hosts now (applying the rollback commit for this deployment only) and
+    /// pin them in the ledger at that version, so applying the branch before the revert is
+    /// merged does not switch them forward again. The pin is released by the first apply that
+    /// brings the pinned version from the repository.
+    #[arg(long)]
+    pub emergency: bool,
+    /// age identity file, for secrets the emergency apply needs.
+    #[arg(long, value_name = "FILE")]
+    pub age_identity: Option<PathBuf>,
     /// The reconciler's working directory (the ledger lives below it).
     #[arg(
         long,
@@ -191,9 +200,58 @@ pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> CliResult {
         }
         println!("pushed to origin");
     }
+    if !args.emergency {
+        println!(
+            "apply it with: clarity-reconcile --repo {} --rev {commit} --client {client} --profile {profile}",
+            global.repo.display()
+        );
+        return Ok(Exit::Ok);
+    }
+    println!("emergency: applying {commit} to {} now", args.deployment);
+    let apply_global = GlobalArgs {
+        rev: Some(commit.to_string()),
+        server: None,
+        ..global.clone()
+    };
+    let apply_args = super::reconcile::ReconcileArgs {
+        deployment: Some(args.deployment.clone()),
+        dry_run: false,
+        prune: false,
+        allow_unreachable: false,
+        base: None,
+        assume_empty_hosts: false,
+        work_dir: args.work_dir.clone(),
+        lock_timeout: 300,
+        max_cache: None,
+        // The target version already ran healthy here; the gate is for promotion.
+        skip_promotion_gate: true,
+        ledger: args.ledger.clone(),
+        push_notes: false,
+        age_identity: args.age_identity.clone(),
+    };
+    let applied = super::reconcile::run(&apply_global, &apply_args)?;
+    if applied != Exit::Ok {
+        return Err(CliError::new(
+            "the emergency apply did not converge every host; nothing was pinned",
+        )
+        .hint("see the per-host results above; the rollback commit is in place"));
+    }
+    let mut ledger = crate::ledger::Ledger::open(&crate::ledger::resolve_path(
+        args.ledger.as_deref(),
+        &args.work_dir,
+    ))?;
+    ledger.pin(&crate::ledger::Pin {
+        client: client.clone(),
+        deployment: args.deployment.clone(),
+        profile: profile.clone(),
+        version: target.clone(),
+        commit: commit.to_string(),
+        reason: args.reason.clone(),
+        created_at: crate::agent::now_rfc3339(),
+    })?;
     println!(
-        "apply it with: clarity-reconcile --repo {} --rev {commit} --client {client} --profile {profile}",
-        global.repo.display()
+        "pinned {client}/{}/{profile} at {target} until a commit with that version is applied (merge {commit})",
+        args.deployment
     );
     Ok(Exit::Ok)
 }

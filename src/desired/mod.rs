@@ -228,6 +228,8 @@ pub struct Selection {
     pub client: Option<String>,
     pub profile: Option<String>,
     pub server: Option<String>,
+    /// Only this deployment (artifact id).
+    pub deployment: Option<String>,
 }
 
 /// A problem computing one host's desired state (a template that does not render, a secret
@@ -276,7 +278,12 @@ pub fn hosts(
             continue;
         }
         for ((artifact, profile), dep) in &entry.deployments {
-            if selection.profile.as_deref().is_some_and(|p| p != profile) {
+            if selection.profile.as_deref().is_some_and(|p| p != profile)
+                || selection
+                    .deployment
+                    .as_deref()
+                    .is_some_and(|d| d != artifact)
+            {
                 continue;
             }
             for t in &dep.value.targets {

@@ -8,11 +8,13 @@
 //! aside, never overwritten or deleted, and the error says how to rebuild from the notes.
 
 pub mod notes;
+mod pins;
 mod query;
 pub mod schema;
 mod write;
 
 pub use notes::NotesError;
+pub use pins::Pin;
 pub use query::{
     AppliedCommit, AppliedFilter, DeploymentHistoryEntry, DeploymentState, HostSummary, RunFilter,
     RunSummary,

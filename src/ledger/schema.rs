@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: V2,
         backfill: Some(backfill_deployment_state_v2),
     },
+    Migration {
+        description: "pins set by emergency rollbacks",
+        sql: V3,
+        backfill: None,
+    },
 ];
 
 /// The version this build writes and reads.
@@ -121,6 +126,21 @@ CREATE INDEX run_hosts_by_server ON run_hosts (server);
 CREATE INDEX run_hosts_by_client ON run_hosts (client);
 CREATE INDEX run_deployments_by_name ON run_deployments (name, profile);
 CREATE INDEX run_steps_by_deployment ON run_steps (deployment);
+";
+
+/// Version 3: deployments an emergency rollback switched ahead of git, held at a version until
+/// the repository brings that version too.
+const V3: &str = "
+CREATE TABLE pins (
+    client     TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    profile    TEXT NOT NULL,
+    version    TEXT NOT NULL,
+    commit_id  TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (client, deployment, profile)
+) WITHOUT ROWID;
 ";
 
 /// Replays the apply runs a version-1 ledger holds, oldest first, into `deployment_state`:
