@@ -981,3 +981,58 @@ fn emergency_rollback_switches_now_and_pins_until_the_revert_is_applied() {
         out(&forward)
     );
 }
+
+#[test]
+fn when_the_previous_release_is_unhealthy_too_it_stops_and_says_restore_failed() {
+    let Some(f) = Fixture::new() else { return };
+    let flag = f.work.join("healthy-flag");
+    std::fs::create_dir_all(&f.work).unwrap();
+    std::fs::write(&flag, "").unwrap();
+    let check = format!(
+        "  - type: command\n    command: [\"test\", \"-e\", \"{}\"]\n    interval_s: 1\n    retries: 2\n",
+        flag.display()
+    );
+    let with_check = |greeting: &str| {
+        f.set_deployment("1.0.0", greeting, "");
+        let p = f.repo.join("clients/acme/deployments/web/mock.yml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("{text}{check}")).unwrap();
+    };
+    with_check("hello");
+    f.commit("a command health check");
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    let before = f.current().unwrap();
+    // Whatever broke now breaks the previous release as well.
+    std::fs::remove_file(&flag).unwrap();
+    with_check("new");
+    f.commit("a new release");
+    let o = f.run(&[], &[]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("RESTORE FAILED"), "{text}");
+    assert!(
+        text.contains("the previous release is unhealthy too"),
+        "{text}"
+    );
+    assert_eq!(
+        f.current().unwrap(),
+        before,
+        "it switched back once and stopped there"
+    );
+}
+
+#[test]
+fn old_releases_beyond_keep_releases_are_removed() {
+    let Some(f) = Fixture::new() else { return };
+    // clarity.yml of the fixture keeps 3 releases.
+    for greeting in ["a", "b", "c", "d", "e"] {
+        f.set_deployment("1.0.0", greeting, "");
+        f.commit(greeting);
+        assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    }
+    let releases: Vec<_> = std::fs::read_dir(f.sandbox().join("opt/clarity/web/releases"))
+        .unwrap()
+        .collect();
+    assert_eq!(releases.len(), 3, "{releases:?}");
+    assert_eq!(f.get("/").map(|r| r.1), Some("e\n".into()));
+}

@@ -338,6 +338,64 @@ mod tests {
     }
 
     #[test]
+    fn xz_and_zip_archives_extract_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = tar_with(&[("bin/run", tar::EntryType::Regular, None)]);
+        let mut xz = Vec::new();
+        std::io::Write::write_all(&mut liblzma::write::XzEncoder::new(&mut xz, 6), &tar).unwrap();
+        let xz_path = dir.path().join("a.tar.xz");
+        std::fs::write(&xz_path, &xz).unwrap();
+        place_artifact(
+            ArtifactType::Tarball,
+            &xz_path,
+            "app.tar.xz",
+            &dir.path().join("x"),
+        )
+        .unwrap();
+        assert_eq!(fs::read(dir.path().join("x/bin/run")).unwrap(), b"abc");
+
+        let zip_path = dir.path().join("a.zip");
+        let mut z = zip::ZipWriter::new(fs::File::create(&zip_path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+        z.start_file("bin/tool", opts).unwrap();
+        std::io::Write::write_all(&mut z, b"#!/bin/sh\n").unwrap();
+        z.finish().unwrap();
+        place_artifact(
+            ArtifactType::Tarball,
+            &zip_path,
+            "app.zip",
+            &dir.path().join("z"),
+        )
+        .unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(dir.path().join("z/bin/tool"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o755);
+    }
+
+    #[test]
+    fn zip_entries_escaping_the_release_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip_path = dir.path().join("evil.zip");
+        let mut z = zip::ZipWriter::new(fs::File::create(&zip_path).unwrap());
+        z.start_file("../evil", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut z, b"x").unwrap();
+        z.finish().unwrap();
+        let e = place_artifact(
+            ArtifactType::Tarball,
+            &zip_path,
+            "evil.zip",
+            &dir.path().join("rel"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("contains `..`"), "{e}");
+        assert!(!dir.path().join("evil").exists());
+    }
+
+    #[test]
     fn link_depth_rules() {
         assert!(link_stays_inside(Path::new("a/b/l"), Path::new("../c")));
         assert!(!link_stays_inside(Path::new("l"), Path::new("../c")));
