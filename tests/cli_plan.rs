@@ -434,6 +434,16 @@ fn canary_secret_never_appears_in_validate_plans_or_errors() {
     );
     outputs.push(("apply", applied));
     drop(stop);
+    // The run's git note on the applied commit (notes are compressed in the object store, so
+    // read them back through git).
+    let note = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["notes", "--ref=clarity", "show", "HEAD"])
+        .output()
+        .unwrap();
+    assert!(note.status.success() && !note.stdout.is_empty(), "the apply wrote no note");
+    outputs.push(("git note", note));
     // An error while rendering a template that also renders a secret.
     let t = repo.join("templates/smsgateway/gateway.properties.j2");
     let body = std::fs::read_to_string(&t).unwrap();
