@@ -40,24 +40,6 @@ fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@clarity.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@clarity.invalid")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 struct Version<'a> {
     version: &'a str,
     file: &'a str,
@@ -102,7 +84,7 @@ impl Fixture {
             sha256: None,
         }]);
         f.set_deployment("1.0.0", "hello", "");
-        git(&f.repo, &["init", "-q"]);
+        support::git(&f.repo, &["init", "-q"]);
         f.commit("initial");
         Some(f)
     }
@@ -146,8 +128,8 @@ impl Fixture {
     }
 
     fn commit(&self, msg: &str) {
-        git(&self.repo, &["add", "-A"]);
-        git(&self.repo, &["commit", "-qm", msg]);
+        support::git(&self.repo, &["add", "-A"]);
+        support::git(&self.repo, &["commit", "-qm", msg]);
     }
 
     fn run(&self, extra: &[&str], envs: &[(&str, &str)]) -> Output {
@@ -631,39 +613,28 @@ fn removed_deployments_are_reported_and_only_pruned_when_asked() {
     assert_eq!(f.get("/"), None, "the service was stopped");
 }
 
-fn git_out(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn two_applies_leave_two_notes_and_history_lists_both() {
     let Some(f) = Fixture::new() else { return };
     assert_eq!(f.run(&[], &[]).status.code(), Some(0));
-    let first = git_out(&f.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let first = support::git(&f.repo, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
     f.set_deployment("1.0.0", "second", "");
     f.commit("second greeting");
     assert_eq!(f.run(&[], &[]).status.code(), Some(0));
-    let second = git_out(&f.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let second = support::git(&f.repo, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
     for commit in [&first, &second] {
-        let note = git_out(&f.repo, &["notes", "--ref=clarity", "show", commit]);
+        let note = support::git(&f.repo, &["notes", "--ref=clarity", "show", commit]);
         assert!(
             note.contains("sbx-1") && note.contains("converged"),
             "{note}"
         );
         assert!(note.contains(&format!("\"commit\":\"{commit}\"")), "{note}");
     }
-    let log = git_out(&f.repo, &["log", "--notes=clarity", "-2"]);
+    let log = support::git(&f.repo, &["log", "--notes=clarity", "-2"]);
     assert_eq!(log.matches("Notes (clarity):").count(), 2, "{log}");
     let mut cmd = Command::new(support::clarity_bin());
     let history = cmd
@@ -808,7 +779,7 @@ fn rollback_commits_the_previous_healthy_version_and_the_next_apply_converges_to
         .output()
         .unwrap();
     assert!(rollback.status.success(), "{}", out(&rollback));
-    let show = git_out(&f.repo, &["show", "HEAD"]);
+    let show = support::git(&f.repo, &["show", "HEAD"]);
     assert!(
         show.contains("Roll back web for acme in mock: 1.1.0 -> 1.0.0"),
         "{show}"
@@ -939,7 +910,9 @@ fn emergency_rollback_switches_now_and_pins_until_the_revert_is_applied() {
         f.commit(version);
         assert_eq!(f.run(&[], &[]).status.code(), Some(0));
     }
-    let bad = git_out(&f.repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let bad = support::git(&f.repo, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
     let emergency = Command::new(support::clarity_bin())
         .args([
             "--repo",

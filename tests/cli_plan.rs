@@ -174,49 +174,18 @@ fn markdown_output_is_a_pull_request_comment() {
     assert!(md.contains("```diff"));
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@clarity.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@clarity.invalid")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn base_lists_exactly_the_deployments_a_template_change_touches() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("config");
-    copy_dir(&example(), &repo);
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "base"]);
+    support::copy_dir(&example(), &repo);
+    support::git(&repo, &["init", "-q"]);
+    support::git(&repo, &["add", "-A"]);
+    support::git(&repo, &["commit", "-qm", "base"]);
     let t = repo.join("templates/monitoring-stack/exporter.conf.j2");
     let body = std::fs::read_to_string(&t).unwrap();
     std::fs::write(&t, body.replacen("\"listen\"", "\"listen_address\"", 1)).unwrap();
-    git(&repo, &["commit", "-qam", "rename listen key"]);
+    support::git(&repo, &["commit", "-qam", "rename listen key"]);
     let work = dir.path().join("work");
     let o = run(
         &[
@@ -306,7 +275,7 @@ impl Drop for StopSandboxes {
 fn canary_repo() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("config");
-    copy_dir(&example(), &repo);
+    support::copy_dir(&example(), &repo);
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
     let recipients = clarity::secret::Recipients::parse(&recipient).unwrap();
@@ -324,9 +293,9 @@ fn canary_repo() -> (tempfile::TempDir, PathBuf, PathBuf) {
         std::fs::write(&path, clarity::secret::file::render("# canary\n", &out)).unwrap();
     }
     // Applying needs a commit.
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "canary"]);
+    support::git(&repo, &["init", "-q"]);
+    support::git(&repo, &["add", "-A"]);
+    support::git(&repo, &["commit", "-qm", "canary"]);
     let key = dir.path().join("canary.agekey");
     std::fs::write(
         &key,
@@ -442,7 +411,10 @@ fn canary_secret_never_appears_in_validate_plans_or_errors() {
         .args(["notes", "--ref=clarity", "show", "HEAD"])
         .output()
         .unwrap();
-    assert!(note.status.success() && !note.stdout.is_empty(), "the apply wrote no note");
+    assert!(
+        note.status.success() && !note.stdout.is_empty(),
+        "the apply wrote no note"
+    );
     outputs.push(("git note", note));
     // An error while rendering a template that also renders a secret.
     let t = repo.join("templates/smsgateway/gateway.properties.j2");

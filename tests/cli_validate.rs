@@ -1,6 +1,8 @@
 //! `clarity-reconcile validate` as users run it: the real binary, real directories, a real
 //! `git` for the tests about commits, and the exit codes and output lines scripts rely on.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -85,29 +87,6 @@ fn inject(root: &Path, file: &str, from: &str, to: &str, mark: &str) -> (usize, 
     let line = before.matches('\n').count() + 1;
     let column = at - before.rfind('\n').map_or(0, |n| n + 1) + 1;
     (line, column)
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=clarity-tests",
-            "-c",
-            "user.email=tests@clarity.invalid",
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -222,9 +201,9 @@ fn json_output_lists_the_same_five_errors() {
 fn git_repo_with_broken_worktree() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&manifest_dir().join("tests/fixtures/base"), dir.path());
-    git(dir.path(), &["init", "-q"]);
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-q", "-m", "valid config"]);
+    support::git(dir.path(), &["init", "-q"]);
+    support::git(dir.path(), &["add", "-A"]);
+    support::git(dir.path(), &["commit", "-q", "-m", "valid config"]);
     let file = "clients/acme/servers/web-2.yml";
     let (line, column) = inject(
         dir.path(),

@@ -14,25 +14,6 @@ use clarity::model::run::{
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn git_out(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@clarity.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@clarity.invalid")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn has_git() -> bool {
     support::require_program("git").is_some()
 }
@@ -40,13 +21,13 @@ fn has_git() -> bool {
 /// A config repository with `n` commits; returns their ids, oldest first.
 fn repo_with_commits(dir: &Path, n: usize) -> Vec<String> {
     std::fs::create_dir_all(dir).unwrap();
-    git_out(dir, &["init", "-q", "-b", "main"]);
+    support::git(dir, &["init", "-q", "-b", "main"]);
     (0..n)
         .map(|i| {
             std::fs::write(dir.join("clarity.yml"), format!("# change {i}\n")).unwrap();
-            git_out(dir, &["add", "clarity.yml"]);
-            git_out(dir, &["commit", "-q", "-m", &format!("change {i}")]);
-            git_out(dir, &["rev-parse", "HEAD"]).trim().to_string()
+            support::git(dir, &["add", "clarity.yml"]);
+            support::git(dir, &["commit", "-q", "-m", &format!("change {i}")]);
+            support::git(dir, &["rev-parse", "HEAD"]).trim().to_string()
         })
         .collect()
 }
@@ -207,7 +188,7 @@ fn two_runs_on_two_commits_make_two_notes_and_history_lists_both() {
     drop(ledger);
 
     // The real git reads each note: the summary, then the machine line.
-    let note = git_out(&repo, &["notes", "--ref=clarity", "show", &commits[1]]);
+    let note = support::git(&repo, &["notes", "--ref=clarity", "show", &commits[1]]);
     assert!(
         note.starts_with("Clarity apply 20261122T140000Z-bbbb0002: FAILED\n"),
         "{note}"
@@ -218,7 +199,7 @@ fn two_runs_on_two_commits_make_two_notes_and_history_lists_both() {
         .find_map(|l| l.strip_prefix("clarity-run: "))
         .unwrap();
     assert_eq!(serde_json::from_str::<RunRecord>(line).unwrap(), second);
-    let note0 = git_out(&repo, &["notes", "--ref=clarity", "show", &commits[0]]);
+    let note0 = support::git(&repo, &["notes", "--ref=clarity", "show", &commits[0]]);
     assert!(note0.contains("20261120T090000Z-aaaa0001"), "{note0}");
     // No note on the commit nobody applied.
     let o = Command::new("git")
@@ -230,7 +211,7 @@ fn two_runs_on_two_commits_make_two_notes_and_history_lists_both() {
     assert!(!o.status.success());
 
     // `git log --notes=clarity` shows them under each commit.
-    let log = git_out(&repo, &["log", "--notes=clarity", "--format=%H%n%N"]);
+    let log = support::git(&repo, &["log", "--notes=clarity", "--format=%H%n%N"]);
     assert_eq!(log.matches("clarity-run: ").count(), 2, "{log}");
     assert!(log.contains(&format!(
         "{}\nClarity apply 20261120T090000Z-aaaa0001",
@@ -238,7 +219,7 @@ fn two_runs_on_two_commits_make_two_notes_and_history_lists_both() {
     )));
 
     // Fan-out layout: ab/cdef...
-    let paths = git_out(
+    let paths = support::git(
         &repo,
         &["ls-tree", "-r", "--name-only", "refs/notes/clarity"],
     );
@@ -532,7 +513,7 @@ fn several_runs_on_one_commit_append_and_git_edits_are_kept() {
     b.commit = commits[1].clone();
     notes::write(&repo, "HEAD", &a).unwrap();
     // A person adds a line with git itself (git may rewrite the notes tree in its own layout).
-    git_out(
+    support::git(
         &repo,
         &[
             "notes",
@@ -547,7 +528,7 @@ fn several_runs_on_one_commit_append_and_git_edits_are_kept() {
     // Writing a run again (a retry) does not duplicate it.
     notes::write(&repo, &commits[1], &b).unwrap();
 
-    let note = git_out(&repo, &["notes", "--ref=clarity", "show", &commits[1]]);
+    let note = support::git(&repo, &["notes", "--ref=clarity", "show", &commits[1]]);
     assert_eq!(note.matches("clarity-run: ").count(), 2, "{note}");
     assert!(note.contains("checked by hand: ok"), "{note}");
     let a_at = note.find(&a.id).unwrap();
@@ -555,7 +536,7 @@ fn several_runs_on_one_commit_append_and_git_edits_are_kept() {
     assert!(a_at < b_at);
     assert_eq!(notes::read(&repo, &commits[1]).unwrap(), vec![a, b]);
     assert!(notes::read(&repo, &commits[0]).unwrap().is_empty());
-    let paths = git_out(
+    let paths = support::git(
         &repo,
         &["ls-tree", "-r", "--name-only", "refs/notes/clarity"],
     );
@@ -593,7 +574,7 @@ fn concurrent_note_writers_lose_nothing() {
         }
     });
     assert_eq!(notes::read_all(&repo).unwrap().len(), 8);
-    let listed = git_out(&repo, &["notes", "--ref=clarity", "list"]);
+    let listed = support::git(&repo, &["notes", "--ref=clarity", "list"]);
     assert_eq!(listed.lines().count(), 8);
 }
 
@@ -895,16 +876,16 @@ fn notes_push_to_a_bare_remote_and_merge_when_it_moved_on() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let remote = tmp.path().join("remote.git");
-    git_out(
+    support::git(
         tmp.path(),
         &["init", "-q", "--bare", remote.to_str().unwrap()],
     );
     let a = tmp.path().join("a");
     let commits = repo_with_commits(&a, 2);
-    git_out(&a, &["remote", "add", "origin", remote.to_str().unwrap()]);
-    git_out(&a, &["push", "-q", "origin", "main"]);
+    support::git(&a, &["remote", "add", "origin", remote.to_str().unwrap()]);
+    support::git(&a, &["push", "-q", "origin", "main"]);
     let b = tmp.path().join("b");
-    git_out(
+    support::git(
         tmp.path(),
         &["clone", "-q", remote.to_str().unwrap(), b.to_str().unwrap()],
     );
@@ -923,22 +904,23 @@ fn notes_push_to_a_bare_remote_and_merge_when_it_moved_on() {
     })
     .unwrap();
     notes::push(&a, "origin").unwrap();
-    let note = git_out(&remote, &["notes", "--ref=clarity", "show", &commits[1]]);
+    let note = support::git(&remote, &["notes", "--ref=clarity", "show", &commits[1]]);
     assert!(note.contains("20261121T000000Z-aaaa0003"), "{note}");
 
     // Clone b has not fetched a's notes and records another run on the same commit: its push
     // is rejected, the notes are merged, the push goes through, nothing is lost.
     notes::write(&b, &commits[0], &r2).unwrap();
     notes::push(&b, "origin").unwrap();
-    let note = git_out(&remote, &["notes", "--ref=clarity", "show", &commits[0]]);
+    let note = support::git(&remote, &["notes", "--ref=clarity", "show", &commits[0]]);
     assert!(note.contains("20261120T090000Z-aaaa0001"), "{note}");
     assert!(note.contains("20261122T140000Z-bbbb0002"), "{note}");
     assert_eq!(note.matches("clarity-run: ").count(), 2, "{note}");
     assert!(
-        git_out(&remote, &["log", "--notes=clarity", "main"]).contains("20261121T000000Z-aaaa0003")
+        support::git(&remote, &["log", "--notes=clarity", "main"])
+            .contains("20261121T000000Z-aaaa0003")
     );
     // The merged notes tree keeps the fan-out layout.
-    for p in git_out(
+    for p in support::git(
         &remote,
         &["ls-tree", "-r", "--name-only", "refs/notes/clarity"],
     )
@@ -950,11 +932,11 @@ fn notes_push_to_a_bare_remote_and_merge_when_it_moved_on() {
     // Clone a fetches and sees all three runs; fetching again changes nothing.
     notes::fetch(&a, "origin").unwrap();
     assert_eq!(notes::read_all(&a).unwrap().len(), 3);
-    let tip = git_out(&a, &["rev-parse", "refs/notes/clarity"]);
+    let tip = support::git(&a, &["rev-parse", "refs/notes/clarity"]);
     notes::fetch(&a, "origin").unwrap();
-    assert_eq!(git_out(&a, &["rev-parse", "refs/notes/clarity"]), tip);
+    assert_eq!(support::git(&a, &["rev-parse", "refs/notes/clarity"]), tip);
     assert!(
-        git_out(&a, &["for-each-ref", "refs/notes/"])
+        support::git(&a, &["for-each-ref", "refs/notes/"])
             .lines()
             .count()
             == 1
@@ -1035,7 +1017,7 @@ fn canary_a_redacted_record_is_stored_exactly_as_given() {
     assert!(raw.contains("DB_PASSWORD changed (value redacted)"));
 
     // The note: its machine line is exactly the record; its summary is built from it.
-    let note = git_out(&repo, &["notes", "--ref=clarity", "show", &commits[0]]);
+    let note = support::git(&repo, &["notes", "--ref=clarity", "show", &commits[0]]);
     let line = note
         .lines()
         .find_map(|l| l.strip_prefix("clarity-run: "))

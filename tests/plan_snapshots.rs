@@ -2,6 +2,8 @@
 //! each host as its agent reports it (`tests/plans/actual/<host>.json`, the converged state).
 //! The snapshots show exactly what a reviewer would read.
 
+mod support;
+
 use clarity::desired::{self, Context, InventorySecrets, Selection, Templates};
 use clarity::model::host::{
     ActualDeployment, ActualFile, ActualHost, ActualService, RecordedFile, ServiceState,
@@ -18,22 +20,9 @@ fn fixtures() -> PathBuf {
 /// A copy of the fixture repository, optionally edited, in a temp dir.
 fn repo_copy(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixtures().join("repo"), dir.path());
+    support::copy_dir(&fixtures().join("repo"), dir.path());
     edit(dir.path());
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }
 
 fn desired_hosts(repo: &Path) -> Vec<desired::DesiredHost> {

@@ -10,17 +10,46 @@ use support::nspawn::{Options, Testbed};
 #[test]
 fn shipped_units_verify_without_warnings() {
     let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
-    let Some(bed) = Testbed::boot_with("su", Options { bind_ro: vec![units.clone()], ..Options::hosts(1) }) else {
+    let Some(bed) = Testbed::boot_with(
+        "su",
+        Options {
+            bind_ro: vec![units.clone()],
+            ..Options::hosts(1)
+        },
+    ) else {
         return;
     };
     let host = bed.host("h1");
     // The programs the units run must exist for verify; the binary under test stands in for
     // /usr/local/bin/clarity-reconcile, and a stub for git (the minimal image has none).
-    host.exec_ok(&["cp", support::clarity_bin().to_str().unwrap(), "/usr/local/bin/clarity-reconcile"]);
-    host.exec_ok(&["sh", "-c", "test -x /usr/bin/git || { printf '#!/bin/sh\\n' > /usr/bin/git; chmod 755 /usr/bin/git; }"]);
-    host.exec_ok(&["useradd", "--system", "--home-dir", "/var/lib/clarity", "clarity"]);
-    for unit in ["clarity-reconcile.service", "clarity-reconcile.timer", "clarity-drift.service", "clarity-drift.timer"] {
-        host.exec_ok(&["cp", units.join(unit).to_str().unwrap(), &format!("/etc/systemd/system/{unit}")]);
+    host.exec_ok(&[
+        "cp",
+        support::clarity_bin().to_str().unwrap(),
+        "/usr/local/bin/clarity-reconcile",
+    ]);
+    host.exec_ok(&[
+        "sh",
+        "-c",
+        "test -x /usr/bin/git || { printf '#!/bin/sh\\n' > /usr/bin/git; chmod 755 /usr/bin/git; }",
+    ]);
+    host.exec_ok(&[
+        "useradd",
+        "--system",
+        "--home-dir",
+        "/var/lib/clarity",
+        "clarity",
+    ]);
+    for unit in [
+        "clarity-reconcile.service",
+        "clarity-reconcile.timer",
+        "clarity-drift.service",
+        "clarity-drift.timer",
+    ] {
+        host.exec_ok(&[
+            "cp",
+            units.join(unit).to_str().unwrap(),
+            &format!("/etc/systemd/system/{unit}"),
+        ]);
     }
     let out = host.exec(&[
         "systemd-analyze",
@@ -31,6 +60,12 @@ fn shipped_units_verify_without_warnings() {
         "/etc/systemd/system/clarity-drift.timer",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
-    assert!(stderr.trim().is_empty(), "systemd-analyze verify warned:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty(),
+        "systemd-analyze verify warned:\n{stderr}"
+    );
 }
