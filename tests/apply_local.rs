@@ -727,12 +727,10 @@ fn drift_names_a_hand_edit_and_a_stopped_service_until_the_next_apply() {
     assert_eq!(again.status.code(), Some(0), "{}", out(&again));
 }
 
-#[test]
-fn rollback_commits_the_previous_healthy_version_and_the_next_apply_converges_to_it() {
-    let Some(f) = Fixture::new() else { return };
-    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
-    // Both versions ship `web.py`, so the service command does not name the version (as in
-    // a real deployment file, where a rollback changes only `version`).
+/// Versions 1.0.0 then 1.1.0 applied (both healthy); both ship `web.py`, so the service command
+/// does not name the version (as in a real deployment file, where a rollback changes only
+/// `version`).
+fn two_healthy_versions(f: &Fixture) {
     let v11 = format!("{SERVICE}\n# 1.1.0\n");
     f.set_versions(&[
         Version {
@@ -758,6 +756,13 @@ fn rollback_commits_the_previous_healthy_version_and_the_next_apply_converges_to
         f.commit(version);
         assert_eq!(f.run(&[], &[]).status.code(), Some(0));
     }
+}
+
+#[test]
+fn rollback_commits_the_previous_healthy_version_and_the_next_apply_converges_to_it() {
+    let Some(f) = Fixture::new() else { return };
+    assert_eq!(f.run(&[], &[]).status.code(), Some(0));
+    two_healthy_versions(&f);
     let rollback = Command::new(support::clarity_bin())
         .args([
             "--repo",
@@ -885,31 +890,7 @@ fn promotion_gate_requires_a_healthy_run_in_the_previous_profile() {
 #[test]
 fn emergency_rollback_switches_now_and_pins_until_the_revert_is_applied() {
     let Some(f) = Fixture::new() else { return };
-    let v11 = format!("{SERVICE}\n# 1.1.0\n");
-    f.set_versions(&[
-        Version {
-            version: "1.0.0",
-            file: "1.0.0/web.py",
-            content: SERVICE.as_bytes(),
-            sha256: None,
-        },
-        Version {
-            version: "1.1.0",
-            file: "1.1.0/web.py",
-            content: v11.as_bytes(),
-            sha256: None,
-        },
-    ]);
-    for version in ["1.0.0", "1.1.0"] {
-        f.set_deployment(version, "hello", "");
-        let p = f.repo.join("clients/acme/deployments/web/mock.yml");
-        let text = std::fs::read_to_string(&p)
-            .unwrap()
-            .replace(&format!("web-{version}.py"), "web.py");
-        std::fs::write(&p, text).unwrap();
-        f.commit(version);
-        assert_eq!(f.run(&[], &[]).status.code(), Some(0));
-    }
+    two_healthy_versions(&f);
     let bad = support::git(&f.repo, &["rev-parse", "HEAD"])
         .trim()
         .to_string();
