@@ -414,16 +414,7 @@ impl Runner<'_> {
         let layout = self.layout;
         if let Some(f) = dep.host_files.iter().find(|f| f.destination == destination) {
             let path = layout.host_path(&f.destination);
-            journal
-                .back_up(&layout.state_dir(), &path)
-                .map_err(|e| e.to_string())?;
-            write_atomic(
-                &path,
-                f.content.expose().as_bytes(),
-                parse_mode(&f.mode),
-                f.owner.as_deref(),
-            )
-            .map_err(|e| e.to_string())?;
+            self.replace_file(&path, f, journal)?;
             return Ok(Some(format!("{} (mode {})", path.display(), f.mode)));
         }
         let f = dep
@@ -452,17 +443,27 @@ impl Runner<'_> {
         if super::inspect::hash_file(&path).as_deref() == Some(f.sha256.as_str()) {
             return Ok(Some(format!("already in release {}", dep.release)));
         }
+        self.replace_file(&path, f, journal)?;
+        Ok(Some(format!("repaired in release {}", dep.release)))
+    }
+
+    /// Overwrites `path` with `f` atomically, after journalling its previous content.
+    fn replace_file(
+        &self,
+        path: &Path,
+        f: &crate::model::apply::WireFile,
+        journal: &mut Journal,
+    ) -> Result<(), String> {
         journal
-            .back_up(&layout.state_dir(), &path)
+            .back_up(&self.layout.state_dir(), path)
             .map_err(|e| e.to_string())?;
         write_atomic(
-            &path,
+            path,
             f.content.expose().as_bytes(),
             parse_mode(&f.mode),
             f.owner.as_deref(),
         )
-        .map_err(|e| e.to_string())?;
-        Ok(Some(format!("repaired in release {}", dep.release)))
+        .map_err(|e| e.to_string())
     }
 
     fn write_env(

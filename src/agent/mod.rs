@@ -26,6 +26,17 @@ pub fn now_rfc3339() -> String {
     rfc3339(secs)
 }
 
+/// A run's start time (RFC 3339) and its id, `YYYYMMDDTHHMMSSZ-<nanoseconds as 8 hex>`: ids
+/// sort by start time, also between runs started within the same second.
+pub fn run_started() -> (String, String) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = rfc3339(now.as_secs());
+    let id = format!("{}-{:08x}", at.replace(['-', ':'], ""), now.subsec_nanos());
+    (at, id)
+}
+
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
 pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;

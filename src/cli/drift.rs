@@ -63,7 +63,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
         }
     };
     let snapshot = source::read(&global.repo, &ReadMode::Commit(rev))?;
-    let started_at = crate::agent::now_rfc3339();
+    let (started_at, run_id) = crate::agent::run_started();
     let Computed { desired, .. } = compute(global, &snapshot, args.age_identity.as_deref(), None)?;
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
@@ -116,11 +116,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     }
     let record = RunRecord {
         format: RUN_FORMAT.to_string(),
-        id: format!(
-            "{}-drift-{}",
-            started_at.replace(['-', ':'], ""),
-            std::process::id()
-        ),
+        id: run_id,
         commit: snapshot.commit().map(|c| c.to_string()).unwrap_or_default(),
         branch: None,
         started_at,

@@ -177,7 +177,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         return Err(CliError::new("nothing was applied: applying needs a commit, and the config repository is not a git repository")
             .hint("run `git init` and commit the config repository; `--dry-run` works on plain directories"));
     };
-    let started_at = crate::agent::now_rfc3339();
+    let (started_at, run_id) = crate::agent::run_started();
     let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
     let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
     let gate = Gate {
@@ -201,7 +201,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     let mut run = run_record(
         global,
         commit,
-        started_at,
+        (started_at, run_id),
         ok,
         &desired,
         &plan.hosts,
@@ -220,7 +220,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
 fn run_record(
     global: &GlobalArgs,
     commit: git2::Oid,
-    started_at: String,
+    (started_at, run_id): (String, String),
     ok: bool,
     desired: &[Option<DesiredHost>],
     plans: &[HostPlan],
@@ -278,18 +278,9 @@ fn run_record(
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
     let finished_at = crate::agent::now_rfc3339();
-    let nonce = crate::desired::sha256_hex(
-        format!(
-            "{}{:?}{}",
-            std::process::id(),
-            std::time::SystemTime::now(),
-            commit
-        )
-        .as_bytes(),
-    );
     RunRecord {
         format: RUN_FORMAT.to_string(),
-        id: format!("{}-{}", started_at.replace(['-', ':'], ""), &nonce[..8]),
+        id: run_id,
         commit: commit.to_string(),
         branch: source::branch_of(&global.repo, global.rev.as_deref()),
         started_at,
