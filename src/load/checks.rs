@@ -893,12 +893,6 @@ impl RefScope<'_> {
     }
 
     fn unknown_secret(&self, file: &str, pos: Pos, name: &str) -> Diagnostic {
-        let secrets_file = format!(
-            "secrets/{}/{}.yml",
-            self.dep.value.artifact.replace('/', ""),
-            self.profile
-        );
-        let _ = secrets_file;
         let client = self
             .entry
             .client

@@ -129,8 +129,7 @@ fn classify(path: &str) -> Place {
         return Place::Ignored;
     }
     let parts: Vec<&str> = path.split('/').collect();
-    if let Some(stem) = parts.last().and_then(|n| n.strip_suffix(".yaml")) {
-        let _ = stem;
+    if parts.last().is_some_and(|n| n.ends_with(".yaml")) {
         return Place::Unknown("config files use the `.yml` extension: rename it");
     }
     let yml = |s: &str| s.strip_suffix(".yml").map(str::to_string);
