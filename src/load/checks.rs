@@ -1257,7 +1257,22 @@ fn deployment(
     if let Some(cmd) = command {
         command_argv(out, file, &doc.node, &[K("service"), K("command")], cmd);
         for (i, a) in cmd.iter().enumerate() {
-            scope.check(out, &[K("service"), K("command"), I(i)], a);
+            let path = [K("service"), K("command"), I(i)];
+            scope.check(out, &path, a);
+            let secret = reference::references(a)
+                .map(|refs| refs.iter().any(|r| r.kind == RefKind::Secret))
+                .unwrap_or(false);
+            if secret {
+                out.push(
+                    Diagnostic::warning(
+                        "secret-in-command",
+                        file,
+                        doc.pos(&path),
+                        "a secret in a command-line argument is visible to every user of the host (ps, /proc)",
+                    )
+                    .with_hint("pass it through `env_vars` or a config file instead"),
+                );
+            }
         }
     } else if artifact.is_some_and(|a| {
         a.value.run.is_none()
