@@ -874,9 +874,16 @@ fn promotion_gate_requires_a_healthy_run_in_the_previous_profile() {
     assert_eq!(skipped.status.code(), Some(0), "{}", out(&skipped));
     let conn = rusqlite::Connection::open(f.work.join("ledger.sqlite")).unwrap();
     let skipped_runs: i64 = conn
-        .query_row("SELECT count(*) FROM runs WHERE triggered_by LIKE '%(promotion gate skipped)'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM runs WHERE triggered_by LIKE '%(promotion gate skipped)'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    assert_eq!(skipped_runs, 1, "exactly the run with --skip-promotion-gate says so");
+    assert_eq!(
+        skipped_runs, 1,
+        "exactly the run with --skip-promotion-gate says so"
+    );
     {
         use clarity::service::ServiceBackend;
         let _ = stop_staging.stop("clarity-web");

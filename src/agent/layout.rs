@@ -31,6 +31,16 @@ impl Layout {
         self.state_dir().join("cache")
     }
 
+    /// Detached applies: one directory each, with its request, events and log.
+    pub fn applies_dir(&self) -> PathBuf {
+        self.state_dir().join("applies")
+    }
+
+    /// Where the reconciler installs the agent binary on an SSH host.
+    pub fn agent_dir(&self) -> PathBuf {
+        self.state_dir().join("agent")
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         self.state_dir().join("run")
     }

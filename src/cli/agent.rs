@@ -1,4 +1,5 @@
 use super::{CliError, CliResult, Exit};
+use crate::agent::detached::{Detached, FollowEnd, Started};
 use crate::agent::layout::Layout;
 use clap::{Args, Subcommand};
 use std::io::Write;
@@ -25,6 +26,12 @@ pub enum AgentCommand {
     /// Converge this host: read a plan (`clarity.apply/v1` JSON) on stdin, execute its steps
     /// under the host lock, and stream one JSON event per line on stdout. A failed step rolls
     /// the deployment back. Exit 0 converged, 1 otherwise.
+    ///
+    /// With `--run ID --detach` (how the reconciler applies over SSH) the plan on stdin is
+    /// stored in `var/lib/clarity/applies/ID/`, the apply starts in a session of its own with
+    /// its events going to `events.jsonl` there, and the command returns at once; a dropped
+    /// connection does not stop it, and `agent events --run ID` follows it. Starting an ID
+    /// again starts nothing.
     Apply {
         /// Root directory the agent manages (`/` on a real host, the sandbox for `mock`).
         #[arg(long, default_value = "/")]
@@ -32,6 +39,38 @@ pub enum AgentCommand {
         /// Seconds to wait for another agent's lock on this host before giving up.
         #[arg(long, default_value_t = 300)]
         lock_timeout: u64,
+        /// The detached apply with this id: without `--detach`, run it here, reading (and
+        /// deleting) its stored plan instead of stdin.
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// Store the plan and start the apply in the background (needs `--run`).
+        #[arg(long, requires = "run")]
+        detach: bool,
+    },
+    /// Print the events of a detached apply (`agent apply --run ID --detach`) from line
+    /// `--from` on, one JSON object per line, and what its log gained from byte `--log-from`
+    /// on to stderr. With `--follow`, wait for more until the `done` event or until nothing
+    /// new came for `--idle` seconds. Exit 0, or 3 when the apply ended without an outcome
+    /// (killed, or the host went down): the next apply rolls back what it started.
+    Events {
+        /// Root directory the agent manages.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// The apply's id.
+        #[arg(long, value_name = "ID")]
+        run: String,
+        /// Number of event lines already seen.
+        #[arg(long, default_value_t = 0, value_name = "LINES")]
+        from: u64,
+        /// Bytes of the apply's log already seen.
+        #[arg(long, default_value_t = 0, value_name = "BYTES")]
+        log_from: u64,
+        /// Wait for more events.
+        #[arg(long)]
+        follow: bool,
+        /// With `--follow`: return after this many seconds without a new event.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        idle: u64,
     },
     /// Print the agent version and the wire formats it speaks.
     Version,
@@ -70,10 +109,65 @@ pub fn run(args: &AgentArgs) -> CliResult {
                 serde_json::to_string_pretty(&host).expect("host state serializes")
             );
         }
-        AgentCommand::Apply { root, lock_timeout } => {
-            let mut input = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+        AgentCommand::Apply {
+            root,
+            lock_timeout,
+            run: Some(id),
+            detach: true,
+        } => {
+            let layout = Layout::new(root);
+            let detached = Detached::new(&layout, id).map_err(|e| CliError::from_error(&e))?;
+            let mut input = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)
                 .map_err(|e| CliError::new(format!("cannot read the plan from stdin: {e}")))?;
+            let exe = std::env::current_exe()
+                .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
+            let args: Vec<String> = vec![
+                "agent".into(),
+                "apply".into(),
+                "--root".into(),
+                root.display().to_string(),
+                "--lock-timeout".into(),
+                lock_timeout.to_string(),
+                "--run".into(),
+                id.clone(),
+            ];
+            match detached
+                .start(&layout, &input, &exe, &args)
+                .map_err(|e| CliError::from_error(&e))?
+            {
+                Started::Now(pid) => eprintln!("apply {id} started (PID {pid})"),
+                Started::Already => eprintln!("apply {id} was already started"),
+            }
+        }
+        AgentCommand::Apply {
+            root,
+            lock_timeout,
+            run,
+            detach: _,
+        } => {
+            let input = match run {
+                None => {
+                    let mut input = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).map_err(
+                        |e| CliError::new(format!("cannot read the plan from stdin: {e}")),
+                    )?;
+                    input
+                }
+                Some(id) => {
+                    // Its own session: nothing that happens to the SSH session that started it
+                    // (a hang-up, a killed sshd) reaches the apply. Already a session leader
+                    // when run by hand from a shell script; that is fine too.
+                    let _ = nix::unistd::setsid();
+                    let detached = Detached::new(&Layout::new(root), id)
+                        .map_err(|e| CliError::from_error(&e))?;
+                    let bytes = detached
+                        .take_request()
+                        .map_err(|e| CliError::from_error(&e))?;
+                    String::from_utf8(bytes)
+                        .map_err(|_| CliError::new("the stored plan is not UTF-8"))?
+                }
+            };
             // Never echo the input in an error: it carries secrets.
             let req: crate::model::apply::ApplyRequest =
                 serde_json::from_str(&input).map_err(|e| {
@@ -135,6 +229,33 @@ pub fn run(args: &AgentArgs) -> CliResult {
             .map_err(|e| CliError::from_error(&e))?;
             println!("{}", fetched.path.display());
         }
+        AgentCommand::Events {
+            root,
+            run,
+            from,
+            log_from,
+            follow,
+            idle,
+        } => {
+            let detached =
+                Detached::new(&Layout::new(root), run).map_err(|e| CliError::from_error(&e))?;
+            let end = detached
+                .follow(
+                    *from,
+                    *log_from,
+                    *follow,
+                    std::time::Duration::from_secs(*idle),
+                    &mut std::io::stdout().lock(),
+                    &mut std::io::stderr().lock(),
+                )
+                .map_err(|e| CliError::from_error(&e))?;
+            if end == FollowEnd::Gone {
+                eprintln!(
+                    "apply {run} ended without reporting an outcome; the next apply rolls back what it started"
+                );
+                return Ok(Exit::ApplyGone);
+            }
+        }
         AgentCommand::Hash { file } => {
             let (sha256, _) = crate::fetch::sha256_file(file)
                 .map_err(|e| CliError::new(format!("cannot hash {}: {e}", file.display())))?;
@@ -147,6 +268,12 @@ pub fn run(args: &AgentArgs) -> CliResult {
                     "agent_version": crate::agent::AGENT_VERSION,
                     "host_state": crate::model::host::HOST_STATE_FORMAT,
                     "plan": crate::plan::PLAN_FORMAT,
+                    "apply": crate::model::apply::APPLY_FORMAT,
+                    // The file this process runs from (symlinks resolved): the reconciler
+                    // tells its own build from another one with the same version by it.
+                    "executable": std::env::current_exe()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                 })
             );
         }

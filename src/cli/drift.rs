@@ -1,7 +1,8 @@
 //! `clarity-reconcile drift`: inspect every selected host without changing anything and report
 //! how it differs from the desired state of the commit last applied (from the ledger).
 
-use super::reconcile::{Computed, Reach, compute};
+use super::reach::Reach;
+use super::reconcile::{Computed, compute};
 use super::{CliError, CliResult, Exit, GlobalArgs, Output};
 use crate::model::run::{DriftFinding, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord};
 use crate::plan::drift::{Finding, drift};
@@ -68,34 +69,32 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
-    let reach = Reach {
-        exe: &exe,
-        work_dir: &work_dir,
-        assume_empty: false,
-        only: None,
-    };
-    let per_host: Vec<HostFindings> = desired
-        .into_par_iter()
-        .map(|d| match d {
-            Err(errors) => {
-                let server = errors.first().map(|e| e.server.clone()).unwrap_or_default();
-                (
-                    server,
-                    String::new(),
-                    Err(errors
-                        .iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; ")),
-                )
-            }
-            Ok(host) => {
-                let actual = reach.local(&host).and_then(|t| t.inspect());
-                let found = actual.map(|a| drift(&host, &a)).map_err(|e| e.message);
-                (host.server.clone(), host.client.clone(), found)
-            }
-        })
-        .collect();
+    let reach = Reach::new(&global.reach, &exe, &work_dir, false, None);
+    let pool = global.reach.thread_pool()?;
+    let per_host: Vec<HostFindings> = pool.install(|| {
+        desired
+            .into_par_iter()
+            .map(|d| match d {
+                Err(errors) => {
+                    let server = errors.first().map(|e| e.server.clone()).unwrap_or_default();
+                    (
+                        server,
+                        String::new(),
+                        Err(errors
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")),
+                    )
+                }
+                Ok(host) => {
+                    let actual = reach.inspect(&host);
+                    let found = actual.map(|a| drift(&host, &a)).map_err(|e| e.message);
+                    (host.server.clone(), host.client.clone(), found)
+                }
+            })
+            .collect()
+    });
     let findings: Vec<&Finding> = per_host
         .iter()
         .filter_map(|(_, _, r)| r.as_ref().ok())

@@ -6,6 +6,7 @@
 mod agent;
 mod drift;
 mod history;
+mod reach;
 pub(crate) mod reconcile;
 mod rollback;
 mod schema;
@@ -53,6 +54,8 @@ pub struct GlobalArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    #[command(flatten)]
+    pub reach: reach::ReachArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,6 +85,9 @@ pub enum Exit {
     Changes,
     /// Problems were found and reported (validation errors, failed hosts).
     Failed,
+    /// `agent events`: the detached apply ended without reporting an outcome (exit 3, for
+    /// the reconciler, which tells it from an error of the command itself).
+    ApplyGone,
 }
 
 impl From<Exit> for ExitCode {
@@ -90,6 +96,7 @@ impl From<Exit> for ExitCode {
             Exit::Ok => ExitCode::SUCCESS,
             Exit::Failed => ExitCode::from(1),
             Exit::Changes => ExitCode::from(2),
+            Exit::ApplyGone => ExitCode::from(3),
         }
     }
 }

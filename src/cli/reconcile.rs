@@ -1,9 +1,9 @@
 //! The reconcile command itself (no subcommand): read the repository at a commit, compute every
 //! selected host's desired state, inspect what runs, and print the plan (`--dry-run`).
 
+use super::reach::Reach;
 use super::{CliError, CliResult, Exit, GlobalArgs, Output};
 use crate::desired::{self, Context, DesiredHost, InventorySecrets, Selection, Templates};
-use crate::model::Transport;
 use crate::model::host::ActualHost;
 use crate::plan::{self, HostPlan, HostStatus, Plan};
 use crate::source::{self, ReadMode};
@@ -112,22 +112,30 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
-    let reach = Reach {
-        exe: &exe,
-        work_dir: &work_dir,
-        assume_empty: args.assume_empty_hosts,
-        only: args.deployment.as_deref(),
-    };
-    let planned: Vec<(Option<DesiredHost>, HostPlan)> = desired
-        .into_par_iter()
-        .map(|d| match d {
-            Err(errors) => (None, failed_host(&errors)),
-            Ok(host) => {
-                let plan = plan_host(&reach, &host, args.prune);
-                (Some(host), plan)
-            }
-        })
-        .collect();
+    let reach = Reach::new(
+        &global.reach,
+        &exe,
+        &work_dir,
+        args.assume_empty_hosts,
+        args.deployment.as_deref(),
+    );
+    let pool = global.reach.thread_pool()?;
+    let planned: Vec<(Option<DesiredHost>, HostPlan)> = pool.install(|| {
+        desired
+            .into_par_iter()
+            .map(|d| match d {
+                Err(errors) => (None, failed_host(&errors)),
+                Ok(host) => {
+                    let plan = plan_host(&reach, &host, args.prune);
+                    // Only hosts with changes talk to their agent again in this run.
+                    if args.dry_run || plan.status != HostStatus::Changes {
+                        reach.release(&host.server);
+                    }
+                    (Some(host), plan)
+                }
+            })
+            .collect()
+    });
     let (desired, hosts): (Vec<_>, Vec<_>) = planned.into_iter().unzip();
     let mut plan = Plan::new(
         snapshot.describe(),
@@ -146,16 +154,22 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     let s = &plan.summary;
     let unreachable_fails = s.hosts_unreachable > 0 && !args.allow_unreachable;
     if unreachable_fails {
-        eprintln!(
-            "error: {} host{} unreachable (pass --allow-unreachable to {} the others anyway)",
-            s.hosts_unreachable,
-            if s.hosts_unreachable == 1 {
-                " is"
-            } else {
-                "s are"
-            },
-            if args.dry_run { "plan" } else { "apply" }
-        );
+        let (n, are) = if s.hosts_unreachable == 1 {
+            ("", "is")
+        } else {
+            ("s", "are")
+        };
+        if args.dry_run {
+            eprintln!(
+                "error: {} host{n} {are} unreachable (pass --allow-unreachable to plan the others anyway)",
+                s.hosts_unreachable
+            );
+        } else {
+            eprintln!(
+                "error: {} host{n} {are} unreachable; the others are applied, and the run fails (pass --allow-unreachable to not count unreachable hosts as failures)",
+                s.hosts_unreachable
+            );
+        }
     }
     if args.dry_run {
         if s.hosts_failed > 0 || unreachable_fails {
@@ -167,11 +181,14 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             Exit::Ok
         });
     }
-    if s.hosts_failed > 0 || unreachable_fails {
-        return Err(
-            CliError::new("nothing was applied: some hosts could not be planned")
-                .hint("fix the errors above, or narrow the run with --server/--client/--profile"),
-        );
+    // A repository that cannot be computed for a host is applied nowhere. A host that cannot
+    // be reached or inspected is that host's problem only: it is reported with the results and
+    // fails the run, and the others are applied.
+    if desired.iter().any(Option::is_none) {
+        return Err(CliError::new(
+            "nothing was applied: the config repository has errors for some hosts",
+        )
+        .hint("fix the errors above, or narrow the run with --server/--client/--profile"));
     }
     let Some(commit) = snapshot.commit() else {
         return Err(CliError::new("nothing was applied: applying needs a commit, and the config repository is not a git repository")
@@ -185,7 +202,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         ledger: &ledger,
         skip: args.skip_promotion_gate,
     };
-    let results = apply_hosts(&reach, args, &gate, &desired, &plan.hosts);
+    let results = apply_hosts(&reach, &pool, args, &gate, &desired, &plan.hosts);
     for (client, deployment, profile) in pins_to_release(&ledger, &desired, &results) {
         if ledger.unpin(&client, &deployment, &profile)? {
             println!("released the emergency pin of {client}/{deployment}/{profile}");
@@ -195,7 +212,8 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     println!("{:<28} {:<14} DETAIL", "HOST", "RESULT");
     let mut ok = true;
     for r in &results {
-        ok &= matches!(r.outcome, "converged" | "unchanged" | "pinned");
+        ok &= matches!(r.outcome, "converged" | "unchanged" | "pinned")
+            || (r.outcome == "unreachable" && args.allow_unreachable);
         println!("{:<28} {:<14} {}", r.host, r.outcome, r.detail);
     }
     let mut run = run_record(
@@ -432,36 +450,6 @@ impl Gate<'_> {
     }
 }
 
-/// What a run needs to reach hosts.
-pub(super) struct Reach<'a> {
-    pub exe: &'a std::path::Path,
-    pub work_dir: &'a std::path::Path,
-    pub assume_empty: bool,
-    /// `--deployment`: the host's other deployments are out of this run's sight, so they are
-    /// neither reported as no longer desired nor pruned.
-    pub only: Option<&'a str>,
-}
-
-impl Reach<'_> {
-    pub fn local(
-        &self,
-        host: &DesiredHost,
-    ) -> Result<crate::transport::Local, crate::transport::TransportError> {
-        match (host.transport, &host.local_root) {
-            (Transport::Local, Some(root)) => Ok(crate::transport::Local::new(
-                &host.server,
-                self.exe,
-                self.work_dir.join(root),
-            )),
-            _ => Err(crate::transport::TransportError {
-                host: host.server.clone(),
-                message: "the ssh transport is not available in this build".into(),
-                unreachable: true,
-            }),
-        }
-    }
-}
-
 fn failed_host(errors: &[desired::DesiredError]) -> HostPlan {
     HostPlan {
         server: errors.first().map(|e| e.server.clone()).unwrap_or_default(),
@@ -489,7 +477,7 @@ fn plan_host(reach: &Reach, host: &DesiredHost, prune: bool) -> HostPlan {
     let actual = if reach.assume_empty {
         Ok(ActualHost::empty(crate::agent::AGENT_VERSION))
     } else {
-        reach.local(host).and_then(|t| t.inspect())
+        reach.inspect(host)
     };
     match actual {
         Ok(mut actual) => {
@@ -557,6 +545,7 @@ fn severity(outcome: &str) -> u8 {
 /// batch by batch; hosts within a batch run in parallel and print each step as it finishes.
 fn apply_hosts(
     reach: &Reach,
+    pool: &rayon::ThreadPool,
     args: &ReconcileArgs,
     gate: &Gate,
     desired: &[Option<DesiredHost>],
@@ -569,10 +558,11 @@ fn apply_hosts(
     let mut host_plans: BTreeMap<&str, &HostPlan> = BTreeMap::new();
     let mut units: BTreeMap<String, (Unit, Vec<(i32, String)>)> = BTreeMap::new();
     for (d, p) in desired.iter().zip(plans) {
-        let outcome = if p.status == HostStatus::Unchanged {
-            "unchanged"
-        } else {
-            "converged"
+        let outcome = match p.status {
+            HostStatus::Unchanged => "unchanged",
+            HostStatus::Changes => "converged",
+            HostStatus::Unreachable => "unreachable",
+            HostStatus::Failed => "failed",
         };
         results.insert(
             p.server.clone(),
@@ -694,20 +684,22 @@ fn apply_hosts(
                 }
                 continue;
             }
-            let outcomes: Vec<(String, AgentRun)> = batch
-                .hosts
-                .par_iter()
-                .map(|h| {
-                    let run = run_agent(
-                        reach,
-                        args,
-                        hosts[h.as_str()],
-                        host_plans[h.as_str()],
-                        crate::apply::Part::Deployment(&unit.deployment),
-                    );
-                    (h.clone(), run)
-                })
-                .collect();
+            let outcomes: Vec<(String, AgentRun)> = pool.install(|| {
+                batch
+                    .hosts
+                    .par_iter()
+                    .map(|h| {
+                        let run = run_agent(
+                            reach,
+                            args,
+                            hosts[h.as_str()],
+                            host_plans[h.as_str()],
+                            crate::apply::Part::Deployment(&unit.deployment),
+                        );
+                        (h.clone(), run)
+                    })
+                    .collect()
+            });
             let failed_here = outcomes
                 .iter()
                 .filter(|(_, r)| r.outcome != "converged")
@@ -779,10 +771,6 @@ fn run_agent(
 ) -> AgentRun {
     use crate::model::apply::{AgentEvent, HostOutcome, StepStatus};
     let started = std::time::Instant::now();
-    let transport = match reach.local(d) {
-        Ok(t) => t,
-        Err(e) => return AgentRun::early("unreachable", e.message),
-    };
     let mut plan = first_plan.clone();
     let mut steps = Vec::new();
     // An agent that finds an interrupted apply rolls it back and asks for a new plan: once.
@@ -795,7 +783,7 @@ fn run_agent(
             return AgentRun::early("converged", String::new());
         }
         let mut failures = Vec::new();
-        let outcome = transport.apply(&req, args.lock_timeout, &mut |event| match event {
+        let outcome = reach.apply(d, &req, args.lock_timeout, &mut |event| match event {
             AgentEvent::Step {
                 deployment,
                 action,

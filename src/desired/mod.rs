@@ -36,9 +36,26 @@ pub struct DesiredHost {
     /// Sandbox root for transport `local`, relative to the reconciler's work directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_root: Option<String>,
+    /// How to reach the host for transport `ssh` (address resolved). Not part of any output:
+    /// plans show the server, not how it is reached.
+    #[serde(skip)]
+    pub ssh: Option<SshEndpoint>,
     pub service_manager: ServiceManager,
     /// In dependency order: a deployment comes after the deployments it depends on.
     pub deployments: Vec<DesiredDeployment>,
+}
+
+/// A server's `agent.ssh` settings with the address resolved (`agent.ssh.address`, else the
+/// first of `ip_addresses`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshEndpoint {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// Pinned host key, known_hosts-style.
+    pub host_key: Option<String>,
+    /// Private key file on the reconciler's machine, as written in the server file.
+    pub identity_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

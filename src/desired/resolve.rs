@@ -170,11 +170,32 @@ pub(super) fn host(
         datacenter: s.datacenter.clone(),
         transport: s.agent.transport,
         local_root: s.agent.root.clone(),
+        ssh: ssh_endpoint(s),
         service_manager: s.agent.service_manager.unwrap_or(match s.agent.transport {
             Transport::Local => ServiceManager::Process,
             Transport::Ssh => ServiceManager::Systemd,
         }),
         deployments,
+    })
+}
+
+/// Where an `ssh` server is reached; `None` for other transports (and for a server without
+/// any address, which validation reports).
+fn ssh_endpoint(s: &crate::model::Server) -> Option<super::SshEndpoint> {
+    if s.agent.transport != Transport::Ssh {
+        return None;
+    }
+    let settings = s.agent.ssh.clone().unwrap_or_default();
+    let address = settings
+        .address
+        .clone()
+        .or_else(|| s.ip_addresses.first().map(|a| a.address.clone()))?;
+    Some(super::SshEndpoint {
+        address,
+        port: settings.port,
+        user: settings.user,
+        host_key: settings.host_key,
+        identity_file: settings.identity_file,
     })
 }
 

@@ -6,8 +6,9 @@
 //! always is. URLs in messages never show user information or query strings, and credentials
 //! written into the base URL are refused rather than used.
 
-use super::{FetchError, HttpAuth, Job, base64, cache::Incoming};
+use super::{FetchError, HttpAuth, Job, cache::Incoming};
 use crate::secret::SecretString;
+use crate::transport::base64;
 use std::time::Duration;
 use ureq::http::Uri;
 

@@ -8,7 +8,6 @@
 //! `Debug` rendering: secrets stay `SecretString`s until the moment a protocol needs them, and
 //! URLs are shown without user information or query strings.
 
-mod base64;
 mod cache;
 mod error;
 mod file;

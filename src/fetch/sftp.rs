@@ -5,11 +5,11 @@
 //! mismatch is refused with both fingerprints. This module never writes a known_hosts file and
 //! never puts a password or key text into a message.
 
-use super::{FetchError, Job, SshAuth, base64, cache::Incoming};
-use sha2::{Digest, Sha256};
-use ssh2::{CheckResult, ErrorCode, KnownHostFileKind, MethodType, Session};
+use super::{FetchError, Job, SshAuth, cache::Incoming};
+use crate::transport::host_key::{self, Expected, KnownHosts, PublicKey, Verdict};
+use ssh2::{ErrorCode, Session};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,18 +27,6 @@ const FX_NO_SUCH_FILE: i32 = 2;
 const FX_PERMISSION_DENIED: i32 = 3;
 const FX_NO_SUCH_PATH: i32 = 10;
 
-/// Key types a known_hosts line or a pinned key may name.
-const KEY_TYPES: &[&str] = &[
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "ssh-rsa",
-    "ssh-dss",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-];
-
 /// The server and how to log in.
 pub(super) struct Server<'a> {
     pub host: &'a str,
@@ -48,160 +36,6 @@ pub(super) struct Server<'a> {
     pub auth: &'a SshAuth,
     pub host_key: Option<&'a str>,
     pub known_hosts: Option<&'a Path>,
-}
-
-/// A public key as known_hosts shows it: type name and the SSH wire-format blob.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PublicKey {
-    kind: String,
-    blob: Vec<u8>,
-}
-
-impl PublicKey {
-    /// Finds `TYPE BASE64` in a known_hosts-style line (a host field before it is allowed).
-    fn parse(line: &str) -> Option<PublicKey> {
-        let mut fields = line.split_whitespace();
-        while let Some(field) = fields.next() {
-            if KEY_TYPES.contains(&field) {
-                let blob = base64::decode(fields.next()?)?;
-                // The blob starts with its own type name; one that disagrees is not this key.
-                let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
-                if blob.get(4..4 + len)? != field.as_bytes() {
-                    return None;
-                }
-                return Some(PublicKey {
-                    kind: field.to_string(),
-                    blob,
-                });
-            }
-        }
-        None
-    }
-
-    /// The type name inside a wire-format blob, for keys the server presents.
-    fn from_blob(blob: &[u8]) -> PublicKey {
-        let kind = blob
-            .get(..4)
-            .and_then(|l| l.try_into().ok())
-            .map(|l| u32::from_be_bytes(l) as usize)
-            .and_then(|len| blob.get(4..4 + len))
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_else(|| "unknown".into());
-        PublicKey {
-            kind,
-            blob: blob.to_vec(),
-        }
-    }
-
-    /// `ssh-ed25519 SHA256:...`, as `ssh-keygen -l` shows it.
-    fn fingerprint(&self) -> String {
-        format!(
-            "{} SHA256:{}",
-            self.kind,
-            base64::encode(&Sha256::digest(&self.blob), false)
-        )
-    }
-
-    /// The host key algorithms that produce this key type, for negotiation.
-    fn algorithms(&self) -> &str {
-        match self.kind.as_str() {
-            // An RSA key signs with SHA-2 nowadays; the SHA-1 name stays last for old servers.
-            "ssh-rsa" => "rsa-sha2-512,rsa-sha2-256,ssh-rsa",
-            k => k,
-        }
-    }
-}
-
-/// What the server's key must be.
-enum Expected {
-    Pinned(PublicKey),
-    KnownHosts(KnownHostsFiles),
-}
-
-/// The known_hosts entries that apply, read once per attempt.
-struct KnownHostsFiles {
-    files: Vec<PathBuf>,
-    /// All usable lines, for libssh2's matcher (which also understands hashed host names).
-    lines: Vec<String>,
-    /// Keys listed for this host under its plain name: for messages and for asking the server
-    /// for a key of a type we know (a server has several; libssh2 might pick another one and
-    /// the check would fail although the host is known).
-    plain: Vec<PublicKey>,
-    /// Keys marked `@revoked`: refused whatever else says.
-    revoked: Vec<PublicKey>,
-}
-
-impl KnownHostsFiles {
-    fn read(explicit: Option<&Path>, host: &str, port: u16) -> KnownHostsFiles {
-        let files = match explicit {
-            Some(p) => vec![p.to_path_buf()],
-            None => {
-                let mut files = Vec::new();
-                if let Some(home) = home_dir() {
-                    files.push(home.join(".ssh/known_hosts"));
-                }
-                files.push(PathBuf::from("/etc/ssh/ssh_known_hosts"));
-                files
-            }
-        };
-        let names = if port == 22 {
-            vec![host.to_ascii_lowercase()]
-        } else {
-            vec![format!("[{}]:{port}", host.to_ascii_lowercase())]
-        };
-        let mut found = KnownHostsFiles {
-            files: Vec::new(),
-            lines: Vec::new(),
-            plain: Vec::new(),
-            revoked: Vec::new(),
-        };
-        for file in files {
-            let Ok(text) = std::fs::read_to_string(&file) else {
-                found.files.push(file);
-                continue;
-            };
-            found.files.push(file);
-            for line in text.lines().map(str::trim) {
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                if let Some(rest) = line.strip_prefix("@revoked") {
-                    found.revoked.extend(PublicKey::parse(rest));
-                    continue;
-                }
-                if line.starts_with('@') {
-                    // `@cert-authority`: certificates are not supported, so it proves nothing.
-                    continue;
-                }
-                let patterns = line.split_whitespace().next().unwrap_or_default();
-                if patterns
-                    .split(',')
-                    .any(|p| names.iter().any(|n| p.eq_ignore_ascii_case(n)))
-                {
-                    found.plain.extend(PublicKey::parse(line));
-                }
-                found.lines.push(line.to_string());
-            }
-        }
-        found
-    }
-
-    fn describe(&self) -> String {
-        let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
-        format!("checked {}", files.join(" and "))
-    }
-}
-
-fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::getuid())
-                .ok()
-                .flatten()
-                .map(|u| u.dir)
-        })
 }
 
 /// What to say about a libssh2 error, and whether another attempt may help.
@@ -247,7 +81,7 @@ pub(super) fn download(
                 "`host_key` is not a known_hosts-style public key (`ssh-ed25519 AAAA...`)",
             )
         })?),
-        None => Expected::KnownHosts(KnownHostsFiles::read(
+        None => Expected::KnownHosts(KnownHosts::read(
             server.known_hosts,
             server.host,
             server.port,
@@ -257,23 +91,14 @@ pub(super) fn download(
     let mut session =
         Session::new().map_err(|e| job.transfer(format!("SSH: {}", e.message()), false))?;
     session.set_timeout(IO_TIMEOUT_MS);
-    let preferred: Vec<&str> = match &expected {
-        Expected::Pinned(k) => vec![k.algorithms()],
-        Expected::KnownHosts(k) => k.plain.iter().map(PublicKey::algorithms).collect(),
-    };
-    if !preferred.is_empty() {
-        // Best effort: an algorithm this libssh2 lacks only means the default order is used.
-        let _ = session.method_pref(MethodType::HostKey, &preferred.join(","));
-    }
+    expected.negotiate(&session);
     session.set_tcp_stream(tcp);
     session.handshake().map_err(|e| {
         let (detail, transient) = describe(&e);
         job.transfer(format!("SSH handshake failed: {detail}"), transient)
     })?;
     let session = Connected(session);
-    let presented = session
-        .host_key()
-        .map(|(blob, _)| PublicKey::from_blob(blob))
+    let presented = PublicKey::presented(&session)
         .ok_or_else(|| job.transfer("the server presented no host key", false))?;
     verify_host_key(server, job, &session, &expected, &presented)?;
 
@@ -350,103 +175,23 @@ fn verify_host_key(
     expected: &Expected,
     presented: &PublicKey,
 ) -> Result<(), FetchError> {
-    let mismatch = |expected: String| FetchError::HostKeyMismatch {
-        repository: job.repository.to_string(),
-        host: server.host.to_string(),
-        port: server.port,
-        expected,
-        actual: presented.fingerprint(),
-    };
-    match expected {
-        Expected::Pinned(key) if key == presented => Ok(()),
-        Expected::Pinned(key) => Err(mismatch(format!("{} (pinned)", key.fingerprint()))),
-        Expected::KnownHosts(known) => {
-            if known.revoked.contains(presented) {
-                return Err(mismatch(format!(
-                    "any key but this one, which known_hosts marks @revoked ({})",
-                    known.describe()
-                )));
-            }
-            let mut hosts = session
-                .known_hosts()
-                .map_err(|e| job.transfer(format!("SSH: {}", e.message()), false))?;
-            for line in &known.lines {
-                // A line libssh2 cannot parse (a key type it does not know) proves nothing;
-                // skipping it must not cost the lines after it.
-                let _ = hosts.read_str(line, KnownHostFileKind::OpenSSH);
-            }
-            match hosts.check_port(server.host, server.port, &presented.blob) {
-                CheckResult::Match => Ok(()),
-                CheckResult::Mismatch => Err(mismatch(if known.plain.is_empty() {
-                    format!("the key recorded in known_hosts ({})", known.describe())
-                } else {
-                    let keys: Vec<String> =
-                        known.plain.iter().map(PublicKey::fingerprint).collect();
-                    format!("{} ({})", keys.join(" or "), known.describe())
-                })),
-                CheckResult::NotFound | CheckResult::Failure => Err(FetchError::HostKeyUnknown {
-                    repository: job.repository.to_string(),
-                    host: server.host.to_string(),
-                    port: server.port,
-                    actual: presented.fingerprint(),
-                    known_hosts: known.describe(),
-                }),
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // From `ssh-keygen -t ed25519`; the fingerprint is what `ssh-keygen -lf` printed for it.
-    const KEY: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMGE268hSvjAam8MwFmRNRxbgSI8JdSsILp87zGhH8/5";
-
-    #[test]
-    fn pinned_keys_parse_with_or_without_a_host_field() {
-        let k = PublicKey::parse(KEY).unwrap();
-        assert_eq!(k.kind, "ssh-ed25519");
-        assert_eq!(k.blob.len(), 51);
-        assert_eq!(
-            PublicKey::parse(&format!("[h]:2222 {KEY} comment")),
-            Some(k.clone())
-        );
-        assert_eq!(PublicKey::from_blob(&k.blob), k);
-        assert_eq!(
-            k.fingerprint(),
-            "ssh-ed25519 SHA256:2ZUncdmwNfK1QZq+z2YTG/ZVHEDHGCyb14tQeoWaZ0I"
-        );
-    }
-
-    #[test]
-    fn malformed_keys_are_refused() {
-        assert_eq!(PublicKey::parse("ssh-ed25519"), None);
-        assert_eq!(PublicKey::parse("ssh-ed25519 !!!"), None);
-        assert_eq!(PublicKey::parse("AAAA ssh-foo"), None);
-        // The blob says ed25519, the line says rsa.
-        let lie = KEY.replace("ssh-ed25519", "ssh-rsa");
-        assert_eq!(PublicKey::parse(&lie), None);
-    }
-
-    #[test]
-    fn known_hosts_lines_for_the_host_are_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("known_hosts");
-        std::fs::write(
-            &f,
-            format!(
-                "# comment\n[other]:2222 {KEY}\nh,[repo.example]:2222 {KEY}\n@revoked * {KEY}\n\
-                 @cert-authority * {KEY}\n|1|abc=|def= {KEY}\n"
-            ),
-        )
-        .unwrap();
-        let k = KnownHostsFiles::read(Some(&f), "Repo.Example", 2222);
-        assert_eq!(k.plain.len(), 1);
-        assert_eq!(k.revoked.len(), 1);
-        assert_eq!(k.lines.len(), 3);
-        let k = KnownHostsFiles::read(Some(&f), "h", 22);
-        assert_eq!(k.plain.len(), 1);
+    let verdict = host_key::verify(session, server.host, server.port, expected, presented)
+        .map_err(|e| job.transfer(format!("SSH: {}", e.message()), false))?;
+    match verdict {
+        Verdict::Trusted => Ok(()),
+        Verdict::Mismatch { expected } => Err(FetchError::HostKeyMismatch {
+            repository: job.repository.to_string(),
+            host: server.host.to_string(),
+            port: server.port,
+            expected,
+            actual: presented.fingerprint(),
+        }),
+        Verdict::Unknown { checked } => Err(FetchError::HostKeyUnknown {
+            repository: job.repository.to_string(),
+            host: server.host.to_string(),
+            port: server.port,
+            actual: presented.fingerprint(),
+            known_hosts: checked,
+        }),
     }
 }

@@ -136,6 +136,19 @@ pub struct SshSettings {
     pub identity_file: Option<String>,
 }
 
+impl Default for SshSettings {
+    /// What a server file without `agent.ssh` means.
+    fn default() -> Self {
+        SshSettings {
+            address: None,
+            user: default_ssh_user(),
+            port: default_ssh_port(),
+            host_key: None,
+            identity_file: None,
+        }
+    }
+}
+
 fn default_ssh_user() -> String {
     "root".to_string()
 }

@@ -1,6 +1,13 @@
 //! Reaching a host's agent. A transport starts the agent (the same binary) for one host and
-//! exchanges versioned JSON with it. Only `local` exists in this build (the `mock` sandboxes);
-//! SSH hosts are reported unreachable rather than silently skipped.
+//! exchanges versioned JSON with it: `local` runs it on this machine against a sandbox
+//! directory (the `mock` profile), [`ssh`] on a real host over one SSH connection per host,
+//! installing the agent there first when it is missing or another build. Host keys are checked
+//! by [`host_key`] before any credential is sent.
+
+pub(crate) mod base64;
+pub mod host_key;
+pub mod quote;
+pub mod ssh;
 
 use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
 use crate::model::host::{ActualHost, HOST_STATE_FORMAT};

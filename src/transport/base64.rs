@@ -6,7 +6,7 @@
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Encodes `bytes`, with `=` padding when `pad` (fingerprints are shown without it).
-pub(super) fn encode(bytes: &[u8], pad: bool) -> String {
+pub(crate) fn encode(bytes: &[u8], pad: bool) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -28,7 +28,7 @@ pub(super) fn encode(bytes: &[u8], pad: bool) -> String {
 }
 
 /// Decodes `text` (padding optional); `None` when it is not base64.
-pub(super) fn decode(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
     let text = text.trim_end_matches('=');
     if text.len() % 4 == 1 {
         return None;

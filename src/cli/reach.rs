@@ -1,0 +1,184 @@
+//! Reaching hosts from the command line: the options every command that talks to agents
+//! shares (keys, known_hosts, timeouts, how many hosts at once), and [`Reach`], which picks a
+//! host's transport — its sandbox for `local`, [`crate::transport::ssh`] for `ssh` — and keeps
+//! one SSH connection per host for the whole run, planning and applying alike.
+
+use super::CliError;
+use crate::desired::DesiredHost;
+use crate::model::Transport;
+use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
+use crate::model::host::ActualHost;
+use crate::transport::ssh::{AgentBinary, Fleet, SshOptions, SshTarget};
+use crate::transport::{Local, TransportError};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const HEADING: &str = "Reaching hosts";
+
+/// How the reconciler reaches `ssh` hosts.
+#[derive(Debug, Clone, Args)]
+pub struct ReachArgs {
+    /// Private key for SSH hosts without their own `agent.ssh.identity_file`; without either,
+    /// the keys of ssh-agent (`SSH_AUTH_SOCK`).
+    #[arg(long, global = true, help_heading = HEADING, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// The known_hosts file that must know every SSH host without a pinned
+    /// `agent.ssh.host_key` (default: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts).
+    #[arg(long, global = true, help_heading = HEADING, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Trust an SSH host that known_hosts does not know yet and record its key there. A key
+    /// that differs from a recorded or pinned one is refused all the same.
+    #[arg(long, global = true, help_heading = HEADING)]
+    pub accept_new_host_keys: bool,
+    /// Seconds to connect to, and log in on, an SSH host.
+    #[arg(long, global = true, help_heading = HEADING, default_value_t = 10, value_name = "SECONDS")]
+    pub connect_timeout: u64,
+    /// Seconds any one command on an SSH host may take.
+    #[arg(long, global = true, help_heading = HEADING, default_value_t = 60, value_name = "SECONDS")]
+    pub command_timeout: u64,
+    /// Seconds one host may take to be inspected, or to apply one deployment (reconnects
+    /// included); then it is reported and the others carry on.
+    #[arg(long, global = true, help_heading = HEADING, default_value_t = 1800, value_name = "SECONDS")]
+    pub host_timeout: u64,
+    /// Seconds to keep trying to reconnect to a host whose connection dropped.
+    #[arg(long, global = true, help_heading = HEADING, default_value_t = 60, value_name = "SECONDS")]
+    pub reconnect_timeout: u64,
+    /// Hosts worked on at the same time; a slow or dead host holds up only its own slot.
+    #[arg(long, global = true, help_heading = HEADING, default_value_t = 32, value_name = "N")]
+    pub parallel: usize,
+}
+
+impl ReachArgs {
+    fn ssh_options(&self) -> SshOptions {
+        SshOptions {
+            identity: self.identity.clone(),
+            known_hosts: self.known_hosts.clone(),
+            accept_new_host_keys: self.accept_new_host_keys,
+            connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
+            command_timeout: Duration::from_secs(self.command_timeout.max(1)),
+            host_timeout: Duration::from_secs(self.host_timeout.max(1)),
+            reconnect_timeout: Duration::from_secs(self.reconnect_timeout),
+        }
+    }
+
+    /// The threads hosts are worked on by (`--parallel`).
+    pub fn thread_pool(&self) -> Result<rayon::ThreadPool, CliError> {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(self.parallel.max(1))
+            .thread_name(|i| format!("host-{i}"))
+            .build()
+            .map_err(|e| CliError::new(format!("cannot start {} threads: {e}", self.parallel)))
+    }
+}
+
+/// What a run needs to reach hosts.
+pub(super) struct Reach<'a> {
+    pub exe: &'a Path,
+    pub work_dir: &'a Path,
+    pub assume_empty: bool,
+    /// `--deployment`: the host's other deployments are out of this run's sight, so they are
+    /// neither reported as no longer desired nor pruned.
+    pub only: Option<&'a str>,
+    fleet: Fleet,
+}
+
+impl<'a> Reach<'a> {
+    pub fn new(
+        args: &ReachArgs,
+        exe: &'a Path,
+        work_dir: &'a Path,
+        assume_empty: bool,
+        only: Option<&'a str>,
+    ) -> Reach<'a> {
+        // Notes go to stderr: stdout may be a JSON or Markdown plan.
+        let notes = std::sync::Arc::new(|line: &str| eprintln!("note: {line}"));
+        Reach {
+            exe,
+            work_dir,
+            assume_empty,
+            only,
+            fleet: Fleet::new(
+                args.ssh_options(),
+                AgentBinary::new(exe.to_path_buf()),
+                notes,
+            ),
+        }
+    }
+
+    /// The agent of a `local` server.
+    pub fn local(&self, host: &DesiredHost) -> Result<Local, TransportError> {
+        match (host.transport, &host.local_root) {
+            (Transport::Local, Some(root)) => {
+                Ok(Local::new(&host.server, self.exe, self.work_dir.join(root)))
+            }
+            _ => Err(TransportError {
+                host: host.server.clone(),
+                message: "transport `local` needs `agent.root`".into(),
+                unreachable: true,
+            }),
+        }
+    }
+
+    fn ssh_target(host: &DesiredHost) -> Result<SshTarget, TransportError> {
+        let Some(ssh) = &host.ssh else {
+            return Err(TransportError {
+                host: host.server.clone(),
+                message: "transport `ssh` needs an address (ip_addresses or agent.ssh.address)"
+                    .into(),
+                unreachable: true,
+            });
+        };
+        Ok(SshTarget {
+            host: host.server.clone(),
+            address: ssh.address.clone(),
+            port: ssh.port,
+            user: ssh.user.clone(),
+            host_key: ssh.host_key.clone(),
+            identity_file: ssh.identity_file.as_deref().map(expand_home),
+        })
+    }
+
+    /// The host's actual state, from its agent.
+    pub fn inspect(&self, host: &DesiredHost) -> Result<ActualHost, TransportError> {
+        match host.transport {
+            Transport::Local => self.local(host)?.inspect(),
+            Transport::Ssh => {
+                let h = self.fleet.host(Self::ssh_target(host)?);
+                let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+                h.inspect()
+            }
+        }
+    }
+
+    /// Sends `req` to the host's agent and hands back its events as they arrive.
+    pub fn apply(
+        &self,
+        host: &DesiredHost,
+        req: &ApplyRequest,
+        lock_timeout_s: u64,
+        on_event: &mut dyn FnMut(&AgentEvent),
+    ) -> Result<HostOutcome, TransportError> {
+        match host.transport {
+            Transport::Local => self.local(host)?.apply(req, lock_timeout_s, on_event),
+            Transport::Ssh => {
+                let h = self.fleet.host(Self::ssh_target(host)?);
+                let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+                h.apply(req, lock_timeout_s, on_event)
+            }
+        }
+    }
+
+    /// Closes the host's connection, if it has one (it has nothing more to do in this run).
+    pub fn release(&self, server: &str) {
+        self.fleet.release(server);
+    }
+}
+
+/// `~/x` in a server file means the reconciler user's home.
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}

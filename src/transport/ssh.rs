@@ -1,0 +1,1307 @@
+//! The `ssh` transport: the agent of a real host, reached with `ssh2` (libssh2) over one
+//! connection per host that carries all of that host's commands in a run (version check,
+//! agent upload, inspect, apply).
+//!
+//! Before any credential is sent the host must prove who it is ([`super::host_key`]): a pinned
+//! `agent.ssh.host_key`, or the known_hosts file. A different key is refused with both
+//! fingerprints; an unknown host is refused unless the operator passed
+//! `--accept-new-host-keys`, which records its key. Logging in uses the server's
+//! `identity_file`, else the reconciler's `--identity`, else ssh-agent.
+//!
+//! The agent is this very binary, installed on first contact: when the host's
+//! `/var/lib/clarity/agent/clarity-reconcile` is missing or another build, this binary is
+//! uploaded over SFTP to a versioned file beside it, its sha256 checked on the host, and the
+//! stable symlink switched with one `rename(2)`. Wire formats are compared, never guessed:
+//! an agent that speaks another format is reported.
+//!
+//! Applying never depends on the connection staying up: the agent runs the apply detached
+//! (`agent apply --run ID --detach`) and this side follows its event file
+//! (`agent events --run ID --follow`); when the connection drops it reconnects and reads on
+//! from the last event it saw. Every command is an argv vector quoted by
+//! [`super::quote::command_line`]. This module prints nothing: what an operator should know
+//! (an installed agent, a recorded host key, a reconnect) goes to the `notes` callback.
+
+use super::host_key::{self, Expected, KnownHosts, PublicKey, Verdict};
+use super::quote::command_line;
+use super::{TransportError, parse_host_state};
+use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
+use crate::model::host::ActualHost;
+use ssh2::{ErrorCode, MethodType, Session};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Where the agent lives on a host: versioned binaries and the stable symlink to one.
+pub const AGENT_DIR: &str = "/var/lib/clarity/agent";
+pub const AGENT_LINK: &str = "/var/lib/clarity/agent/clarity-reconcile";
+/// Detached applies, one directory each (see `agent::detached`).
+pub const APPLIES_DIR: &str = "/var/lib/clarity/applies";
+
+/// Key exchanges in order of preference: curve25519 costs a fraction of the CPU of OpenSSH's
+/// post-quantum default, which matters when a reconciler opens hundreds of connections.
+const KEX_PREFERENCE: &str = "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,\
+                              ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group16-sha512,\
+                              diffie-hellman-group14-sha256";
+/// libssh2's "timed out" code: the command may still be running, but the channel's state is
+/// unknown, so the connection is dropped like a lost one.
+const ERROR_TIMEOUT: i32 = -9;
+/// Seconds a follower waits for news before returning (and being asked again).
+const FOLLOW_IDLE_S: u64 = 10;
+
+/// How the reconciler connects, from its command line.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    /// `--identity`: the key for servers without their own `identity_file`.
+    pub identity: Option<PathBuf>,
+    /// `--known-hosts`: the one file to read and record keys in; `None` means OpenSSH's files
+    /// (`~/.ssh/known_hosts`, `/etc/ssh/ssh_known_hosts`), recording in the first.
+    pub known_hosts: Option<PathBuf>,
+    pub accept_new_host_keys: bool,
+    /// TCP connect plus handshake plus login.
+    pub connect_timeout: Duration,
+    /// Any one command on a host (a version check, inspect, an upload's each write).
+    pub command_timeout: Duration,
+    /// Everything one host operation may take (inspecting, or applying one part of a plan,
+    /// reconnects included); the host is reported and the others carry on.
+    pub host_timeout: Duration,
+    /// How long to keep trying to reconnect after a connection dropped.
+    pub reconnect_timeout: Duration,
+}
+
+impl Default for SshOptions {
+    fn default() -> Self {
+        SshOptions {
+            identity: None,
+            known_hosts: None,
+            accept_new_host_keys: false,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(60),
+            host_timeout: Duration::from_secs(1800),
+            reconnect_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One host as the transport reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// The server's host name (for messages).
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub host_key: Option<String>,
+    pub identity_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("host {host}: cannot connect to {address}:{port}: {detail}")]
+    Connect {
+        host: String,
+        address: String,
+        port: u16,
+        detail: String,
+    },
+    #[error("host {host}: SSH handshake with {address}:{port} failed: {detail}")]
+    Handshake {
+        host: String,
+        address: String,
+        port: u16,
+        detail: String,
+    },
+    #[error(
+        "host {host}: the SSH host key of {address}:{port} does not match: expected {expected}, \
+         the host presented {actual}; refusing to connect"
+    )]
+    HostKeyMismatch {
+        host: String,
+        address: String,
+        port: u16,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "host {host}: the SSH host key of {address}:{port} ({actual}) is not known ({checked}); \
+         refusing to trust it on first use"
+    )]
+    HostKeyUnknown {
+        host: String,
+        address: String,
+        port: u16,
+        actual: String,
+        checked: String,
+    },
+    #[error("host {host}: cannot record its new host key in {}: {source}", .file.display())]
+    RecordHostKey {
+        host: String,
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("host {host}: {user}@{address} did not accept {method}: {detail}")]
+    Auth {
+        host: String,
+        user: String,
+        address: String,
+        method: String,
+        detail: String,
+    },
+    #[error("host {host}: no SSH key to log in with")]
+    NoIdentity { host: String },
+    #[error("host {host}: the connection was lost while running `{command}`: {detail}")]
+    Lost {
+        host: String,
+        command: String,
+        detail: String,
+    },
+    #[error("host {host}: `{command}` did not finish within {seconds} s")]
+    Timeout {
+        host: String,
+        command: String,
+        seconds: u64,
+    },
+    #[error("host {host}: `{command}` failed ({status}){}", stderr_text(.stderr))]
+    Command {
+        host: String,
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("host {host}: {detail}")]
+    Protocol { host: String, detail: String },
+    #[error("host {host}: installing the agent failed: {detail}")]
+    Install { host: String, detail: String },
+    #[error(
+        "host {host}: no outcome after {seconds} s (--host-timeout); apply {id} goes on on the \
+         host"
+    )]
+    HostTimeout {
+        host: String,
+        seconds: u64,
+        id: String,
+    },
+    #[error(
+        "host {host}: apply {id} ended without reporting an outcome (the agent was killed, or \
+         the host restarted)"
+    )]
+    ApplyGone { host: String, id: String },
+    #[error(
+        "host {host}: the connection dropped during apply {id} and reconnecting failed: {}",
+        .cause.without_host()
+    )]
+    Disconnected {
+        host: String,
+        id: String,
+        cause: Box<SshError>,
+    },
+}
+
+fn stderr_text(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(": {s}")
+    }
+}
+
+impl SshError {
+    /// The host could not be reached at all (as opposed to refusing us or failing).
+    pub fn unreachable(&self) -> bool {
+        match self {
+            SshError::Connect { .. }
+            | SshError::Handshake { .. }
+            | SshError::Lost { .. }
+            | SshError::Timeout { .. } => true,
+            SshError::Disconnected { cause, .. } => cause.unreachable(),
+            _ => false,
+        }
+    }
+
+    /// The message without its leading `host NAME: `, for text that names the host already.
+    fn without_host(&self) -> String {
+        let text = self.to_string();
+        let prefix = format!("host {}: ", self.host());
+        text.strip_prefix(&prefix)
+            .map(str::to_string)
+            .unwrap_or(text)
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            SshError::Connect { .. } => {
+                "is the host up and sshd listening on that address and port (agent.ssh.address, agent.ssh.port)?".into()
+            }
+            SshError::HostKeyMismatch { .. } => {
+                "if the host's key really changed (a reinstall), update its pinned agent.ssh.host_key or its known_hosts line; otherwise someone may be intercepting the connection".into()
+            }
+            SshError::HostKeyUnknown { address, .. } => format!(
+                "pin the key as agent.ssh.host_key, add it to known_hosts (`ssh-keyscan -t ed25519 {address}` and compare the fingerprint with the host's console), or pass --accept-new-host-keys once"
+            ),
+            SshError::Auth { user, .. } => format!(
+                "is the public key in ~{user}/.ssh/authorized_keys on the host? An encrypted key must be loaded into ssh-agent"
+            ),
+            SshError::NoIdentity { .. } => {
+                "set agent.ssh.identity_file, pass --identity FILE, or load a key into ssh-agent (SSH_AUTH_SOCK)".into()
+            }
+            SshError::Install { .. } => {
+                "the agent is this binary: the host needs the same CPU architecture and a C library at least as new as the reconciler's machine, and the SSH user must be able to write /var/lib/clarity".into()
+            }
+            SshError::HostTimeout { id, .. } => format!(
+                "the next run waits for the host lock until it ends; its events are in {APPLIES_DIR}/{id}/events.jsonl on the host"
+            ),
+            SshError::Disconnected { id, .. } => format!(
+                "apply {id} goes on, or was cut short, on the host: its events are in {APPLIES_DIR}/{id}/events.jsonl there, and the next apply rolls back whatever an interrupted one left unfinished"
+            ),
+            SshError::ApplyGone { .. } => {
+                "run again: the agent's journal makes the next apply roll back whatever the interrupted one started, then converge".into()
+            }
+            _ => return None,
+        })
+    }
+
+    fn host(&self) -> &str {
+        match self {
+            SshError::Connect { host, .. }
+            | SshError::Handshake { host, .. }
+            | SshError::HostKeyMismatch { host, .. }
+            | SshError::HostKeyUnknown { host, .. }
+            | SshError::RecordHostKey { host, .. }
+            | SshError::Auth { host, .. }
+            | SshError::NoIdentity { host }
+            | SshError::Lost { host, .. }
+            | SshError::Timeout { host, .. }
+            | SshError::Command { host, .. }
+            | SshError::Protocol { host, .. }
+            | SshError::Install { host, .. }
+            | SshError::HostTimeout { host, .. }
+            | SshError::ApplyGone { host, .. }
+            | SshError::Disconnected { host, .. } => host,
+        }
+    }
+
+    /// A connection-level failure after which reconnecting may help.
+    fn connection_lost(&self) -> bool {
+        matches!(self, SshError::Lost { .. } | SshError::Timeout { .. })
+    }
+}
+
+impl From<SshError> for TransportError {
+    fn from(e: SshError) -> TransportError {
+        let message = match e.hint() {
+            Some(h) => format!("{e} (hint: {h})"),
+            None => e.to_string(),
+        };
+        TransportError {
+            host: e.host().to_string(),
+            message,
+            unreachable: e.unreachable(),
+        }
+    }
+}
+
+/// This reconciler's own binary, which it installs as the agent on hosts: hashed once per run.
+pub struct AgentBinary {
+    path: PathBuf,
+    sha256: OnceLock<Result<String, String>>,
+}
+
+impl AgentBinary {
+    pub fn new(path: PathBuf) -> AgentBinary {
+        AgentBinary {
+            path,
+            sha256: OnceLock::new(),
+        }
+    }
+
+    fn sha256(&self) -> Result<&str, String> {
+        self.sha256
+            .get_or_init(|| {
+                crate::fetch::sha256_file(&self.path)
+                    .map(|(h, _)| h)
+                    .map_err(|e| format!("cannot hash {}: {e}", self.path.display()))
+            })
+            .as_deref()
+            .map_err(Clone::clone)
+    }
+
+    /// `clarity-reconcile-<version>-<12 hex of sha256>`: one file per build on the host.
+    fn file_name(&self) -> Result<String, String> {
+        Ok(format!(
+            "clarity-reconcile-{}-{}",
+            crate::agent::AGENT_VERSION,
+            &self.sha256()?[..12]
+        ))
+    }
+}
+
+/// Reports something an operator should know, as one line naming the host.
+pub type Notes = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The hosts of one run, each with its connection, shared by planning and applying.
+pub struct Fleet {
+    options: Arc<SshOptions>,
+    binary: Arc<AgentBinary>,
+    notes: Notes,
+    /// Each host with the settings it was opened with (compared without locking the host,
+    /// which may be busy applying).
+    hosts: Mutex<std::collections::BTreeMap<String, OpenedHost>>,
+}
+
+/// A host of the fleet and the settings it was opened with.
+type OpenedHost = (SshTarget, Arc<Mutex<SshHost>>);
+
+impl Fleet {
+    pub fn new(options: SshOptions, binary: AgentBinary, notes: Notes) -> Fleet {
+        Fleet {
+            options: Arc::new(options),
+            binary: Arc::new(binary),
+            notes,
+            hosts: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The host `target` names, with the connection an earlier call opened (if its settings
+    /// are the same).
+    pub fn host(&self, target: SshTarget) -> Arc<Mutex<SshHost>> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((opened_with, h)) = hosts.get(&target.host)
+            && *opened_with == target
+        {
+            return h.clone();
+        }
+        let h = Arc::new(Mutex::new(SshHost {
+            target: target.clone(),
+            options: self.options.clone(),
+            binary: self.binary.clone(),
+            notes: self.notes.clone(),
+            conn: None,
+            agent: None,
+        }));
+        hosts.insert(target.host.clone(), (target, h.clone()));
+        h
+    }
+
+    /// Closes a host's connection (a host with nothing to apply need not keep one open).
+    pub fn release(&self, host: &str) {
+        let h = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(host);
+        if let Some((_, h)) = h
+            && let Ok(mut h) = h.lock()
+        {
+            h.conn = None;
+        }
+    }
+}
+
+/// A session that says goodbye when dropped: a connection that just vanishes makes OpenSSH's
+/// per-connection process exit before it reaps its own child, leaving a zombie on hosts whose
+/// init does not reap them.
+struct Connection(Session);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.set_timeout(2000);
+        let _ = self.0.disconnect(None, "done", None);
+    }
+}
+
+/// Receives a command's stdout line by line, as it arrives.
+type LineSink<'a> = &'a mut dyn FnMut(&[u8]);
+
+/// What a command did.
+struct Output {
+    status: i32,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// One host: its settings and, once contacted, its connection and verified agent.
+pub struct SshHost {
+    target: SshTarget,
+    options: Arc<SshOptions>,
+    binary: Arc<AgentBinary>,
+    notes: Notes,
+    conn: Option<Connection>,
+    /// The agent binary verified on this host (a versioned path, so a concurrent reconciler
+    /// switching the symlink cannot change what we talk to).
+    agent: Option<String>,
+}
+
+impl SshHost {
+    fn note(&self, message: &str) {
+        (self.notes)(&format!("{}: {message}", self.target.host));
+    }
+
+    /// Reads the host's actual state.
+    pub fn inspect(&mut self) -> Result<ActualHost, TransportError> {
+        let deadline = Instant::now() + self.options.host_timeout;
+        let agent = self.ensure_agent(deadline)?;
+        let argv = [agent.as_str(), "agent", "inspect", "--root", "/"];
+        let out = self.run_idempotent(&argv, deadline)?;
+        if out.status != 0 {
+            return Err(self.command_failed(&argv, &out).into());
+        }
+        parse_host_state(&out.stdout).map_err(|m| {
+            SshError::Protocol {
+                host: self.target.host.clone(),
+                detail: m,
+            }
+            .into()
+        })
+    }
+
+    /// Applies `req` with a detached agent and hands each event to `on_event` as it arrives;
+    /// survives dropped connections by reconnecting and reading on.
+    pub fn apply(
+        &mut self,
+        req: &ApplyRequest,
+        lock_timeout_s: u64,
+        on_event: &mut dyn FnMut(&AgentEvent),
+    ) -> Result<HostOutcome, TransportError> {
+        let deadline = Instant::now() + self.options.host_timeout;
+        let agent = self.ensure_agent(deadline)?;
+        let id = apply_id(&self.target.host);
+        // The request holds secrets: it travels on the channel's stdin and the agent keeps it
+        // (mode 0600) only until the apply has read it.
+        let body = serde_json::to_vec(req).expect("requests serialize");
+        let lock = lock_timeout_s.to_string();
+        let start = [
+            agent.as_str(),
+            "agent",
+            "apply",
+            "--root",
+            "/",
+            "--lock-timeout",
+            &lock,
+            "--run",
+            &id,
+            "--detach",
+        ];
+        let mut started = false;
+        let mut seen = 0u64;
+        let mut log_seen = 0u64;
+        let mut outcome = None;
+        let idle = FOLLOW_IDLE_S.min(self.options.command_timeout.as_secs() / 2 + 1);
+        loop {
+            if Instant::now() >= deadline {
+                return Err(SshError::HostTimeout {
+                    host: self.target.host.clone(),
+                    seconds: self.options.host_timeout.as_secs(),
+                    id,
+                }
+                .into());
+            }
+            let step = if !started {
+                self.exec(&start, Some(&body), self.options.command_timeout, None)
+                    .and_then(|out| {
+                        if out.status == 0 {
+                            started = true;
+                            Ok(())
+                        } else {
+                            Err(self.command_failed(&start, &out))
+                        }
+                    })
+            } else {
+                let (from, log_from, idle_s) =
+                    (seen.to_string(), log_seen.to_string(), idle.to_string());
+                let follow = [
+                    agent.as_str(),
+                    "agent",
+                    "events",
+                    "--root",
+                    "/",
+                    "--run",
+                    &id,
+                    "--from",
+                    &from,
+                    "--log-from",
+                    &log_from,
+                    "--follow",
+                    "--idle",
+                    &idle_s,
+                ];
+                let host = self.target.host.clone();
+                let mut bad_line = None;
+                let mut on_line = |line: &[u8]| match serde_json::from_slice::<AgentEvent>(line) {
+                    Ok(event) => {
+                        seen += 1;
+                        if let AgentEvent::Done { outcome: o, .. } = &event {
+                            outcome = Some(*o);
+                        }
+                        on_event(&event);
+                    }
+                    Err(e) => {
+                        bad_line.get_or_insert(format!(
+                            "the agent sent a line that is not an event ({e})"
+                        ));
+                    }
+                };
+                let timeout = self.options.command_timeout + Duration::from_secs(idle);
+                let result = self.exec(&follow, None, timeout, Some(&mut on_line));
+                match result {
+                    Ok(out) => {
+                        log_seen += out.stderr.len() as u64;
+                        for line in String::from_utf8_lossy(&out.stderr).lines() {
+                            if !line.trim().is_empty() {
+                                self.note(&format!("agent: {line}"));
+                            }
+                        }
+                        if let Some(detail) = bad_line {
+                            return Err(SshError::Protocol { host, detail }.into());
+                        }
+                        match out.status {
+                            0 => Ok(()),
+                            3 => return Err(SshError::ApplyGone { host, id }.into()),
+                            _ => Err(self.command_failed(&follow, &out)),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match step {
+                Ok(()) => {
+                    if let Some(o) = outcome {
+                        return Ok(o);
+                    }
+                }
+                Err(e) if e.connection_lost() => {
+                    self.note(&format!(
+                        "{}; reconnecting to follow apply {id} (the agent goes on without us)",
+                        e.without_host()
+                    ));
+                    if let Err(cause) = self.reconnect(deadline) {
+                        return Err(SshError::Disconnected {
+                            host: self.target.host.clone(),
+                            id,
+                            cause: Box::new(cause),
+                        }
+                        .into());
+                    }
+                    self.note(&format!(
+                        "reconnected; reading apply {id} on from event {}",
+                        seen + 1
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The agent binary to run on this host: verified once per connection lifetime, installed
+    /// when missing or another build.
+    fn ensure_agent(&mut self, deadline: Instant) -> Result<String, SshError> {
+        if let Some(a) = &self.agent {
+            return Ok(a.clone());
+        }
+        if self.conn.is_none() {
+            self.conn = Some(self.connect(deadline)?);
+        }
+        let name = self
+            .binary
+            .file_name()
+            .map_err(|detail| SshError::Install {
+                host: self.target.host.clone(),
+                detail,
+            })?;
+        let ours = format!("{AGENT_DIR}/{name}");
+        let argv = [AGENT_LINK, "agent", "version"];
+        let out = self.run_idempotent(&argv, deadline)?;
+        let found = (out.status == 0)
+            .then(|| serde_json::from_slice::<RemoteVersion>(&out.stdout).ok())
+            .flatten();
+        let agent = match found {
+            Some(v) if v.is_build(&ours) => ours,
+            other => {
+                let was = match other {
+                    Some(v) => format!("replacing agent {} ({})", v.agent_version, v.executable),
+                    None if out.status == 127 => "no agent was installed".to_string(),
+                    None => format!(
+                        "the installed agent did not answer ({}{})",
+                        exit_text(out.status),
+                        stderr_text(&String::from_utf8_lossy(&out.stderr))
+                    ),
+                };
+                self.install(&name, deadline)?;
+                self.note(&format!(
+                    "installed agent {} ({}) as {ours}; {was}",
+                    crate::agent::AGENT_VERSION,
+                    &name[name.len() - 12..]
+                ));
+                ours
+            }
+        };
+        self.agent = Some(agent.clone());
+        Ok(agent)
+    }
+
+    /// Uploads this binary as `AGENT_DIR/name`, checks it on the host, and points the stable
+    /// symlink at it.
+    fn install(&mut self, name: &str, deadline: Instant) -> Result<(), SshError> {
+        let host = self.target.host.clone();
+        let install_error = |detail: String| SshError::Install {
+            host: host.clone(),
+            detail,
+        };
+        let sha = self.binary.sha256().map_err(&install_error)?.to_string();
+        let versioned = format!("{AGENT_DIR}/{name}");
+        self.run_checked(&["mkdir", "-p", "--", AGENT_DIR], deadline)?;
+        // A file of this build may be there already (a run that stopped before switching).
+        let present = self.remote_sha256(&versioned, deadline)?;
+        if present.as_deref() != Some(sha.as_str()) {
+            let part = format!("{AGENT_DIR}/.upload-{name}-{}", std::process::id());
+            self.upload(&self.binary.path.clone(), &part, deadline)?;
+            let got = self.remote_sha256(&part, deadline)?;
+            if got.as_deref() != Some(sha.as_str()) {
+                let _ = self.run_idempotent(&["rm", "-f", "--", &part], deadline);
+                return Err(install_error(format!(
+                    "the uploaded file's sha256 is {}, expected {sha}; it was removed",
+                    got.unwrap_or_else(|| "unknown".into())
+                )));
+            }
+            self.run_checked(&["chmod", "0755", "--", &part], deadline)?;
+            self.run_checked(&["mv", "-f", "--", &part, &versioned], deadline)?;
+        }
+        // It must run there and speak our formats before anything points at it.
+        let argv = [versioned.as_str(), "agent", "version"];
+        let out = self.run_idempotent(&argv, deadline)?;
+        if out.status != 0 {
+            return Err(install_error(format!(
+                "{versioned} does not run on the host ({}{})",
+                exit_text(out.status),
+                stderr_text(&String::from_utf8_lossy(&out.stderr))
+            )));
+        }
+        match serde_json::from_slice::<RemoteVersion>(&out.stdout) {
+            Ok(v) if v.speaks_ours() => {}
+            Ok(v) => {
+                return Err(SshError::Protocol {
+                    host,
+                    detail: format!(
+                        "the installed agent speaks host-state {}, plan {}, apply {}; this reconciler speaks {}, {}, {}",
+                        v.host_state,
+                        v.plan,
+                        v.apply,
+                        crate::model::host::HOST_STATE_FORMAT,
+                        crate::plan::PLAN_FORMAT,
+                        crate::model::apply::APPLY_FORMAT
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(install_error(format!(
+                    "`agent version` printed something that is not its JSON ({e})"
+                )));
+            }
+        }
+        let previous = self
+            .run_idempotent(&["readlink", "--", AGENT_LINK], deadline)
+            .ok()
+            .filter(|o| o.status == 0)
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let tmp = format!("{AGENT_DIR}/.link-{}", std::process::id());
+        let _ = self.run_idempotent(&["rm", "-f", "--", &tmp], deadline);
+        self.run_checked(&["ln", "-s", "--", name, &tmp], deadline)?;
+        // rename(2) over the old link: readers see the old agent or the new one, never none.
+        self.run_checked(&["mv", "-fT", "--", &tmp, AGENT_LINK], deadline)?;
+        self.remove_old_builds(name, previous.as_deref(), deadline);
+        Ok(())
+    }
+
+    /// Removes agent builds other than the new one and the one it replaced (a running apply
+    /// keeps its file open, so removing it harms nothing).
+    fn remove_old_builds(&mut self, keep: &str, previous: Option<&str>, deadline: Instant) {
+        let Ok(out) = self.run_idempotent(&["ls", "-A", "--", AGENT_DIR], deadline) else {
+            return;
+        };
+        let previous = previous.map(|p| p.rsplit('/').next().unwrap_or(p).to_string());
+        let stale: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|f| {
+                (f.starts_with("clarity-reconcile-") || f.starts_with(".upload-"))
+                    && *f != keep
+                    && Some(*f) != previous.as_deref()
+            })
+            .map(|f| format!("{AGENT_DIR}/{f}"))
+            .collect();
+        if !stale.is_empty() {
+            let mut argv: Vec<&str> = vec!["rm", "-f", "--"];
+            argv.extend(stale.iter().map(String::as_str));
+            let _ = self.run_idempotent(&argv, deadline);
+        }
+    }
+
+    /// The sha256 of a file on the host (`None` when it does not exist), with coreutils: an
+    /// independent check of what arrived, before running any of it.
+    fn remote_sha256(&mut self, path: &str, deadline: Instant) -> Result<Option<String>, SshError> {
+        // Asked separately: sha256sum's "no such file" message depends on the host's locale.
+        if self.run_idempotent(&["test", "-f", path], deadline)?.status != 0 {
+            return Ok(None);
+        }
+        let argv = ["sha256sum", "--", path];
+        let out = self.run_checked(&argv, deadline)?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .map(str::to_string))
+    }
+
+    /// Copies a local file to `remote` over SFTP (mode 0600 until it is checked).
+    fn upload(&mut self, local: &Path, remote: &str, deadline: Instant) -> Result<(), SshError> {
+        let host = self.target.host.clone();
+        let mut file = std::fs::File::open(local).map_err(|e| SshError::Install {
+            host: host.clone(),
+            detail: format!("cannot read {}: {e}", local.display()),
+        })?;
+        let command = format!("sftp upload to {remote}");
+        let timeout = self.options.command_timeout;
+        let host_timeout = self.options.host_timeout.as_secs();
+        let conn = self.connection(deadline)?;
+        let lost = |e: std::io::Error| SshError::Lost {
+            host: host.clone(),
+            command: command.clone(),
+            detail: e.to_string(),
+        };
+        let result = (|| {
+            conn.0.set_timeout(millis(timeout));
+            let sftp = conn.0.sftp().map_err(|e| lost(e.into()))?;
+            let mut remote_file = sftp
+                .open_mode(
+                    Path::new(remote),
+                    ssh2::OpenFlags::WRITE | ssh2::OpenFlags::CREATE | ssh2::OpenFlags::TRUNCATE,
+                    0o600,
+                    ssh2::OpenType::File,
+                )
+                .map_err(|e| lost(e.into()))?;
+            // Large writes let libssh2 keep several SFTP packets in flight.
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                if Instant::now() >= deadline {
+                    return Err(SshError::Timeout {
+                        host: host.clone(),
+                        command: command.clone(),
+                        seconds: host_timeout,
+                    });
+                }
+                let n = file.read(&mut buf).map_err(|e| SshError::Install {
+                    host: host.clone(),
+                    detail: format!("cannot read {}: {e}", local.display()),
+                })?;
+                if n == 0 {
+                    break;
+                }
+                remote_file.write_all(&buf[..n]).map_err(lost)?;
+            }
+            remote_file.close().map_err(|e| lost(e.into()))?;
+            Ok(())
+        })();
+        if let Err(e) = &result
+            && e.connection_lost()
+        {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// Runs a command that may be repeated: after a lost connection, reconnects and runs it
+    /// once more.
+    fn run_idempotent(&mut self, argv: &[&str], deadline: Instant) -> Result<Output, SshError> {
+        match self.exec(argv, None, self.options.command_timeout, None) {
+            Err(e) if e.connection_lost() && Instant::now() < deadline => {
+                self.note(&format!("{}; reconnecting", e.without_host()));
+                self.reconnect(deadline)?;
+                self.exec(argv, None, self.options.command_timeout, None)
+            }
+            other => other,
+        }
+    }
+
+    /// Like [`Self::run_idempotent`], and a non-zero exit is an error.
+    fn run_checked(&mut self, argv: &[&str], deadline: Instant) -> Result<Output, SshError> {
+        let out = self.run_idempotent(argv, deadline)?;
+        if out.status != 0 {
+            return Err(self.command_failed(argv, &out));
+        }
+        Ok(out)
+    }
+
+    fn command_failed(&self, argv: &[&str], out: &Output) -> SshError {
+        SshError::Command {
+            host: self.target.host.clone(),
+            command: command_line(argv),
+            status: exit_text(out.status),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }
+    }
+
+    fn connection(&mut self, deadline: Instant) -> Result<&Connection, SshError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.connect(deadline)?);
+        }
+        Ok(self.conn.as_ref().expect("connected above"))
+    }
+
+    /// Runs `argv` on the host with `stdin`, and hands complete stdout lines to `on_line` as
+    /// they arrive (when given; the output then holds no stdout). A connection-level failure
+    /// drops the connection: its state is unknown, and the next command opens a new one.
+    fn exec(
+        &mut self,
+        argv: &[&str],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+        mut on_line: Option<LineSink>,
+    ) -> Result<Output, SshError> {
+        let host = self.target.host.clone();
+        let command = command_line(argv);
+        let ends = Instant::now() + timeout;
+        let conn = self.connection(ends)?;
+        let session = &conn.0;
+        let fail = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::TimedOut || Instant::now() >= ends {
+                SshError::Timeout {
+                    host: host.clone(),
+                    command: command.clone(),
+                    seconds: timeout.as_secs(),
+                }
+            } else {
+                SshError::Lost {
+                    host: host.clone(),
+                    command: command.clone(),
+                    detail: e.to_string(),
+                }
+            }
+        };
+        let ssh = |e: ssh2::Error| -> std::io::Error {
+            if e.code() == ErrorCode::Session(ERROR_TIMEOUT) {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, e.message().to_string())
+            } else {
+                e.into()
+            }
+        };
+        let remaining = || millis(ends.saturating_duration_since(Instant::now()));
+        let result: Result<Output, SshError> = (|| {
+            session.set_timeout(remaining());
+            let mut channel = session.channel_session().map_err(|e| fail(ssh(e)))?;
+            channel.exec(&command).map_err(|e| fail(ssh(e)))?;
+            if let Some(input) = stdin {
+                channel.write_all(input).map_err(fail)?;
+            }
+            channel.send_eof().map_err(|e| fail(ssh(e)))?;
+            let mut stdout = Vec::new();
+            let mut buf = [0u8; 32 * 1024];
+            loop {
+                session.set_timeout(remaining());
+                let n = channel.read(&mut buf).map_err(fail)?;
+                if n == 0 {
+                    break;
+                }
+                stdout.extend_from_slice(&buf[..n]);
+                if let Some(f) = on_line.as_mut() {
+                    while let Some(i) = stdout.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = stdout.drain(..=i).collect();
+                        f(&line[..line.len() - 1]);
+                    }
+                }
+            }
+            // What stderr holds is small (messages), so reading it after stdout cannot fill
+            // the channel window and stall the command.
+            let mut stderr = Vec::new();
+            session.set_timeout(remaining());
+            channel.stderr().read_to_end(&mut stderr).map_err(fail)?;
+            session.set_timeout(remaining());
+            channel.wait_close().map_err(|e| fail(ssh(e)))?;
+            // A command killed by a signal has no exit status; report it as 128 + nothing.
+            let status = match channel.exit_signal() {
+                Ok(s) if s.exit_signal.is_some() => 128,
+                _ => channel.exit_status().map_err(|e| fail(ssh(e)))?,
+            };
+            Ok(Output {
+                status,
+                stdout,
+                stderr,
+            })
+        })();
+        if let Err(e) = &result
+            && e.connection_lost()
+        {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// A new connection after a lost one, tried until `--reconnect-timeout` (or the host's
+    /// deadline) runs out. Refusals that reconnecting cannot fix (host key, login) end it.
+    fn reconnect(&mut self, deadline: Instant) -> Result<(), SshError> {
+        self.conn = None;
+        let until = deadline.min(Instant::now() + self.options.reconnect_timeout);
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match self.connect(until) {
+                Ok(c) => {
+                    self.conn = Some(c);
+                    return Ok(());
+                }
+                Err(e) if e.unreachable() && Instant::now() + pause < until => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Connects, checks the host key, logs in.
+    fn connect(&self, deadline: Instant) -> Result<Connection, SshError> {
+        let t = &self.target;
+        let connect_error = |detail: String| SshError::Connect {
+            host: t.host.clone(),
+            address: t.address.clone(),
+            port: t.port,
+            detail,
+        };
+        let timeout = self
+            .options
+            .connect_timeout
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1));
+        let addrs: Vec<_> = (t.address.as_str(), t.port)
+            .to_socket_addrs()
+            .map_err(|e| connect_error(format!("cannot resolve the address: {e}")))?
+            .collect();
+        let mut last = None;
+        let mut tcp = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| {
+            connect_error(
+                last.map(|e| e.to_string())
+                    .unwrap_or_else(|| "the address resolves to nothing".into()),
+            )
+        })?;
+        let _ = tcp.set_nodelay(true);
+        let handshake_error = |detail: String| SshError::Handshake {
+            host: t.host.clone(),
+            address: t.address.clone(),
+            port: t.port,
+            detail,
+        };
+        let mut session = Session::new().map_err(|e| handshake_error(e.message().to_string()))?;
+        session.set_timeout(millis(timeout));
+        // Best effort: a method this libssh2 lacks only means its default order is used.
+        let _ = session.method_pref(MethodType::Kex, KEX_PREFERENCE);
+        let expected = match &t.host_key {
+            Some(text) => Expected::Pinned(PublicKey::parse(text).ok_or_else(|| {
+                SshError::Protocol {
+                    host: t.host.clone(),
+                    detail: "agent.ssh.host_key is not a known_hosts-style public key (`ssh-ed25519 AAAA...`)".into(),
+                }
+            })?),
+            None => Expected::KnownHosts(KnownHosts::read(
+                self.options.known_hosts.as_deref(),
+                &t.address,
+                t.port,
+            )),
+        };
+        expected.negotiate(&session);
+        session.set_tcp_stream(tcp);
+        session
+            .handshake()
+            .map_err(|e| handshake_error(e.message().to_string()))?;
+        let conn = Connection(session);
+        let presented = PublicKey::presented(&conn.0)
+            .ok_or_else(|| handshake_error("the host presented no host key".into()))?;
+        let verdict = host_key::verify(&conn.0, &t.address, t.port, &expected, &presented)
+            .map_err(|e| handshake_error(e.message().to_string()))?;
+        match verdict {
+            Verdict::Trusted => {}
+            Verdict::Mismatch { expected } => {
+                return Err(SshError::HostKeyMismatch {
+                    host: t.host.clone(),
+                    address: t.address.clone(),
+                    port: t.port,
+                    expected,
+                    actual: presented.fingerprint(),
+                });
+            }
+            Verdict::Unknown { checked } => {
+                let file = host_key::writable_file(self.options.known_hosts.as_deref());
+                match file {
+                    Some(file) if self.options.accept_new_host_keys => {
+                        host_key::record(&file, &t.address, t.port, &presented).map_err(
+                            |source| SshError::RecordHostKey {
+                                host: t.host.clone(),
+                                file: file.clone(),
+                                source,
+                            },
+                        )?;
+                        self.note(&format!(
+                            "new host key {} for {} recorded in {} (--accept-new-host-keys)",
+                            presented.fingerprint(),
+                            host_key::known_host_name(&t.address, t.port),
+                            file.display()
+                        ));
+                    }
+                    _ => {
+                        return Err(SshError::HostKeyUnknown {
+                            host: t.host.clone(),
+                            address: t.address.clone(),
+                            port: t.port,
+                            actual: presented.fingerprint(),
+                            checked,
+                        });
+                    }
+                }
+            }
+        }
+        // Only now, talking to the right host, may a credential be used.
+        self.authenticate(&conn.0)?;
+        Ok(conn)
+    }
+
+    fn authenticate(&self, session: &Session) -> Result<(), SshError> {
+        let t = &self.target;
+        let auth_error = |method: String, detail: String| SshError::Auth {
+            host: t.host.clone(),
+            user: t.user.clone(),
+            address: t.address.clone(),
+            method,
+            detail,
+        };
+        let identity = t.identity_file.as_ref().or(self.options.identity.as_ref());
+        if let Some(file) = identity {
+            let method = format!("the key {}", file.display());
+            if !file.is_file() {
+                return Err(auth_error(method, "no such file".into()));
+            }
+            session
+                .userauth_pubkey_file(&t.user, None, file, None)
+                .map_err(|e| auth_error(method.clone(), e.message().to_string()))?;
+        } else if std::env::var_os("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty()) {
+            let method = "any ssh-agent key".to_string();
+            let mut agent = session
+                .agent()
+                .map_err(|e| auth_error(method.clone(), e.message().to_string()))?;
+            agent
+                .connect()
+                .and_then(|()| agent.list_identities())
+                .map_err(|e| auth_error(method.clone(), e.message().to_string()))?;
+            let identities = agent
+                .identities()
+                .map_err(|e| auth_error(method.clone(), e.message().to_string()))?;
+            // libssh2's own helper tries only the first key; the right one may be any.
+            let accepted = identities
+                .iter()
+                .any(|id| agent.userauth(&t.user, id).is_ok());
+            let _ = agent.disconnect();
+            if !accepted {
+                return Err(auth_error(
+                    method,
+                    format!("none of its {} keys was accepted", identities.len()),
+                ));
+            }
+        } else {
+            return Err(SshError::NoIdentity {
+                host: t.host.clone(),
+            });
+        }
+        if !session.authenticated() {
+            return Err(auth_error("public key".into(), "not authenticated".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What `agent version` prints.
+#[derive(Debug, serde::Deserialize)]
+struct RemoteVersion {
+    agent_version: String,
+    host_state: String,
+    plan: String,
+    #[serde(default)]
+    apply: String,
+    #[serde(default)]
+    executable: String,
+}
+
+impl RemoteVersion {
+    fn speaks_ours(&self) -> bool {
+        self.agent_version == crate::agent::AGENT_VERSION
+            && self.host_state == crate::model::host::HOST_STATE_FORMAT
+            && self.plan == crate::plan::PLAN_FORMAT
+            && self.apply == crate::model::apply::APPLY_FORMAT
+    }
+
+    /// This very build, installed where we would install it.
+    fn is_build(&self, path: &str) -> bool {
+        self.speaks_ours() && self.executable == path
+    }
+}
+
+/// A fresh id for one detached apply: time, host and a nonce, in the agent's id alphabet.
+fn apply_id(host: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let now = crate::agent::now_rfc3339().replace(['-', ':'], "");
+    let nonce = crate::desired::sha256_hex(
+        format!(
+            "{host}{}{:?}{}",
+            std::process::id(),
+            std::time::SystemTime::now(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+        .as_bytes(),
+    );
+    format!("{now}-{}", &nonce[..10])
+}
+
+fn exit_text(status: i32) -> String {
+    match status {
+        127 => "exit 127: command not found".into(),
+        128 => "killed by a signal".into(),
+        s => format!("exit {s}"),
+    }
+}
+
+fn millis(d: Duration) -> u32 {
+    d.as_millis().clamp(1, u128::from(u32::MAX)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_ids_are_valid_agent_ids_and_distinct() {
+        let a = apply_id("h1");
+        let b = apply_id("h1");
+        assert_ne!(a, b);
+        let layout = crate::agent::layout::Layout::new("/");
+        assert!(
+            crate::agent::detached::Detached::new(&layout, &a).is_ok(),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn only_connection_problems_count_as_unreachable() {
+        let lost = SshError::Lost {
+            host: "h".into(),
+            command: "x".into(),
+            detail: "eof".into(),
+        };
+        assert!(lost.unreachable() && lost.connection_lost());
+        let refused = SshError::HostKeyMismatch {
+            host: "h".into(),
+            address: "10.0.0.1".into(),
+            port: 22,
+            expected: "ssh-ed25519 SHA256:a (pinned)".into(),
+            actual: "ssh-ed25519 SHA256:b".into(),
+        };
+        assert!(!refused.unreachable());
+        let t: TransportError = refused.into();
+        assert!(
+            t.message.contains("SHA256:a")
+                && t.message.contains("SHA256:b")
+                && t.message.contains("hint:"),
+            "{}",
+            t.message
+        );
+    }
+
+    fn fleet(connect_timeout: Duration) -> Fleet {
+        Fleet::new(
+            SshOptions {
+                connect_timeout,
+                known_hosts: Some(PathBuf::from("/dev/null")),
+                ..SshOptions::default()
+            },
+            AgentBinary::new(PathBuf::from("/nonexistent")),
+            Arc::new(|_: &str| {}),
+        )
+    }
+
+    fn target(port: u16) -> SshTarget {
+        SshTarget {
+            host: "h1".into(),
+            address: "127.0.0.1".into(),
+            port,
+            user: "root".into(),
+            host_key: None,
+            identity_file: None,
+        }
+    }
+
+    /// A peer that accepts the connection and never says a word is given up on after the
+    /// connect timeout, and counts as unreachable.
+    #[test]
+    fn a_silent_peer_times_out_as_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holder = std::thread::spawn(move || {
+            let conn = listener.accept();
+            std::thread::sleep(Duration::from_secs(3));
+            drop(conn);
+        });
+        let started = Instant::now();
+        let host = fleet(Duration::from_secs(1)).host(target(port));
+        let e = host.lock().unwrap().inspect().unwrap_err();
+        assert!(e.unreachable, "{}", e.message);
+        assert!(e.message.contains("handshake"), "{}", e.message);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        holder.join().unwrap();
+    }
+
+    #[test]
+    fn a_closed_port_is_unreachable_with_a_hint() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host = fleet(Duration::from_secs(1)).host(target(port));
+        let e = host.lock().unwrap().inspect().unwrap_err();
+        assert!(e.unreachable, "{}", e.message);
+        assert!(
+            e.message
+                .starts_with("host h1: cannot connect to 127.0.0.1:")
+                && e.message.contains("hint:"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_version_names_its_build() {
+        let v = RemoteVersion {
+            agent_version: crate::agent::AGENT_VERSION.into(),
+            host_state: crate::model::host::HOST_STATE_FORMAT.into(),
+            plan: crate::plan::PLAN_FORMAT.into(),
+            apply: crate::model::apply::APPLY_FORMAT.into(),
+            executable: "/var/lib/clarity/agent/clarity-reconcile-0.1.0-abc".into(),
+        };
+        assert!(v.is_build("/var/lib/clarity/agent/clarity-reconcile-0.1.0-abc"));
+        assert!(!v.is_build("/var/lib/clarity/agent/clarity-reconcile-0.1.0-def"));
+        let old = RemoteVersion {
+            apply: String::new(),
+            ..v
+        };
+        assert!(!old.speaks_ours());
+    }
+}

@@ -1,0 +1,612 @@
+//! The SSH transport against real hosts: Debian containers booted with systemd-nspawn, each
+//! with its own sshd, systemd and address on a private network. The real `clarity-reconcile`
+//! runs in the network namespace that reaches them, with a test key and its own known_hosts
+//! file, and applies a config repository (a git repository whose servers are transport `ssh`)
+//! with a python HTTP service under systemd and a health check.
+//!
+//! What is checked: an unknown host is refused until `--accept-new-host-keys` records it;
+//! every host converges and the agent is installed on first contact only; a second run and a
+//! dry-run have nothing to do; a host whose pinned key is wrong is refused with both
+//! fingerprints while the others converge; a host stopped during its apply is reported
+//! unreachable while the others converge; and an apply whose SSH connection is killed goes on
+//! on the host, and the reconciler reconnects and learns its outcome.
+
+mod support;
+
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+use support::nspawn::{Host, Options, Testbed};
+
+const PORT: u16 = 18700;
+
+/// Serves its greeting; waits `START_DELAY` seconds before listening, so an apply takes long
+/// enough for a test to interfere with it.
+const SERVICE: &str = r#"import http.server, os, time
+time.sleep(float(os.environ.get("START_DELAY", "0")))
+greeting = open("conf/greeting.txt").read().strip()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (greeting + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// A booted fleet, a key it trusts, and a config repository for it.
+struct Fleet {
+    bed: Testbed,
+    dir: tempfile::TempDir,
+    /// A copy of the reconciler without debug information: it is what gets uploaded.
+    reconciler: PathBuf,
+}
+
+impl Fleet {
+    fn boot(tag: &str, hosts: usize) -> Option<Fleet> {
+        support::require_program("ssh-keygen")?;
+        support::require_program("git")?;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        let out = Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "clarity-fleet-test",
+                "-f",
+            ])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let config = dir.path().join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        let bed = Testbed::boot_with(
+            tag,
+            Options {
+                authorized_key: Some(public),
+                // The `file` repository is read by the agents at the same path.
+                bind_ro: vec![config.clone()],
+                ..Options::hosts(hosts)
+            },
+        )?;
+        let reconciler = dir.path().join("clarity-reconcile");
+        let stripped = support::find_program("strip").is_some_and(|strip| {
+            Command::new(strip)
+                .arg("-o")
+                .arg(&reconciler)
+                .arg(support::clarity_bin())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        if !stripped {
+            std::fs::copy(support::clarity_bin(), &reconciler).unwrap();
+        }
+        let f = Fleet {
+            bed,
+            dir,
+            reconciler,
+        };
+        f.write(
+            "clients/acme/client.yml",
+            "id: acme\ncode: ACME\nname: Acme\n",
+        );
+        f.write(
+            "clients/acme/datacenters/lab.yml",
+            "code: lab\nname: Lab\ntype: edge\n",
+        );
+        for h in f.bed.hosts() {
+            f.set_server(h.name(), None);
+        }
+        f.write(
+            "repositories/local.yml",
+            "name: local\ntype: file\npath: files\n",
+        );
+        f.write("files/web.py", SERVICE);
+        f.write(
+            "artifacts/web.yml",
+            &format!(
+                "id: web\ntype: script\nrepository: local\nversions:\n  - version: \"1.0.0\"\n    sha256: \"{}\"\n    location: web.py\n",
+                hex::encode(Sha256::digest(SERVICE.as_bytes()))
+            ),
+        );
+        f.set_deployment("hello", 0);
+        support::git(&f.config(), &["init", "-q"]);
+        f.commit("initial");
+        Some(f)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    fn known_hosts(&self) -> PathBuf {
+        self.dir.path().join("known_hosts")
+    }
+
+    fn write(&self, path: &str, text: &str) {
+        let p = self.config().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn commit(&self, message: &str) {
+        support::git(&self.config(), &["add", "-A"]);
+        support::git(&self.config(), &["commit", "-qm", message]);
+    }
+
+    /// The server file of `name`, with a pinned host key or none.
+    fn set_server(&self, name: &str, host_key: Option<&str>) {
+        let address = self.bed.host(name).address();
+        let pin = host_key
+            .map(|k| format!("  ssh:\n    host_key: \"{}\"\n", k.trim()))
+            .unwrap_or_default();
+        self.write(
+            &format!("clients/acme/servers/{name}.yml"),
+            &format!(
+                "hostname: {name}\ndatacenter: lab\nip_addresses:\n  - address: {address}\n\
+                 agent:\n  transport: ssh\n  service_manager: systemd\n{pin}"
+            ),
+        );
+    }
+
+    fn set_deployment(&self, greeting: &str, start_delay_s: u32) {
+        let targets: String = self
+            .bed
+            .hosts()
+            .iter()
+            .map(|h| format!("  - server: {}\n", h.name()))
+            .collect();
+        self.write(
+            "clients/acme/deployments/web/prod.yml",
+            &format!(
+                "artifact: web\nprofile: prod\nversion: \"1.0.0\"\ntargets:\n{targets}\
+                 env_vars:\n  PORT: \"{PORT}\"\n  START_DELAY: \"{start_delay_s}\"\n\
+                 config_files:\n  - destination: conf/greeting.txt\n    content: \"{greeting}\\n\"\n\
+                 service:\n  command: [\"python3\", \"web.py\"]\n\
+                 health_checks:\n  - type: http\n    url: http://127.0.0.1:{PORT}/\n    interval_s: 1\n    retries: 20\n"
+            ),
+        );
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("id_ed25519")
+    }
+
+    /// The reconciler, run where it reaches the hosts, logging in with the test key.
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut cmd = self.command_without_key(extra);
+        cmd.arg("--identity")
+            .arg(self.key())
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
+    }
+
+    fn command_without_key(&self, extra: &[&str]) -> Command {
+        let mut cmd = self.bed.network_command(&self.reconciler);
+        cmd.arg("--repo")
+            .arg(self.config())
+            .arg("--work-dir")
+            .arg(self.dir.path().join("work"))
+            .arg("--known-hosts")
+            .arg(self.known_hosts())
+            .args(["--connect-timeout", "5", "--reconnect-timeout", "5"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .env_remove("CLARITY_AGE_IDENTITY")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `drift` over SSH, against the last applied commit.
+    fn drift(&self) -> Output {
+        self.bed
+            .network_command(&self.reconciler)
+            .arg("drift")
+            .arg("--repo")
+            .arg(self.config())
+            .arg("--work-dir")
+            .arg(self.dir.path().join("work"))
+            .arg("--identity")
+            .arg(self.key())
+            .arg("--known-hosts")
+            .arg(self.known_hosts())
+            .env("NO_COLOR", "1")
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        self.command(extra).output().unwrap()
+    }
+
+    /// Runs the reconciler and calls `when` with the first output line containing `trigger`
+    /// (as it is printed), then lets it finish.
+    fn run_and_interfere(&self, extra: &[&str], trigger: &str, when: impl FnOnce()) -> Output {
+        let mut child = self
+            .command(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel::<(bool, String)>();
+        let readers: Vec<_> = [
+            (
+                true,
+                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            ),
+            (false, Box::new(child.stderr.take().unwrap())),
+        ]
+        .into_iter()
+        .map(|(is_stdout, stream)| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send((is_stdout, line));
+                }
+            })
+        })
+        .collect();
+        drop(tx);
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        let mut when = Some(when);
+        for (is_stdout, line) in rx {
+            if line.contains(trigger)
+                && let Some(f) = when.take()
+            {
+                f();
+            }
+            let buf = if is_stdout { &mut stdout } else { &mut stderr };
+            buf.push_str(&line);
+            buf.push('\n');
+        }
+        for r in readers {
+            r.join().unwrap();
+        }
+        let status = child.wait().unwrap();
+        assert!(
+            when.is_none(),
+            "`{trigger}` never appeared:\n{stdout}{stderr}"
+        );
+        Output {
+            status,
+            stdout: stdout.into_bytes(),
+            stderr: stderr.into_bytes(),
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The result row of `host` in the reconciler's summary table.
+fn result_of(o: &Output, host: &str) -> String {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(host))
+        .unwrap_or_else(|| panic!("no result row for {host}:\n{}", text(o)))
+        .to_string()
+}
+
+fn greeting(host: &Host) -> String {
+    let out = host.exec(&[
+        "python3",
+        "-c",
+        &format!(
+            "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:{PORT}/').read().decode().strip())"
+        ),
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn assert_serving(host: &Host, expected: &str) {
+    assert_eq!(
+        host.exec_ok(&["systemctl", "is-active", "clarity-web.service"])
+            .trim(),
+        "active",
+        "{}",
+        host.name()
+    );
+    assert_eq!(greeting(host), expected, "{}", host.name());
+}
+
+/// The agent builds installed on a host (versioned files, not the symlink).
+fn agent_builds(host: &Host) -> Vec<String> {
+    let listing = host.exec_ok(&["ls", "-A", "/var/lib/clarity/agent"]);
+    listing
+        .lines()
+        .filter(|l| l.starts_with("clarity-reconcile-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `SHA256:...` of a public key file inside the host, as ssh-keygen prints it.
+fn fingerprint(public_key: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(public_key)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+fn host_public_key(host: &Host) -> PathBuf {
+    host.root().join("etc/ssh/ssh_host_ed25519_key.pub")
+}
+
+#[test]
+fn a_fleet_of_five_converges_over_ssh_and_a_refused_or_stopped_host_spares_the_others() {
+    let started = Instant::now();
+    let Some(f) = Fleet::boot("fs", 5) else {
+        return;
+    };
+    eprintln!("booted in {:?}", started.elapsed());
+    let names: Vec<String> = f.bed.hosts().iter().map(|h| h.name().to_string()).collect();
+
+    // Unknown hosts are refused, never trusted on first use, and nothing is recorded.
+    let o = f.run(&["--dry-run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("is not known") && text(&o).contains("refusing to trust it on first use"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !f.known_hosts().exists() || std::fs::read_to_string(f.known_hosts()).unwrap().is_empty()
+    );
+
+    // First contact: keys recorded, the agent installed, every host converges.
+    let t = Instant::now();
+    let o = f.run(&["--accept-new-host-keys"]);
+    let out = text(&o);
+    eprintln!("first apply in {:?}:\n{out}", t.elapsed());
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let known = std::fs::read_to_string(f.known_hosts()).unwrap();
+    for h in f.bed.hosts() {
+        assert!(
+            out.contains(&format!("{}: installed agent", h.name())),
+            "{}: {out}",
+            h.name()
+        );
+        assert!(result_of(&o, h.name()).contains("converged"), "{out}");
+        assert!(
+            known.contains(&format!("{} ssh-ed25519 ", h.address())),
+            "{known}"
+        );
+        assert_serving(h, "hello");
+        assert_eq!(agent_builds(h).len(), 1, "{}", h.name());
+        let link = h.exec_ok(&["readlink", "/var/lib/clarity/agent/clarity-reconcile"]);
+        assert_eq!(link.trim(), agent_builds(h)[0]);
+    }
+    let applies = f.bed.hosts()[0].exec_ok(&["ls", "/var/lib/clarity/applies"]);
+    assert_eq!(applies.lines().count(), 1, "one detached apply: {applies}");
+    let leftover =
+        f.bed.hosts()[0].exec(&["sh", "-c", "ls /var/lib/clarity/applies/*/request.json"]);
+    assert!(
+        !leftover.status.success(),
+        "the request with its secrets is gone"
+    );
+
+    // Second run: known hosts, the same agent build, nothing to do.
+    let t = Instant::now();
+    let o = f.run(&[]);
+    let out = text(&o);
+    eprintln!("second apply in {:?}", t.elapsed());
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(!out.contains("installed agent"), "{out}");
+    for n in &names {
+        assert!(result_of(&o, n).contains("unchanged"), "{out}");
+    }
+    let o = f.run(&["--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // Drift over SSH: nothing, then a file edited by hand on h2.
+    let o = f.drift();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    f.bed.host("h2").exec_ok(&[
+        "sh",
+        "-c",
+        "echo edited > /opt/clarity/web/current/conf/greeting.txt",
+    ]);
+    let o = f.drift();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("h2") && out.contains("conf/greeting.txt"),
+        "{out}"
+    );
+
+    // h5 pinned to h1's key: refused with both fingerprints; the others converge.
+    let h1 = f.bed.host("h1");
+    let h5 = f.bed.host("h5");
+    f.set_server(
+        "h5",
+        Some(&std::fs::read_to_string(host_public_key(h1)).unwrap()),
+    );
+    f.set_deployment("bonjour", 0);
+    f.commit("bonjour, and a wrong pin for h5");
+    let o = f.run(&[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let refused = result_of(&o, "h5");
+    assert!(refused.contains("failed"), "{out}");
+    assert!(
+        out.contains("host h5: the SSH host key of")
+            && out.contains("does not match")
+            && out.contains(&fingerprint(&host_public_key(h1)))
+            && out.contains(&fingerprint(&host_public_key(h5))),
+        "{out}"
+    );
+    for n in ["h1", "h2", "h3", "h4"] {
+        assert!(result_of(&o, n).contains("converged"), "{out}");
+        assert_serving(f.bed.host(n), "bonjour");
+    }
+    assert_serving(h5, "hello");
+
+    // h4 stops (its container is killed) while it applies: it is reported unreachable, the
+    // others converge.
+    f.set_deployment("hola", 2);
+    f.commit("hola");
+    let h4 = f.bed.host("h4");
+    let t = Instant::now();
+    let o = f.run_and_interfere(&[], "h4: web: ", || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(h4.leader_pid() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    });
+    let out = text(&o);
+    eprintln!("apply with a host stopped in {:?}:\n{out}", t.elapsed());
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let h4_result = result_of(&o, "h4");
+    assert!(
+        h4_result.contains("unreachable")
+            && h4_result.contains("the connection dropped during apply"),
+        "{out}"
+    );
+    assert!(result_of(&o, "h5").contains("failed"), "{out}");
+    for n in ["h1", "h2", "h3"] {
+        assert!(result_of(&o, n).contains("converged"), "{out}");
+        assert_serving(f.bed.host(n), "hola");
+    }
+    eprintln!("whole test in {:?}", started.elapsed());
+}
+
+#[test]
+fn an_apply_whose_connection_is_killed_finishes_and_the_reconciler_learns_its_outcome() {
+    let started = Instant::now();
+    let Some(f) = Fleet::boot("fd", 1) else {
+        return;
+    };
+    let o = f.run(&["--accept-new-host-keys"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let host = f.bed.host("h1");
+    let before = host.exec_ok(&["readlink", "/opt/clarity/web/current"]);
+
+    // The new release starts slowly; while the agent works, every sshd process serving the
+    // reconciler is killed.
+    f.set_deployment("goodbye", 3);
+    f.commit("goodbye");
+    let o = f.run_and_interfere(&[], "h1: web: write", || {
+        let ps = host.exec_ok(&["ps", "-eo", "pid=,args="]);
+        let sessions: Vec<&str> = ps
+            .lines()
+            .filter(|l| l.contains("sshd: root"))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(
+            !sessions.is_empty(),
+            "no sshd session for the reconciler:\n{ps}"
+        );
+        let mut argv = vec!["kill", "-9"];
+        argv.extend(&sessions);
+        host.exec_ok(&argv);
+    });
+    let out = text(&o);
+    eprintln!("apply with a killed connection:\n{out}");
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("reconnected; reading apply"), "{out}");
+    assert!(result_of(&o, "h1").contains("converged"), "{out}");
+    // Every event was seen once: the steps after the reconnect are not missing or doubled.
+    let health = out.matches("h1: web: health check").count();
+    assert_eq!(health, 1, "{out}");
+    assert_serving(host, "goodbye");
+    let after = host.exec_ok(&["readlink", "/opt/clarity/web/current"]);
+    assert_ne!(before, after, "a whole new release is active");
+
+    // Another reconciler holds the host lock: this one waits, then names the holder.
+    host.exec_ok(&[
+        "sh",
+        "-c",
+        "echo 'PID 4242 on other-reconciler since 2026-11-24T05:00:00Z' > /var/lib/clarity/lock",
+    ]);
+    let mut holder = host
+        .command("flock")
+        .args(["/var/lib/clarity/lock", "sleep", "6"])
+        .spawn()
+        .unwrap();
+    let held = (0..50).any(|_| {
+        let free = host
+            .exec(&["flock", "-n", "/var/lib/clarity/lock", "true"])
+            .status
+            .success();
+        if free {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        !free
+    });
+    assert!(held, "the test could not take the host lock");
+    f.set_deployment("locked out", 0);
+    f.commit("locked out");
+    let o = f.run(&["--lock-timeout", "1"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("h1: agent: host h1 is locked by PID 4242 on other-reconciler since 2026-11-24T05:00:00Z; waiting"),
+        "{out}"
+    );
+    assert!(
+        result_of(&o, "h1")
+            .contains("locked by PID 4242 on other-reconciler since 2026-11-24T05:00:00Z"),
+        "{out}"
+    );
+    assert_serving(host, "goodbye");
+    assert!(holder.wait().unwrap().success());
+
+    // Logging in with ssh-agent's key: once the lock is free, the change goes through.
+    if let Some(ssh_agent) = support::require_program("ssh-agent") {
+        let sock = f.dir.path().join("agent.sock");
+        let _agent = support::Server::start(
+            "ssh-agent",
+            Command::new(ssh_agent)
+                .arg("-D")
+                .arg("-a")
+                .arg(&sock)
+                .stdout(Stdio::null()),
+        );
+        let added = (0..50).any(|_| {
+            let ok = sock.exists()
+                && Command::new("ssh-add")
+                    .arg(f.key())
+                    .env("SSH_AUTH_SOCK", &sock)
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            ok
+        });
+        assert!(added, "ssh-add failed");
+        let o = f
+            .command_without_key(&[])
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert_serving(host, "locked out");
+    }
+    eprintln!("whole test in {:?}", started.elapsed());
+}
