@@ -25,9 +25,12 @@ const PORT: u16 = 18700;
 
 /// Serves its greeting; waits `START_DELAY` seconds before listening, so an apply takes long
 /// enough for a test to interfere with it.
-const SERVICE: &str = r#"import http.server, os, time
+const SERVICE: &str = r#"import http.server, os, sys, time
 time.sleep(float(os.environ.get("START_DELAY", "0")))
 greeting = open("conf/greeting.txt").read().strip()
+# A host marked broken for this greeting fails to start it (and only it).
+if os.path.exists("/etc/clarity-test-broken-" + greeting):
+    sys.exit(1)
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = (greeting + "\n").encode()
@@ -609,4 +612,79 @@ fn an_apply_whose_connection_is_killed_finishes_and_the_reconciler_learns_its_ou
         assert_serving(host, "locked out");
     }
     eprintln!("whole test in {:?}", started.elapsed());
+}
+
+/// The deployment at `greeting` with a rollout section and a quick health check.
+fn set_rollout_deployment(f: &Fleet, greeting: &str, rollout: &str) {
+    let targets: String = f
+        .bed
+        .hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("  - server: {}\n    priority: {i}\n", h.name()))
+        .collect();
+    f.write(
+        "clients/acme/deployments/web/prod.yml",
+        &format!(
+            "artifact: web\nprofile: prod\nversion: \"1.0.0\"\ntargets:\n{targets}\
+             env_vars:\n  PORT: \"{PORT}\"\n\
+             config_files:\n  - destination: conf/greeting.txt\n    content: \"{greeting}\\n\"\n\
+             service:\n  command: [\"python3\", \"web.py\"]\n\
+             health_checks:\n  - type: http\n    url: http://127.0.0.1:{PORT}/\n    interval_s: 1\n    retries: 3\n\
+             rollout:\n{rollout}"
+        ),
+    );
+}
+
+#[test]
+fn a_failing_canary_spares_the_fleet_and_the_failure_budget_halts_a_rollout() {
+    let Some(f) = Fleet::boot("rb", 4) else {
+        return;
+    };
+    let hosts = f.bed.hosts();
+    let names: Vec<&str> = hosts.iter().map(|h| h.name()).collect();
+    let o = f.run(&["--accept-new-host-keys"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // A canary batch of one that fails its health check: nothing else is touched.
+    hosts[0].exec_ok(&["touch", "/etc/clarity-test-broken-canary"]);
+    set_rollout_deployment(
+        &f,
+        "canary",
+        "  canary: 1\n  batch_size: 1\n  max_failures: 0\n",
+    );
+    f.commit("v-canary with a canary batch");
+    let o = f.run(&[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("canary batch of `acme/web/prod` failed"),
+        "{out}"
+    );
+    assert!(result_of(&o, names[0]).contains("rolled back"), "{out}");
+    for h in &hosts[1..] {
+        assert!(result_of(&o, h.name()).contains("not attempted"), "{out}");
+        assert_serving(h, "hello");
+    }
+    assert_serving(&hosts[0], "hello");
+
+    // No canary, batches of one, one failure allowed across the whole rollout: the first
+    // failure is tolerated, the second halts it, and the remaining hosts stay as they were.
+    hosts[0].exec_ok(&["touch", "/etc/clarity-test-broken-budget"]);
+    hosts[1].exec_ok(&["touch", "/etc/clarity-test-broken-budget"]);
+    set_rollout_deployment(&f, "budget", "  batch_size: 1\n  max_failures: 1\n");
+    f.commit("v-budget with a failure budget of one");
+    let o = f.run(&[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("exceeded its failure budget (2 failed, max_failures 1)"),
+        "{out}"
+    );
+    assert!(result_of(&o, names[0]).contains("rolled back"), "{out}");
+    assert!(result_of(&o, names[1]).contains("rolled back"), "{out}");
+    for h in &hosts[2..] {
+        assert!(result_of(&o, h.name()).contains("not attempted"), "{out}");
+        assert_serving(h, "hello");
+    }
 }

@@ -54,6 +54,14 @@ impl SystemdBackend {
         argv
     }
 
+    /// A release that crash-looped under `Restart=` exhausts the unit's start limit, and
+    /// systemd then refuses every start "attempted too often" — including the one that puts
+    /// the previous release back. A start the agent asks for is deliberate: clear the failed
+    /// state first. (A unit that was never loaded has nothing to reset; that is not an error.)
+    fn clear_start_limit(&self, name: &str) {
+        let _ = run(name, &self.systemctl(name, &["reset-failed"]));
+    }
+
     fn ctl(&self, name: &str, args: &[&str]) -> Result<(), ServiceError> {
         run_ok(name, &self.systemctl(name, args)).map(|_| ())
     }
@@ -179,6 +187,7 @@ impl ServiceBackend for SystemdBackend {
 
     fn start(&self, name: &str) -> Result<(), ServiceError> {
         super::check_name(name)?;
+        self.clear_start_limit(name);
         self.ctl(name, &["start"])
     }
 
@@ -189,6 +198,7 @@ impl ServiceBackend for SystemdBackend {
 
     fn restart(&self, name: &str) -> Result<(), ServiceError> {
         super::check_name(name)?;
+        self.clear_start_limit(name);
         self.ctl(name, &["restart"])
     }
 
