@@ -993,3 +993,21 @@ fn old_releases_beyond_keep_releases_are_removed() {
     assert_eq!(releases.len(), 3, "{releases:?}");
     assert_eq!(f.get("/").map(|r| r.1), Some("e\n".into()));
 }
+
+#[test]
+fn apply_uses_the_commit_and_says_it_ignores_uncommitted_changes() {
+    let Some(f) = Fixture::new() else { return };
+    f.set_deployment("1.0.0", "not committed", "");
+    let o = f.run(&[], &[]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("warning: 1 uncommitted change in the config repository is not applied"),
+        "{text}"
+    );
+    assert_eq!(
+        f.get("/").map(|r| r.1),
+        Some("hello\n".into()),
+        "the committed greeting is served"
+    );
+}

@@ -79,13 +79,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     if !args.dry_run
         && let source::Origin::Commit { .. } = snapshot.origin
     {
-        let changed = source::read(&global.repo, &ReadMode::WorkingTree)
-            .ok()
-            .and_then(|w| match w.origin {
-                source::Origin::WorkingTree { changed, .. } => Some(changed),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let changed = source::uncommitted_changes(&global.repo).unwrap_or_default();
         if !changed.is_empty() {
             eprintln!(
                 "warning: {} uncommitted change{} in the config repository {} not applied (apply uses {})",

@@ -145,14 +145,7 @@ pub fn read(path: &Path, mode: &ReadMode) -> Result<Snapshot, SourceError> {
             return read_plain(root);
         }
     };
-    let workdir = repo
-        .workdir()
-        .and_then(|w| w.canonicalize().ok())
-        .unwrap_or_else(|| root.clone());
-    let prefix = root
-        .strip_prefix(&workdir)
-        .map(|p| p.to_string_lossy().replace('\\', "/"))
-        .unwrap_or_default();
+    let (workdir, prefix) = work_tree_of(&repo, &root);
     let git_dir = repo.path().to_path_buf();
 
     match mode {
@@ -286,13 +279,28 @@ fn read_tree(
 }
 
 /// Applies uncommitted changes under the config root to `files`; returns the changed paths.
-fn overlay_worktree(
+/// The repository's work tree and the config root's `/`-separated path inside it (`""` at the
+/// top).
+fn work_tree_of(repo: &Repository, root: &Path) -> (PathBuf, String) {
+    let workdir = repo
+        .workdir()
+        .and_then(|w| w.canonicalize().ok())
+        .unwrap_or_else(|| root.to_path_buf());
+    let prefix = root
+        .strip_prefix(&workdir)
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
+        .unwrap_or_default();
+    (workdir, prefix)
+}
+
+/// Config paths under the root whose working-tree state differs from HEAD, each with whether
+/// it is gone from the disk. Reads git's status only, no file contents.
+fn worktree_changes(
     repo: &Repository,
     root: &Path,
     prefix: &str,
-    files: &mut BTreeMap<String, SourceFile>,
     workdir: &Path,
-) -> Result<Vec<String>, SourceError> {
+) -> Result<Vec<(String, bool)>, SourceError> {
     let mut opts = StatusOptions::new();
     opts.include_untracked(true)
         .recurse_untracked_dirs(true)
@@ -320,19 +328,58 @@ fn overlay_worktree(
         if !is_config_path(rel) {
             continue;
         }
-        let status = entry.status();
-        if status.intersects(Status::WT_DELETED | Status::INDEX_DELETED) && !root.join(rel).exists()
-        {
-            files.remove(rel);
-        } else if let Some(file) = read_disk_file(&root.join(rel))? {
-            files.insert(rel.to_string(), file);
-        } else {
-            continue;
-        }
-        changed.push(rel.to_string());
+        let gone = entry
+            .status()
+            .intersects(Status::WT_DELETED | Status::INDEX_DELETED)
+            && !root.join(rel).exists();
+        changed.push((rel.to_string(), gone));
     }
     changed.sort();
     Ok(changed)
+}
+
+/// Applies uncommitted changes under the config root to `files`; returns the changed paths.
+fn overlay_worktree(
+    repo: &Repository,
+    root: &Path,
+    prefix: &str,
+    files: &mut BTreeMap<String, SourceFile>,
+    workdir: &Path,
+) -> Result<Vec<String>, SourceError> {
+    let mut changed = Vec::new();
+    for (rel, gone) in worktree_changes(repo, root, prefix, workdir)? {
+        if gone {
+            files.remove(&rel);
+        } else if let Some(file) = read_disk_file(&root.join(&rel))? {
+            files.insert(rel.clone(), file);
+        } else {
+            continue;
+        }
+        changed.push(rel);
+    }
+    Ok(changed)
+}
+
+/// The config files under `path` with uncommitted changes, without reading any of them (an
+/// apply only needs to say that it ignores them). Empty outside a git work tree.
+pub fn uncommitted_changes(path: &Path) -> Result<Vec<String>, SourceError> {
+    let Ok(root) = path.canonicalize() else {
+        return Ok(Vec::new());
+    };
+    let repo = match Repository::discover(&root) {
+        Ok(repo) if !repo.is_bare() => repo,
+        _ => return Ok(Vec::new()),
+    };
+    let (workdir, prefix) = work_tree_of(&repo, &root);
+    Ok(worktree_changes(&repo, &root, &prefix, &workdir)?
+        .into_iter()
+        .filter(|(rel, gone)| {
+            *gone
+                || std::fs::symlink_metadata(root.join(rel))
+                    .is_ok_and(|m| m.is_file() || m.file_type().is_symlink())
+        })
+        .map(|(rel, _)| rel)
+        .collect())
 }
 
 fn read_disk_file(path: &Path) -> Result<Option<SourceFile>, SourceError> {
