@@ -20,11 +20,15 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The current time as RFC 3339 UTC, for lock holders, journals and records. The agent is an
 /// edge module: it may read the clock.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
+    rfc3339(now_secs())
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
+        .unwrap_or(0)
 }
 
 /// A run's start time (RFC 3339) and its id, `YYYYMMDDTHHMMSSZ-<nanoseconds as 8 hex>`: ids

@@ -417,7 +417,7 @@ impl Gate<'_> {
             .map_err(|e| format!("promotion gate: cannot read the ledger: {e}"))?;
         let runs: Vec<_> = history.iter().filter(|h| h.version == version).collect();
         let soak = u64::from(self.settings.promotion_soak_minutes) * 60;
-        let now = crate::agent::parse_rfc3339(&crate::agent::now_rfc3339()).unwrap_or(0);
+        let now = crate::agent::now_secs();
         let healthy_since = runs
             .iter()
             .filter(|h| h.healthy_everywhere)
