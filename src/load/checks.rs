@@ -24,6 +24,7 @@ pub(super) fn run(
     symlinks(snapshot, inv, &mut out);
     if let Some(s) = settings {
         settings_file(s, &mut out);
+        approval_keys(snapshot, s, &mut out);
     }
     for (id, entry) in &inv.clients {
         client_files(snapshot, id, entry, &mut out);
@@ -158,6 +159,69 @@ fn settings_file(doc: &Doc<Settings>, out: &mut Out) {
                     format!("`{root}` must be an absolute path without `..`"),
                 )
                 .with_hint("write it like /etc/myapp"),
+            );
+        }
+    }
+}
+
+/// Branch profiles name profiles; trusted key files are in the repository; notify targets are
+/// web addresses.
+fn approval_keys(snapshot: &Snapshot, doc: &Doc<Settings>, out: &mut Out) {
+    let s = &doc.value;
+    for (branch, profiles) in &s.branches {
+        for (i, p) in profiles.iter().enumerate() {
+            if !s.profiles.contains(p) {
+                out.push(
+                    Diagnostic::error(
+                        "unknown-profile",
+                        &doc.file,
+                        doc.pos(&[K("branches"), K(branch), I(i)]),
+                        format!("branch `{branch}` lists `{p}`, which is not a profile"),
+                    )
+                    .with_hint(format!("profiles are: {}", s.profiles.join(", "))),
+                );
+            }
+        }
+    }
+    for (i, path) in s.approval.trusted_keys.iter().enumerate() {
+        let pos = doc.pos(&[K("approval"), K("trusted_keys"), I(i)]);
+        if let Some(problem) = relative_path_problem(path) {
+            out.push(
+                Diagnostic::error(
+                    "path-escape",
+                    &doc.file,
+                    pos,
+                    format!("trusted key file `{path}` {problem}"),
+                )
+                .with_hint("name a file relative to the repository root, like keys/allowed_signers"),
+            );
+        } else if !snapshot
+            .files
+            .get(path.as_str())
+            .is_some_and(|f| matches!(f.content, Content::File(_)))
+        {
+            out.push(
+                Diagnostic::error(
+                    "unknown-file",
+                    &doc.file,
+                    pos,
+                    format!("trusted key file `{path}` is not in the repository"),
+                )
+                .with_hint("commit the SSH allowed_signers file or armored OpenPGP key it names"),
+            );
+        }
+    }
+    for (i, target) in s.notify.iter().enumerate() {
+        let url = target.url.as_str();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            out.push(
+                Diagnostic::error(
+                    "invalid-url",
+                    &doc.file,
+                    doc.pos(&[K("notify"), I(i), K("url")]),
+                    format!("notify url `{url}` is not an http:// or https:// address"),
+                )
+                .with_hint("webhooks are posted JSON over HTTP"),
             );
         }
     }
