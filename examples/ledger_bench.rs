@@ -67,6 +67,7 @@ fn run_record(i: usize, commit: &str) -> RunRecord {
         .collect();
     RunRecord {
         format: RUN_FORMAT.into(),
+        message: None,
         id: format!("{}-{i:08x}", at.replace(['-', ':'], "")),
         commit: commit.to_string(),
         branch: Some("main".into()),

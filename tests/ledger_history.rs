@@ -96,6 +96,7 @@ fn record(id: &str, commit: &str, at: &str, hosts: Vec<HostRecord>) -> RunRecord
         .any(|h| !matches!(h.outcome.as_str(), "converged" | "unchanged"));
     RunRecord {
         format: RUN_FORMAT.into(),
+        message: None,
         id: id.into(),
         commit: commit.into(),
         branch: Some("main".into()),

@@ -115,6 +115,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     }
     let record = RunRecord {
         format: RUN_FORMAT.to_string(),
+        message: None,
         id: run_id,
         commit: snapshot.commit().map(|c| c.to_string()).unwrap_or_default(),
         branch: None,

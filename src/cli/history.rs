@@ -316,6 +316,9 @@ fn render_run(r: &RunRecord, findings: &[crate::model::run::DriftFinding], out: 
     out.push_str(&format!("trigger   {}\n", r.trigger));
     out.push_str(&format!("started   {}\n", r.started_at));
     out.push_str(&format!("finished  {}\n", r.finished_at));
+    if let Some(m) = &r.message {
+        out.push_str(&format!("message   {m}\n"));
+    }
     for h in &r.hosts {
         out.push_str(&format!(
             "\n{} ({}): {} in {}",

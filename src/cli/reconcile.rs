@@ -292,6 +292,7 @@ fn run_record(
     let finished_at = crate::agent::now_rfc3339();
     RunRecord {
         format: RUN_FORMAT.to_string(),
+        message: None,
         id: run_id,
         commit: commit.to_string(),
         branch: source::branch_of(&global.repo, global.rev.as_deref()),

@@ -147,6 +147,7 @@ pub fn render_block(run: &RunRecord) -> String {
         RunOutcome::Success => "success",
         RunOutcome::Failed => "FAILED",
         RunOutcome::NoChanges => "no changes",
+        RunOutcome::Refused => "REFUSED",
     };
     let mut out = format!("Clarity {mode} {}: {outcome}\n", one_line(&run.id));
     out.push_str(&format!(
@@ -159,6 +160,9 @@ pub fn render_block(run: &RunRecord) -> String {
         one_line(&run.started_at),
         one_line(&run.finished_at)
     ));
+    if let Some(m) = &run.message {
+        out.push_str(&format!("  {}\n", one_line(m)));
+    }
     let settled = |o: &str| matches!(o, "converged" | "unchanged");
     let mut listed: Vec<usize> = (0..run.hosts.len()).collect();
     if listed.len() > SUMMARY_HOSTS {
@@ -809,6 +813,7 @@ mod tests {
     fn run(id: &str, hosts: usize) -> RunRecord {
         RunRecord {
             format: crate::model::run::RUN_FORMAT.into(),
+            message: None,
             id: id.into(),
             commit: "0".repeat(40),
             branch: Some("main".into()),

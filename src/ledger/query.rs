@@ -297,7 +297,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT format, commit_id, branch, started_at, finished_at, triggered_by, mode,
-                        outcome
+                        outcome, message
                    FROM runs WHERE id = ?1",
             )
             .map_err(err)?
@@ -311,11 +311,22 @@ impl Ledger {
                     r.get::<_, String>(5)?,
                     r.get::<_, String>(6)?,
                     r.get::<_, String>(7)?,
+                    r.get::<_, Option<String>>(8)?,
                 ))
             })
             .optional()
             .map_err(err)?;
-        let Some((format, commit, branch, started_at, finished_at, trigger, mode, outcome)) = head
+        let Some((
+            format,
+            commit,
+            branch,
+            started_at,
+            finished_at,
+            trigger,
+            mode,
+            outcome,
+            message,
+        )) = head
         else {
             return Ok(None);
         };
@@ -392,6 +403,7 @@ impl Ledger {
             trigger,
             mode: self.parse(id, "mode", mode)?,
             outcome: self.parse(id, "outcome", outcome)?,
+            message,
             hosts,
         }))
     }

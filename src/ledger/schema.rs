@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: V3,
         backfill: None,
     },
+    Migration {
+        description: "a message per run (why a commit was refused)",
+        sql: V4,
+        backfill: None,
+    },
 ];
 
 /// The version this build writes and reads.
@@ -142,6 +147,9 @@ CREATE TABLE pins (
     PRIMARY KEY (client, deployment, profile)
 ) WITHOUT ROWID;
 ";
+
+/// Version 4: the run-level message of a refused run.
+const V4: &str = "ALTER TABLE runs ADD COLUMN message TEXT;";
 
 /// Replays the apply runs a version-1 ledger holds, oldest first, into `deployment_state`:
 /// a deployment's `since` is when its current version and release first became current.

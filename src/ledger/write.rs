@@ -114,12 +114,13 @@ fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
     // and keep their `since` when it is recorded again.
     tx.prepare_cached(
         "INSERT INTO runs (id, format, commit_id, branch, started_at, finished_at, triggered_by,
-                           mode, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                           mode, outcome, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (id) DO UPDATE SET
              format = excluded.format, commit_id = excluded.commit_id, branch = excluded.branch,
              started_at = excluded.started_at, finished_at = excluded.finished_at,
-             triggered_by = excluded.triggered_by, mode = excluded.mode, outcome = excluded.outcome",
+             triggered_by = excluded.triggered_by, mode = excluded.mode, outcome = excluded.outcome,
+             message = excluded.message",
     )?
     .execute(params![
         run.id,
@@ -130,7 +131,8 @@ fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
         run.finished_at,
         run.trigger,
         enum_text(&run.mode),
-        enum_text(&run.outcome)
+        enum_text(&run.outcome),
+        run.message
     ])?;
     let mut host_stmt = tx.prepare_cached(
         "INSERT INTO run_hosts (run_id, ordinal, server, client, outcome, duration_ms, message)

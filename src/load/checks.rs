@@ -193,7 +193,9 @@ fn approval_keys(snapshot: &Snapshot, doc: &Doc<Settings>, out: &mut Out) {
                     pos,
                     format!("trusted key file `{path}` {problem}"),
                 )
-                .with_hint("name a file relative to the repository root, like keys/allowed_signers"),
+                .with_hint(
+                    "name a file relative to the repository root, like keys/allowed_signers",
+                ),
             );
         } else if !snapshot
             .files

@@ -22,6 +22,9 @@ pub struct RunRecord {
     pub trigger: String,
     pub mode: RunMode,
     pub outcome: RunOutcome,
+    /// Why the run ended as it did when no host says so: the reason a commit was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     pub hosts: Vec<HostRecord>,
 }
 
@@ -42,6 +45,9 @@ pub enum RunOutcome {
     Failed,
     /// Nothing needed doing.
     NoChanges,
+    /// Nothing was applied because the commit was not approved (unsigned, signed by an
+    /// untrusted key, rewritten history); `message` says which commit and why.
+    Refused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

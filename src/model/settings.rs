@@ -75,7 +75,9 @@ pub struct NotifyTarget {
 }
 
 /// An event the watch loop reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NotifyEvent {
     /// An apply run ended with a failed, rolled back or unreachable host.
