@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod approval;
 pub mod cli;
 pub mod desired;
 pub mod diag;
@@ -21,8 +22,11 @@ pub mod fetch;
 pub mod ledger;
 pub mod load;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod secret;
+pub mod serve;
 pub mod service;
 pub mod source;
 pub mod transport;
+pub mod watch;

@@ -1,0 +1,1 @@
+//! The watch loop's HTTP side: the read-only status API, `/metrics`, and the push webhook.
