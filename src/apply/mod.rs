@@ -4,6 +4,40 @@
 
 pub mod rollout;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+
+/// Set when the reconciler is asked to stop (SIGTERM, SIGINT): an apply finishes the hosts it
+/// is working on and starts no others, so every host stays on a whole release.
+static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+/// Asks the apply in progress to stop after the batch in flight.
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// For a one-shot apply: the first SIGTERM or SIGINT asks for a graceful stop; a second one
+/// ends the process at once (the agents' journals recover any host it interrupts).
+pub fn stop_on_signals() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
+    INSTALLED.call_once(|| {
+        for sig in [SIGTERM, SIGINT] {
+            let registered = signal_hook::flag::register_conditional_shutdown(sig, 1, STOP.clone())
+                .and_then(|_| signal_hook::flag::register(sig, STOP.clone()));
+            if let Err(e) = registered {
+                result = Err(e);
+            }
+        }
+    });
+    result
+}
+
 use crate::desired::{DesiredDeployment, DesiredFile, DesiredHost};
 use crate::model::apply::{
     APPLY_FORMAT, ApplyDeployment, ApplyRequest, WireArtifact, WireFile, WireMigrations,

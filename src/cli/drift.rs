@@ -18,7 +18,7 @@ use std::path::PathBuf;
 /// release active, services stopped or disabled, unapplied migrations, releases and
 /// deployments Clarity did not install. Recorded in the ledger. Exit 0 no drift, 2 drift
 /// found, 1 error.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DriftArgs {
     /// The reconciler's working directory (sandboxes and the ledger live below it).
     #[arg(
@@ -37,6 +37,8 @@ pub struct DriftArgs {
     /// An unreachable host is reported but does not make the run fail.
     #[arg(long)]
     pub allow_unreachable: bool,
+    #[arg(skip)]
+    pub context: super::reconcile::RunContext,
 }
 
 pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
@@ -47,7 +49,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
         Some(r) => r.clone(),
         None => {
             let last = ledger.last_applied_commit(&crate::ledger::AppliedFilter {
-                branch: None,
+                branch: args.context.branch.clone(),
                 client: global.client.clone(),
                 profile: global.profile.clone(),
                 successful_only: true,
@@ -64,7 +66,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
         }
     };
     let snapshot = source::read(&global.repo, &ReadMode::Commit(rev))?;
-    let (started_at, run_id) = crate::agent::run_started();
+    let (started_at, run_id) = args.context.started();
     let Computed { desired, .. } = compute(global, &snapshot, args.age_identity.as_deref(), None)?;
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
@@ -121,10 +123,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
         branch: None,
         started_at,
         finished_at: crate::agent::now_rfc3339(),
-        trigger: format!(
-            "cli:{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-        ),
+        trigger: args.context.trigger(),
         mode: RunMode::Drift,
         outcome: if !errors.is_empty() {
             RunOutcome::Failed

@@ -65,6 +65,43 @@ pub struct ReconcileArgs {
     /// plans show secrets as unknown.
     #[arg(long, value_name = "FILE")]
     pub age_identity: Option<PathBuf>,
+    #[arg(skip)]
+    pub context: RunContext,
+}
+
+/// How the watch loop starts a run in-process (not command-line options).
+#[derive(Debug, Clone, Default)]
+pub struct RunContext {
+    /// The followed branch the commit came from, recorded with the run.
+    pub branch: Option<String>,
+    /// What started the run (`watch`, `watch:api`, `watch:heal`); default `cli:<user>@<host>`.
+    pub trigger: Option<String>,
+    /// The run's start time and id, chosen by the caller so it can read the record back.
+    pub run: Option<(String, String)>,
+    /// The caller handles SIGTERM itself (the watch loop).
+    pub signals_handled: bool,
+}
+
+impl RunContext {
+    pub(super) fn started(&self) -> (String, String) {
+        self.run.clone().unwrap_or_else(crate::agent::run_started)
+    }
+
+    pub(super) fn trigger(&self) -> String {
+        self.trigger.clone().unwrap_or_else(|| {
+            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default();
+            format!("cli:{user}@{machine}")
+        })
+    }
+
+    pub(super) fn branch(&self, global: &GlobalArgs) -> Option<String> {
+        self.branch
+            .clone()
+            .or_else(|| source::branch_of(&global.repo, global.rev.as_deref()))
+    }
 }
 
 pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
@@ -188,7 +225,11 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         return Err(CliError::new("nothing was applied: applying needs a commit, and the config repository is not a git repository")
             .hint("run `git init` and commit the config repository; `--dry-run` works on plain directories"));
     };
-    let (started_at, run_id) = crate::agent::run_started();
+    let (started_at, run_id) = args.context.started();
+    if !args.context.signals_handled {
+        crate::apply::stop_on_signals()
+            .map_err(|e| CliError::new(format!("cannot handle SIGTERM: {e}")))?;
+    }
     let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
     let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
     let gate = Gate {
@@ -212,6 +253,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     }
     let mut run = run_record(
         global,
+        args,
         commit,
         (started_at, run_id),
         ok,
@@ -231,6 +273,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
 #[allow(clippy::too_many_arguments)]
 fn run_record(
     global: &GlobalArgs,
+    args: &ReconcileArgs,
     commit: git2::Oid,
     (started_at, run_id): (String, String),
     ok: bool,
@@ -285,20 +328,16 @@ fn run_record(
             }
         })
         .collect();
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
     let finished_at = crate::agent::now_rfc3339();
     RunRecord {
         format: RUN_FORMAT.to_string(),
         message: None,
         id: run_id,
         commit: commit.to_string(),
-        branch: source::branch_of(&global.repo, global.rev.as_deref()),
+        branch: args.context.branch(global),
         started_at,
         finished_at,
-        trigger: format!("cli:{user}@{machine}"),
+        trigger: args.context.trigger(),
         mode: RunMode::Apply,
         outcome: if !ok {
             RunOutcome::Failed
@@ -672,6 +711,12 @@ fn apply_hosts(
         }
         let mut failed = 0;
         for batch in unit.batches() {
+            if halted.is_none() && crate::apply::stop_requested() {
+                let why =
+                    "the reconciler is stopping (SIGTERM); hosts in flight finished".to_string();
+                println!("halt: {why}");
+                halted = Some(why);
+            }
             if let Some(why) = &halted {
                 for h in &batch.hosts {
                     let detail = format!("{}: {why}", unit.deployment);
@@ -714,6 +759,7 @@ fn apply_hosts(
             .iter()
             .any(|d| d.change == crate::plan::Change::Delete)
             && halted.is_none()
+            && !crate::apply::stop_requested()
         {
             let run = run_agent(reach, args, hosts[server], p, crate::apply::Part::Removals);
             record(&mut results, server, run);

@@ -243,6 +243,7 @@ pub struct MigrationSpec {
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     pub client: Option<String>,
+    /// One profile, or several separated by commas (`staging,prod`).
     pub profile: Option<String>,
     pub server: Option<String>,
     /// Only this deployment (artifact id).
@@ -295,7 +296,10 @@ pub fn hosts(
             continue;
         }
         for ((artifact, profile), dep) in &entry.deployments {
-            if selection.profile.as_deref().is_some_and(|p| p != profile)
+            if selection
+                .profile
+                .as_deref()
+                .is_some_and(|p| !p.split(',').any(|p| p.trim() == profile))
                 || selection
                     .deployment
                     .as_deref()

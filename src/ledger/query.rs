@@ -463,6 +463,20 @@ impl Ledger {
         .map_err(err)
     }
 
+    /// The commit of the newest apply run of `branch` that was approved and applied, whatever
+    /// its hosts did (refused commits do not count): where the watch loop judges new commits
+    /// from.
+    pub fn last_approved_commit(&self, branch: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .prepare_cached(
+                "SELECT commit_id FROM runs
+                  WHERE mode = 'apply' AND branch = ?1 AND outcome <> 'refused'
+                  ORDER BY finished_at DESC, id DESC LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row([branch], |r| r.get(0)).optional())
+            .map_err(|source| self.err("find the last approved commit", source))
+    }
+
     /// The commit of the newest apply run matching `filter`.
     pub fn last_applied_commit(
         &self,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod nspawn;
+pub mod sandbox;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
