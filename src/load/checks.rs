@@ -209,7 +209,9 @@ fn approval_keys(snapshot: &Snapshot, doc: &Doc<Settings>, out: &mut Out) {
                     pos,
                     format!("trusted key file `{path}` is not in the repository"),
                 )
-                .with_hint("commit the SSH allowed_signers file or armored OpenPGP key it names"),
+                .with_hint(
+                    "commit the SSH allowed_signers file or armored OpenPGP key it names, under keys/",
+                ),
             );
         }
     }

@@ -120,6 +120,10 @@ enum Place {
 }
 
 fn classify(path: &str) -> Place {
+    // Trusted signing keys (`approval.trusted_keys`), read by the watch loop from the tree.
+    if path.starts_with("keys/") {
+        return Place::Ignored;
+    }
     if let Some(name) = path.strip_prefix("templates/") {
         return Place::Template {
             name: name.to_string(),

@@ -51,8 +51,8 @@ pub struct Approval {
     /// signature from a trusted key.
     #[serde(default)]
     pub require_signed_commits: bool,
-    /// Files in this repository with trusted keys: SSH `allowed_signers` files (as
-    /// `git config gpg.ssh.allowedSignersFile` uses) or ASCII-armored OpenPGP public keys.
+    /// Files under `keys/` in this repository with trusted keys: SSH `allowed_signers` files
+    /// (as `git config gpg.ssh.allowedSignersFile` uses) or ASCII-armored OpenPGP public keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_keys: Vec<String>,
 }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The top-level folders (and file) of a config root that Clarity reads.
-const CONFIG_DIRS: [&str; 5] = [
+const CONFIG_DIRS: [&str; 6] = [
     "clients/",
+    "keys/",
     "artifacts/",
     "repositories/",
     "templates/",
@@ -281,7 +282,7 @@ fn read_tree(
 /// Applies uncommitted changes under the config root to `files`; returns the changed paths.
 /// The repository's work tree and the config root's `/`-separated path inside it (`""` at the
 /// top).
-fn work_tree_of(repo: &Repository, root: &Path) -> (PathBuf, String) {
+pub(crate) fn work_tree_of(repo: &Repository, root: &Path) -> (PathBuf, String) {
     let workdir = repo
         .workdir()
         .and_then(|w| w.canonicalize().ok())
