@@ -7,6 +7,7 @@
 //! transaction, `PRAGMA quick_check` at every open. A file that fails the check is moved
 //! aside, never overwritten or deleted, and the error says how to rebuild from the notes.
 
+pub mod api;
 pub mod notes;
 mod pins;
 mod query;

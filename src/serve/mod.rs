@@ -1,1 +1,171 @@
-//! The watch loop's HTTP side: the read-only status API, `/metrics`, and the push webhook.
+//! The watch loop's HTTP side: the read-only status API over the ledger, `/metrics`, and two
+//! ways to wake the loop (`POST /api/v1/reconcile` with a bearer token, `POST /hooks/git` with
+//! a signed push webhook). It never changes the ledger or a host: the writes it can cause are
+//! a [`Trigger`] sent to the loop, which decides what to do with it.
+//!
+//! The ledger is opened per request, read-only, on a blocking thread; a missing ledger (no run
+//! recorded yet) reads as empty. The token and the webhook secret are compared in constant
+//! time and never logged or echoed. `docs/api.openapi.yaml` documents every route in
+//! [`ROUTES`]; a test keeps the two in step.
+
+mod auth;
+mod handlers;
+pub mod metrics;
+
+use crate::ledger::{Ledger, LedgerError};
+use crate::watch::{Trigger, WatchStatus};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub use metrics::Metrics;
+
+/// What the handlers share.
+pub struct ServeState {
+    /// The SQLite ledger. Opened per request; a missing file reads as an empty ledger.
+    pub ledger_path: PathBuf,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<Mutex<WatchStatus>>,
+    /// Where `POST /api/v1/reconcile` and `POST /hooks/git` send their requests.
+    pub triggers: tokio::sync::mpsc::UnboundedSender<Trigger>,
+    /// The bearer token `POST /api/v1/reconcile` requires; without one the endpoint is off.
+    pub api_token: Option<String>,
+    /// The push webhook's shared secret (GitHub HMAC key, GitLab token); without one the hook
+    /// does not exist.
+    pub webhook_secret: Option<String>,
+}
+
+/// Every route as (method, path), in the path syntax of both axum and OpenAPI. [`router`]
+/// mounts exactly these, and `docs/api.openapi.yaml` documents exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/runs"),
+    ("GET", "/api/v1/runs/{id}"),
+    ("GET", "/api/v1/hosts"),
+    ("GET", "/api/v1/hosts/{server}"),
+    ("GET", "/api/v1/deployments"),
+    ("GET", "/api/v1/drift"),
+    ("POST", "/api/v1/reconcile"),
+    ("POST", "/hooks/git"),
+];
+
+/// The largest webhook body accepted (GitHub caps push payloads at 25 MB, but a push that
+/// large says nothing the loop needs: it fetches the repository itself).
+pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
+fn endpoint(method: &str, path: &str) -> MethodRouter<Arc<ServeState>> {
+    match (method, path) {
+        ("GET", "/healthz") => get(handlers::healthz),
+        ("GET", "/metrics") => get(handlers::metrics),
+        ("GET", "/api/v1/runs") => get(handlers::runs),
+        ("GET", "/api/v1/runs/{id}") => get(handlers::run),
+        ("GET", "/api/v1/hosts") => get(handlers::hosts),
+        ("GET", "/api/v1/hosts/{server}") => get(handlers::host),
+        ("GET", "/api/v1/deployments") => get(handlers::deployments),
+        ("GET", "/api/v1/drift") => get(handlers::drift),
+        ("POST", "/api/v1/reconcile") => post(auth::reconcile),
+        ("POST", "/hooks/git") => {
+            post(auth::git_hook).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
+        }
+        _ => unreachable!("ROUTES lists {method} {path} without a handler"),
+    }
+}
+
+/// The status API's router, with `state` applied.
+pub fn router(state: Arc<ServeState>) -> axum::Router {
+    ROUTES
+        .iter()
+        .fold(axum::Router::new(), |r, &(method, path)| {
+            r.route(path, endpoint(method, path))
+        })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes, then lets requests in flight
+/// finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServeState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An error answer: `{"error": "..."}` with a status.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn internal(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{what}; the reconciler's log says why"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+/// Runs `read` on a blocking thread with the ledger open, or with `None` when there is no
+/// ledger yet. Failures are logged in full and answered with a 500 that names no path.
+pub(crate) async fn with_ledger<T, F>(state: &ServeState, read: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Option<&Ledger>) -> Result<T, LedgerError> + Send + 'static,
+{
+    let path = state.ledger_path.clone();
+    let joined = tokio::task::spawn_blocking(move || match Ledger::open_reader(&path) {
+        Ok(ledger) => read(Some(&ledger)),
+        Err(LedgerError::Missing { .. }) => read(None),
+        Err(e) => Err(e),
+    })
+    .await;
+    match joined {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            eprintln!("warning: status API: {}", error_chain(&e));
+            Err(ApiError::internal("cannot read the ledger"))
+        }
+        Err(e) => {
+            eprintln!("warning: status API: a ledger read failed: {e}");
+            Err(ApiError::internal("cannot read the ledger"))
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}

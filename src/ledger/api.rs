@@ -1,0 +1,190 @@
+//! Reads for the status API (`serve`): a cheap read-only open for one request, the newest run
+//! of a mode, and the last run that listed each server. Nothing here writes.
+
+use super::{BUSY_TIMEOUT, Ledger, LedgerError, SCHEMA_VERSION, schema};
+use crate::model::run::{RunMode, RunOutcome};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+use std::path::Path;
+
+/// A run's head, without its hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunHead {
+    pub id: String,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub trigger: String,
+    pub mode: RunMode,
+    pub outcome: RunOutcome,
+    pub host_count: usize,
+}
+
+/// The newest run that listed a server, and how that server fared in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerLastRun {
+    pub server: String,
+    pub client: String,
+    pub run_id: String,
+    pub mode: RunMode,
+    pub finished_at: String,
+    /// The host's outcome in that run (`converged`, `unreachable`, ...).
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Ledger {
+    /// A snake_case enum value as stored (`apply`, `no_changes`).
+    fn enum_value<T: serde::de::DeserializeOwned>(
+        &self,
+        run: &str,
+        field: &'static str,
+        value: String,
+    ) -> Result<T, LedgerError> {
+        serde_json::from_value(serde_json::Value::String(value.clone())).map_err(|_| {
+            LedgerError::BadValue {
+                path: self.path.clone(),
+                run: run.to_string(),
+                field,
+                value,
+            }
+        })
+    }
+
+    /// Opens an existing ledger read-only for a short read, skipping what [`Ledger::open`]
+    /// does at every open (`PRAGMA quick_check`, which reads the whole file, and migration):
+    /// the status API opens the ledger once per request and must stay cheap as the ledger
+    /// grows. A file that is not a ledger at [`SCHEMA_VERSION`] goes through
+    /// [`Ledger::open_existing`] instead, which migrates it or says what is wrong.
+    pub fn open_reader(path: &Path) -> Result<Ledger, LedgerError> {
+        if !path.is_file() {
+            return Err(LedgerError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| LedgerError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let current = conn.busy_timeout(BUSY_TIMEOUT).is_ok()
+            && conn
+                .pragma_query_value(None, "application_id", |r| r.get::<_, i32>(0))
+                .is_ok_and(|id| id == schema::APPLICATION_ID)
+            && conn
+                .pragma_query_value(None, "user_version", |r| r.get::<_, u32>(0))
+                .is_ok_and(|v| v == SCHEMA_VERSION);
+        if !current {
+            drop(conn);
+            return Ledger::open_existing(path);
+        }
+        Ok(Ledger {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The newest run (by start time) of `mode`, or of any mode.
+    pub fn newest_run(&self, mode: Option<RunMode>) -> Result<Option<RunHead>, LedgerError> {
+        let err = |source| self.err("find the newest run", source);
+        let mode = mode.map(|m| super::write::enum_text(&m));
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT r.id, r.commit_id, r.branch, r.started_at, r.finished_at, r.triggered_by,
+                        r.mode, r.outcome,
+                        (SELECT count(*) FROM run_hosts h WHERE h.run_id = r.id)
+                   FROM runs r
+                  WHERE ?1 IS NULL OR r.mode = ?1
+                  ORDER BY r.started_at DESC, r.id DESC
+                  LIMIT 1",
+            )
+            .map_err(err)?
+            .query_row(params![mode], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, i64>(8)?,
+                ))
+            })
+            .optional()
+            .map_err(err)?;
+        let Some((id, commit, branch, started_at, finished_at, trigger, mode, outcome, hosts)) =
+            row
+        else {
+            return Ok(None);
+        };
+        Ok(Some(RunHead {
+            mode: self.enum_value(&id, "mode", mode)?,
+            outcome: self.enum_value(&id, "outcome", outcome)?,
+            id,
+            commit,
+            branch,
+            started_at,
+            finished_at,
+            trigger,
+            host_count: usize::try_from(hosts).unwrap_or(0),
+        }))
+    }
+
+    /// For every server any run listed (or only `server`), the newest such run, sorted by
+    /// server name.
+    pub fn server_last_runs(
+        &self,
+        server: Option<&str>,
+    ) -> Result<Vec<ServerLastRun>, LedgerError> {
+        let err = |source| self.err("list the servers", source);
+        // SQLite takes the bare columns of an aggregate query with max() from the row holding
+        // the maximum, so this is the newest run per server in one pass.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT h.server, h.client, r.id, r.mode, r.finished_at, h.outcome, h.message,
+                        max(r.started_at || ' ' || r.id)
+                   FROM run_hosts h JOIN runs r ON r.id = h.run_id
+                  WHERE ?1 IS NULL OR h.server = ?1
+                  GROUP BY h.server
+                  ORDER BY h.server",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![server], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                ))
+            })
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        rows.into_iter()
+            .map(
+                |(server, client, run_id, mode, finished_at, outcome, message)| {
+                    Ok(ServerLastRun {
+                        mode: self.enum_value(&run_id, "mode", mode)?,
+                        server,
+                        client,
+                        run_id,
+                        finished_at,
+                        outcome,
+                        message,
+                    })
+                },
+            )
+            .collect()
+    }
+}
