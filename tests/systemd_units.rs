@@ -32,6 +32,12 @@ fn shipped_units_verify_without_warnings() {
         "-c",
         "test -x /usr/bin/git || { printf '#!/bin/sh\\n' > /usr/bin/git; chmod 755 /usr/bin/git; }",
     ]);
+    // The environment file the reconciler's unit requires.
+    host.exec_ok(&[
+        "sh",
+        "-c",
+        "mkdir -p /etc/clarity && echo CLARITY_REPO=/var/lib/clarity/source > /etc/clarity/reconciler.env",
+    ]);
     host.exec_ok(&[
         "useradd",
         "--system",
@@ -41,7 +47,6 @@ fn shipped_units_verify_without_warnings() {
     ]);
     for unit in [
         "clarity-reconcile.service",
-        "clarity-reconcile.timer",
         "clarity-drift.service",
         "clarity-drift.timer",
     ] {
@@ -55,7 +60,6 @@ fn shipped_units_verify_without_warnings() {
         "systemd-analyze",
         "verify",
         "/etc/systemd/system/clarity-reconcile.service",
-        "/etc/systemd/system/clarity-reconcile.timer",
         "/etc/systemd/system/clarity-drift.service",
         "/etc/systemd/system/clarity-drift.timer",
     ]);

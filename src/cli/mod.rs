@@ -4,7 +4,7 @@
 //! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found.
 
 mod agent;
-mod drift;
+pub(crate) mod drift;
 mod history;
 mod reach;
 pub(crate) mod reconcile;
@@ -13,6 +13,7 @@ mod schema;
 pub use schema::all_schemas;
 mod secret;
 mod validate;
+mod watch;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(flatten)]
     pub reconcile: reconcile::ReconcileArgs,
+    #[command(flatten)]
+    pub watch: watch::WatchArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -45,7 +48,8 @@ pub struct GlobalArgs {
     /// Only servers of this client.
     #[arg(long, global = true, value_name = "CLIENT")]
     pub client: Option<String>,
-    /// Only deployments of this profile (dev, staging, prod, mock, ...).
+    /// Only deployments of this profile (dev, staging, prod, mock, ...); the reconcile and
+    /// drift commands also take several, separated by commas (`staging,prod`).
     #[arg(long, global = true, value_name = "PROFILE")]
     pub profile: Option<String>,
     /// Only this server (host name).
@@ -209,6 +213,7 @@ pub fn run(cli: Cli) -> CliResult {
         Some(Command::History(args)) => history::run(&cli.global, &args),
         Some(Command::Drift(args)) => drift::run(&cli.global, &args),
         Some(Command::Rollback(args)) => rollback::run(&cli.global, &args),
+        None if cli.watch.watch => watch::run(&cli.global, &cli.reconcile, &cli.watch),
         None => reconcile::run(&cli.global, &cli.reconcile),
     }
 }

@@ -28,3 +28,96 @@ pub struct WatchStatus {
     /// A stop (SIGTERM) was requested; the loop finishes the run in flight and exits.
     pub stopping: bool,
 }
+
+mod cycle;
+mod daemon;
+pub mod mirror;
+pub use daemon::run;
+
+use crate::approval;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The loop's settings, from the command line.
+pub struct Config {
+    /// The config repository: a local path (watched for ref changes) or a URL (fetched).
+    pub source: String,
+    pub work_dir: PathBuf,
+    pub ledger: PathBuf,
+    /// The branch whose `clarity.yml` maps branches to profiles.
+    pub default_branch: String,
+    pub poll_interval: Duration,
+    /// `None`: no drift checks.
+    pub drift_interval: Option<Duration>,
+    pub allow_rewrite: bool,
+    /// Narrowing from the command line (`--profile`), intersected with each branch's profiles.
+    pub profiles: Option<Vec<String>>,
+    pub listen: Option<SocketAddr>,
+    pub api_token: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub approval: approval::Policy,
+    /// Push notes to a remote source (a local source always gets them).
+    pub push_notes: bool,
+}
+
+/// One run the loop asks for: a commit of a followed branch, checked out in the mirror.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The config root in the mirror.
+    pub repo: PathBuf,
+    pub commit: String,
+    pub branch: String,
+    pub profiles: Vec<String>,
+    /// Only this deployment (drift healing).
+    pub deployment: Option<String>,
+    pub trigger: String,
+    /// Start time and id for the run's record.
+    pub run: (String, String),
+}
+
+/// How runs are carried out: the command line's reconcile and drift commands, in-process.
+pub trait Runs: Send + Sync + 'static {
+    /// Applies the job; the run is recorded under `job.run`'s id unless an error stopped it
+    /// before it reached the hosts (returned).
+    fn apply(&self, job: &Job) -> Result<(), String>;
+    /// Checks the job's hosts for drift, recorded under `job.run`'s id.
+    fn drift(&self, job: &Job) -> Result<(), String>;
+}
+
+/// Work collected from triggers; a burst of them becomes one of each.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Pending {
+    pub fetch: bool,
+    /// Re-apply heads even when applied already (`POST /api/v1/reconcile`).
+    pub force: bool,
+    pub drift: bool,
+    pub reasons: Vec<String>,
+}
+
+impl Pending {
+    pub(crate) fn add(&mut self, t: Trigger) {
+        let reason = match t {
+            Trigger::Fetch { reason } => {
+                self.fetch = true;
+                reason
+            }
+            Trigger::Reconcile { reason } => {
+                self.fetch = true;
+                self.force = true;
+                reason
+            }
+            Trigger::Drift { reason } => {
+                self.drift = true;
+                reason
+            }
+        };
+        if !self.reasons.contains(&reason) {
+            self.reasons.push(reason);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.fetch && !self.drift
+    }
+}

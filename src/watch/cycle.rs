@@ -1,0 +1,390 @@
+//! One pass of the loop, on a blocking thread: fetch, then for each followed branch apply its
+//! new head if it is approved; or check for drift and heal what may be healed. Passes never
+//! overlap: the loop waits for one before it starts the next.
+
+use super::mirror::Mirror;
+use super::{Config, Job, Pending, Runs, WatchStatus};
+use crate::ledger::Ledger;
+use crate::model::run::{RUN_FORMAT, RunMode, RunOutcome, RunRecord};
+use crate::model::{DriftPolicy, NotifyEvent, Settings};
+use crate::notify::Notifier;
+use crate::serve::metrics::Metrics;
+use crate::source::{self, ReadMode};
+use git2::Oid;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+pub(super) struct Cycle {
+    pub config: Config,
+    pub mirror: Mirror,
+    pub runs: Arc<dyn Runs>,
+    pub metrics: Arc<Metrics>,
+    pub notifier: Notifier,
+    pub status: Arc<Mutex<WatchStatus>>,
+}
+
+/// A followed branch and the profiles it may deploy.
+struct Branch {
+    name: String,
+    profiles: Vec<String>,
+}
+
+impl Cycle {
+    pub fn run(&self, work: &Pending) {
+        if work.fetch {
+            if let Err(e) = self.mirror.fetch() {
+                eprintln!("error: fetching the config repository: {e}");
+            } else {
+                self.reconcile(work.force, &work.reasons.join(", "));
+            }
+        }
+        if work.drift && !crate::apply::stop_requested() {
+            self.drift();
+        }
+        self.busy(None);
+    }
+
+    fn busy(&self, what: Option<String>) {
+        self.status.lock().expect("status lock").busy = what;
+    }
+
+    fn ledger(&self) -> Result<Ledger, String> {
+        Ledger::open(&self.config.ledger).map_err(|e| e.to_string())
+    }
+
+    /// `clarity.yml` at the default branch's last applied commit (its head before the first
+    /// apply): which branches are followed, what they deploy, where to notify.
+    fn settings(&self, ledger: &Ledger) -> Option<Settings> {
+        let branch = &self.config.default_branch;
+        let commit = match last_approved(ledger, branch) {
+            Some(c) if self.mirror.contains(&c) => c,
+            _ => self.mirror.head(branch).ok()??.to_string(),
+        };
+        match source::read(&self.mirror.root, &ReadMode::Commit(commit.clone())) {
+            Ok(snapshot) => {
+                let loaded = crate::load::load(&snapshot);
+                Some(loaded.inventory.settings)
+            }
+            Err(e) => {
+                eprintln!("error: reading clarity.yml of {branch} at {commit}: {e}");
+                None
+            }
+        }
+    }
+
+    fn branches(&self, settings: &Settings) -> Vec<Branch> {
+        let mut names: Vec<String> = if settings.branches.is_empty() {
+            vec!["main".to_string()]
+        } else {
+            settings.branches.keys().cloned().collect()
+        };
+        // The default branch first: its clarity.yml decides for the others.
+        names.sort_by_key(|n| *n != self.config.default_branch);
+        names
+            .into_iter()
+            .map(|name| {
+                let mut profiles = settings.profiles_of_branch(&name);
+                if let Some(only) = &self.config.profiles {
+                    profiles.retain(|p| only.contains(p));
+                }
+                Branch { name, profiles }
+            })
+            .filter(|b| !b.profiles.is_empty())
+            .collect()
+    }
+
+    fn reconcile(&self, force: bool, reason: &str) {
+        let Ok(ledger) = self.ledger().map_err(|e| eprintln!("error: {e}")) else {
+            return;
+        };
+        let Some(settings) = self.settings(&ledger) else {
+            return;
+        };
+        self.notifier.set_targets(settings.notify.clone());
+        let mut applied_default = false;
+        for branch in self.branches(&settings) {
+            if crate::apply::stop_requested() {
+                return;
+            }
+            let head = match self.mirror.head(&branch.name) {
+                Ok(Some(h)) => h,
+                Ok(None) => continue,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    continue;
+                }
+            };
+            let attempted = ledger
+                .last_applied_commit(&crate::ledger::AppliedFilter {
+                    branch: Some(branch.name.clone()),
+                    client: None,
+                    profile: None,
+                    successful_only: false,
+                })
+                .ok()
+                .flatten();
+            if !force && attempted.is_some_and(|a| a.commit == head.to_string()) {
+                continue;
+            }
+            self.reconcile_branch(&ledger, &branch, head, reason);
+            applied_default |= branch.name == self.config.default_branch;
+        }
+        // A new commit on the default branch may follow other branches or map them anew.
+        if applied_default
+            && let Some(after) = self.settings(&ledger)
+            && (after.branches != settings.branches || after.profiles != settings.profiles)
+        {
+            eprintln!("clarity.yml changed the followed branches; looking at them again");
+            self.reconcile(false, reason);
+        }
+    }
+
+    fn reconcile_branch(&self, ledger: &Ledger, branch: &Branch, head: Oid, reason: &str) {
+        let short = &head.to_string()[..8];
+        self.busy(Some(format!("reconcile {}@{short}", branch.name)));
+        let mut base = last_approved(ledger, &branch.name);
+        if let Some(b) = &base
+            && !self.mirror.contains(b)
+        {
+            eprintln!(
+                "note: {}: the last applied commit {b} is not in the repository any more; reconciling {short} in full",
+                branch.name
+            );
+            base = None;
+        }
+        let base_oid = base.as_deref().and_then(|b| Oid::from_str(b).ok());
+        let mut range_base = base_oid;
+        if let Some(b) = base_oid
+            && !self.mirror.is_ancestor(b, head).unwrap_or(false)
+        {
+            if !self.config.allow_rewrite {
+                let why = format!(
+                    "the history of `{}` was rewritten: the last applied commit {} is not an ancestor of {} (a force-push); start with --allow-rewrite to apply it",
+                    branch.name,
+                    &b.to_string()[..8],
+                    short
+                );
+                self.refuse(branch, head, &why);
+                return;
+            }
+            eprintln!(
+                "warning: {}: history rewritten (last applied {} is not an ancestor); applying {short} as --allow-rewrite asks",
+                branch.name,
+                &b.to_string()[..8]
+            );
+            range_base = None;
+        }
+        if let Err(e) =
+            crate::approval::check_range(&self.mirror.root, range_base, head, &self.config.approval)
+        {
+            let mut why = e.to_string();
+            if let Some(h) = e.hint() {
+                why.push_str(&format!(" (hint: {h})"));
+            }
+            self.refuse(branch, head, &why);
+            return;
+        }
+        if let Err(e) = self.mirror.checkout(head) {
+            eprintln!("error: {e}");
+            return;
+        }
+        eprintln!(
+            "applying {}@{short} to {} ({reason})",
+            branch.name,
+            branch.profiles.join(", ")
+        );
+        let job = self.job(branch, head, None, trigger(reason));
+        if let Err(e) = self.runs.apply(&job) {
+            eprintln!("error: {}@{short}: {e}", branch.name);
+        }
+        self.after_run(ledger, &job, Some(head));
+    }
+
+    /// Records a commit the loop will not apply, so the refusal is in the ledger, the notes
+    /// and the metrics, and is not repeated for the same head.
+    fn refuse(&self, branch: &Branch, head: Oid, why: &str) {
+        eprintln!("refused: {}: {why}", branch.name);
+        let (started_at, id) = crate::agent::run_started();
+        let run = RunRecord {
+            format: RUN_FORMAT.to_string(),
+            id,
+            commit: head.to_string(),
+            branch: Some(branch.name.clone()),
+            started_at: started_at.clone(),
+            finished_at: started_at,
+            trigger: "watch".into(),
+            mode: RunMode::Apply,
+            outcome: RunOutcome::Refused,
+            message: Some(why.to_string()),
+            hosts: Vec::new(),
+        };
+        match self.ledger() {
+            Ok(mut ledger) => {
+                if let Err(e) = ledger.record_run(&run) {
+                    eprintln!("error: recording the refusal: {e}");
+                }
+            }
+            Err(e) => eprintln!("error: recording the refusal: {e}"),
+        }
+        if let Err(e) = crate::ledger::notes::write(&self.mirror.root, &run.commit, &run) {
+            eprintln!("error: writing the refusal's note: {e}");
+        }
+        self.push_notes();
+        self.metrics.observe_run(&run, &[]);
+        self.metrics.observe_refusal(&branch.name);
+        self.notifier
+            .send(NotifyEvent::Refused, crate::notify::run_payload(&run));
+        self.status.lock().expect("status lock").last_run = Some(run.id);
+    }
+
+    fn job(
+        &self,
+        branch: &Branch,
+        commit: Oid,
+        deployment: Option<String>,
+        trigger: String,
+    ) -> Job {
+        Job {
+            repo: self.mirror.root.clone(),
+            commit: commit.to_string(),
+            branch: branch.name.clone(),
+            profiles: branch.profiles.clone(),
+            deployment,
+            trigger,
+            run: crate::agent::run_started(),
+        }
+    }
+
+    /// Metrics, notifications and notes for a run the job recorded.
+    fn after_run(&self, ledger: &Ledger, job: &Job, applied: Option<Oid>) {
+        let Ok(Some(run)) = ledger.run(&job.run.1) else {
+            return;
+        };
+        let findings = ledger.drift_findings(&run.id).unwrap_or_default();
+        self.metrics.observe_run(&run, &findings);
+        self.status.lock().expect("status lock").last_run = Some(run.id.clone());
+        let payload = crate::notify::run_payload(&run);
+        if run.mode == RunMode::Apply && run.outcome == RunOutcome::Failed {
+            self.notifier
+                .send(NotifyEvent::ApplyFailed, payload.clone());
+        }
+        if run
+            .hosts
+            .iter()
+            .any(|h| matches!(h.outcome.as_str(), "rolled_back" | "restore_failed"))
+        {
+            self.notifier.send(NotifyEvent::Rollback, payload.clone());
+        }
+        if run.mode == RunMode::Drift && !findings.is_empty() {
+            let mut payload = payload;
+            payload["drift_findings"] = serde_json::json!(findings.len());
+            self.notifier.send(NotifyEvent::Drift, payload);
+        }
+        if let Some(commit) = applied
+            && let Some(t) = self.mirror.commit_time(commit)
+        {
+            self.metrics.set_last_applied(&job.branch, t);
+        }
+        if run.mode == RunMode::Apply {
+            self.push_notes();
+        }
+    }
+
+    fn push_notes(&self) {
+        if (self.mirror.local_git_dir.is_some() || self.config.push_notes)
+            && let Err(e) = self.mirror.push_notes()
+        {
+            eprintln!("error: pushing notes to the config repository: {e}");
+        }
+    }
+
+    /// Detect-only drift checks of each followed branch's last applied commit, then a heal run
+    /// for each drifted deployment marked `drift: heal`.
+    fn drift(&self) {
+        let Ok(ledger) = self.ledger().map_err(|e| eprintln!("error: {e}")) else {
+            return;
+        };
+        let Some(settings) = self.settings(&ledger) else {
+            return;
+        };
+        for branch in self.branches(&settings) {
+            if crate::apply::stop_requested() {
+                return;
+            }
+            let Some(commit) = last_approved(&ledger, &branch.name) else {
+                continue;
+            };
+            let Ok(oid) = Oid::from_str(&commit) else {
+                continue;
+            };
+            if !self.mirror.contains(&commit) {
+                continue;
+            }
+            self.busy(Some(format!("drift {}@{}", branch.name, &commit[..8])));
+            if let Err(e) = self.mirror.checkout(oid) {
+                eprintln!("error: {e}");
+                continue;
+            }
+            let job = self.job(&branch, oid, None, "watch:drift".into());
+            if let Err(e) = self.runs.drift(&job) {
+                eprintln!("error: drift check of {}: {e}", branch.name);
+            }
+            self.after_run(&ledger, &job, None);
+            let findings = ledger.drift_findings(&job.run.1).unwrap_or_default();
+            for deployment in self.to_heal(&job, &findings) {
+                if crate::apply::stop_requested() {
+                    return;
+                }
+                eprintln!("healing drift of {deployment} on {}", branch.name);
+                let heal = self.job(&branch, oid, Some(deployment), "watch:heal".into());
+                if let Err(e) = self.runs.apply(&heal) {
+                    eprintln!("error: healing: {e}");
+                }
+                self.after_run(&ledger, &heal, None);
+            }
+        }
+    }
+
+    /// Drifted deployments whose file (in one of the job's profiles) says `drift: heal`.
+    fn to_heal(&self, job: &Job, findings: &[crate::model::run::DriftFinding]) -> Vec<String> {
+        if findings.is_empty() {
+            return Vec::new();
+        }
+        let Ok(snapshot) = source::read(&job.repo, &ReadMode::Commit(job.commit.clone())) else {
+            return Vec::new();
+        };
+        let inv = crate::load::load(&snapshot).inventory;
+        let mut heal = BTreeSet::new();
+        for f in findings {
+            let Some(entry) = inv.clients.get(&f.client) else {
+                continue;
+            };
+            let marked = job.profiles.iter().any(|p| {
+                entry
+                    .deployments
+                    .get(&(f.deployment.clone(), p.clone()))
+                    .is_some_and(|d| d.value.drift == DriftPolicy::Heal)
+            });
+            if marked {
+                heal.insert(f.deployment.clone());
+            }
+        }
+        heal.into_iter().collect()
+    }
+}
+
+fn trigger(reason: &str) -> String {
+    if reason.contains("api") {
+        "watch:api".into()
+    } else if reason.contains("webhook") {
+        "watch:webhook".into()
+    } else {
+        "watch".into()
+    }
+}
+
+/// The branch's newest commit that was approved and applied (whatever its hosts did); refused
+/// commits do not count.
+fn last_approved(ledger: &Ledger, branch: &str) -> Option<String> {
+    ledger.last_approved_commit(branch).ok().flatten()
+}

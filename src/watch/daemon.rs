@@ -1,0 +1,204 @@
+//! The loop itself: triggers from ref changes, the poll and drift timers, the status API and
+//! signals, coalesced into passes that never overlap.
+
+use super::{Config, Pending, Runs, Trigger, WatchStatus, cycle, mirror};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Runs the loop until SIGTERM or SIGINT; the run in flight finishes first.
+pub fn run(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(run_async(config, runs))
+}
+
+async fn run_async(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let status = Arc::new(Mutex::new(WatchStatus {
+        started_at: crate::agent::now_rfc3339(),
+        ..WatchStatus::default()
+    }));
+    let metrics = Arc::new(crate::serve::metrics::Metrics::new());
+    let notifier = {
+        let metrics = metrics.clone();
+        crate::notify::Notifier::start(crate::notify::Retry::default(), move |ok| {
+            metrics.observe_notification(ok)
+        })
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Trigger>();
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+
+    let mirror = {
+        let (source, work_dir) = (config.source.clone(), config.work_dir.clone());
+        tokio::task::spawn_blocking(move || mirror::Mirror::open(&source, &work_dir))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    eprintln!(
+        "watching {} (mirror {})",
+        mirror::redact_url(&mirror.source),
+        mirror.top.display()
+    );
+    let _watcher = match &mirror.local_git_dir {
+        Some(git_dir) => Some(watch_refs(git_dir, tx.clone())?),
+        None => None,
+    };
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = match config.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            eprintln!("status API on http://{bound}/ (metrics at /metrics)");
+            let state = Arc::new(crate::serve::ServeState {
+                ledger_path: config.ledger.clone(),
+                metrics: metrics.clone(),
+                status: status.clone(),
+                triggers: tx.clone(),
+                api_token: config.api_token.clone(),
+                webhook_secret: config.webhook_secret.clone(),
+            });
+            Some(tokio::spawn(crate::serve::serve(listener, state, async {
+                let _ = shutdown_rx.await;
+            })))
+        }
+        None => None,
+    };
+
+    let poll_interval = config.poll_interval;
+    let drift_interval = config.drift_interval;
+    let cycle = Arc::new(cycle::Cycle {
+        config,
+        mirror,
+        runs,
+        metrics,
+        notifier,
+        status: status.clone(),
+    });
+    let _ = tx.send(Trigger::Fetch {
+        reason: "start".into(),
+    });
+    let mut jitter = Jitter::new();
+    let mut next_poll = tokio::time::Instant::now() + jitter.around(poll_interval);
+    let mut next_drift = drift_interval.map(|d| tokio::time::Instant::now() + d);
+    let stopping = |status: &Mutex<WatchStatus>| {
+        crate::apply::request_stop();
+        status.lock().expect("status lock").stopping = true;
+        eprintln!("stopping: the run in flight finishes its hosts; nothing new is started");
+    };
+    loop {
+        let mut work = Pending::default();
+        tokio::select! {
+            Some(t) = rx.recv() => work.add(t),
+            _ = tokio::time::sleep_until(next_poll) => {
+                work.add(Trigger::Fetch { reason: "poll".into() });
+                next_poll = tokio::time::Instant::now() + jitter.around(poll_interval);
+            }
+            _ = sleep_until_opt(next_drift) => {
+                work.add(Trigger::Drift { reason: "interval".into() });
+                next_drift = drift_interval.map(|d| tokio::time::Instant::now() + d);
+            }
+            _ = sigterm.recv() => { stopping(&status); break; }
+            _ = sigint.recv() => { stopping(&status); break; }
+        }
+        // Let a burst of pushes or file events settle, then take everything that came in.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while let Ok(t) = rx.try_recv() {
+            work.add(t);
+        }
+        if work.is_empty() {
+            continue;
+        }
+        let job = {
+            let cycle = cycle.clone();
+            tokio::task::spawn_blocking(move || cycle.run(&work))
+        };
+        tokio::pin!(job);
+        let mut stop_seen = false;
+        loop {
+            tokio::select! {
+                done = &mut job => {
+                    if let Err(e) = done {
+                        eprintln!("error: the run panicked: {e}");
+                    }
+                    break;
+                }
+                _ = sigterm.recv(), if !stop_seen => { stopping(&status); stop_seen = true; }
+                _ = sigint.recv(), if !stop_seen => { stopping(&status); stop_seen = true; }
+            }
+        }
+        if stop_seen {
+            break;
+        }
+    }
+    let _ = shutdown_tx.send(());
+    if let Some(server) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
+    eprintln!("stopped");
+    Ok(())
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ref changes of a local source repository become fetch triggers.
+fn watch_refs(
+    git_dir: &std::path::Path,
+    tx: tokio::sync::mpsc::UnboundedSender<Trigger>,
+) -> Result<notify::RecommendedWatcher, String> {
+    use notify::{RecursiveMode, Watcher};
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(e) = event
+            && !e.kind.is_access()
+        {
+            let _ = tx.send(Trigger::Fetch {
+                reason: "ref change".into(),
+            });
+        }
+    })
+    .map_err(|e| format!("cannot watch {}: {e}", git_dir.display()))?;
+    watcher
+        .watch(&git_dir.join("refs"), RecursiveMode::Recursive)
+        .and_then(|_| watcher.watch(git_dir, RecursiveMode::NonRecursive))
+        .map_err(|e| format!("cannot watch {}: {e}", git_dir.display()))?;
+    Ok(watcher)
+}
+
+/// ±10% around an interval, so many reconcilers polling one server do not fetch in step.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(1)
+            ^ u64::from(std::process::id()) << 32;
+        Jitter(seed | 1)
+    }
+
+    fn around(&mut self, d: Duration) -> Duration {
+        // xorshift64
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let tenth = d.as_millis() as u64 / 10;
+        let offset = if tenth == 0 {
+            0
+        } else {
+            self.0 % (2 * tenth + 1)
+        };
+        Duration::from_millis(d.as_millis() as u64 - tenth + offset)
+    }
+}
