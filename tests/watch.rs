@@ -25,12 +25,14 @@ const TOKEN: &str = "api-token-for-tests";
 const SECRET: &str = "webhook-secret-for-tests";
 
 impl Watch {
-    fn start(f: &Fixture, extra: &[&str]) -> Watch {
-        let top = f.work.parent().unwrap().to_path_buf();
+    /// The bare `origin.git` next to the fixture, created (and added as the fixture's remote)
+    /// the first time.
+    fn origin(f: &Fixture) -> PathBuf {
+        let top = f.work.parent().unwrap();
         let origin = top.join("origin.git");
         if !origin.exists() {
             support::git(
-                &top,
+                top,
                 &[
                     "clone",
                     "-q",
@@ -44,14 +46,25 @@ impl Watch {
                 &["remote", "add", "origin", origin.to_str().unwrap()],
             );
         }
+        origin
+    }
+
+    fn start(f: &Fixture, extra: &[&str]) -> Watch {
+        let origin = Watch::origin(f);
+        Watch::start_following(f, origin.to_str().unwrap(), extra)
+    }
+
+    /// Follows `source` (the bare origin's path or a URL for it).
+    fn start_following(f: &Fixture, source: &str, extra: &[&str]) -> Watch {
+        let origin = Watch::origin(f);
+        let top = f.work.parent().unwrap().to_path_buf();
         std::fs::write(top.join("token"), format!("{TOKEN}\n")).unwrap();
         std::fs::write(top.join("secret"), SECRET).unwrap();
         let port = support::free_port();
-        let log = top.join("watch.log");
+        let log = top.join(format!("watch-{port}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(support::clarity_bin());
-        cmd.args(["--watch", "--repo"])
-            .arg(&origin)
+        cmd.args(["--watch", "--repo", source])
             .arg("--work-dir")
             .arg(&f.work)
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -59,8 +72,13 @@ impl Watch {
             .arg(top.join("token"))
             .arg("--webhook-secret-file")
             .arg(top.join("secret"))
-            .args(["--poll-interval", "3600", "--drift-interval", "0"])
+            .args(["--poll-interval", "3600"])
             .args(extra)
+            .args(if extra.contains(&"--drift-interval") {
+                &[][..]
+            } else {
+                &["--drift-interval", "0"][..]
+            })
             .env("NO_COLOR", "1")
             .env_remove("CLARITY_AGE_IDENTITY")
             .stdout(log_file.try_clone().unwrap())
@@ -379,6 +397,11 @@ fn an_unsigned_commit_is_refused_when_signatures_are_required() {
     // Nothing applied: the host still serves the signed greeting.
     assert_eq!(greeting(&f).as_deref(), Some("signed hello"));
     // The refusal is in the ledger (through the API and `history`) and in the commit's note.
+    w.wait("the refusal's record", Duration::from_secs(30), || {
+        w.json("/api/v1/runs")["runs"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["outcome"] == "refused"))
+    });
     let runs = w.json("/api/v1/runs");
     let refused = runs["runs"]
         .as_array()
@@ -400,7 +423,9 @@ fn an_unsigned_commit_is_refused_when_signatures_are_required() {
         history.contains("refused") && history.contains("not signed"),
         "{history}"
     );
-    assert!(w.note(&unsigned).is_some_and(|n| n.contains("REFUSED")));
+    w.wait("the refusal's note", Duration::from_secs(30), || {
+        w.note(&unsigned).is_some_and(|n| n.contains("REFUSED"))
+    });
 }
 
 #[test]
@@ -464,4 +489,188 @@ fn sigterm_during_a_run_finishes_the_host_in_flight_and_stops() {
         .unwrap();
     let history = String::from_utf8_lossy(&history.stdout);
     assert!(history.contains(&v2), "{history}");
+}
+
+/// Sends the push webhook with a valid GitHub signature; the HTTP status.
+fn webhook(w: &Watch) -> u16 {
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(w.secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!(
+        "X-Hub-Signature-256: sha256={}",
+        hex::encode(mac.finalize().into_bytes())
+    );
+    w.curl(
+        "/hooks/git",
+        &["-X", "POST", "-H", &signature, "--data", body],
+    )
+    .0
+}
+
+#[test]
+fn a_remote_is_fetched_on_the_webhook_and_rewritten_history_is_refused_unless_allowed() {
+    let Some(f) = prerequisites() else { return };
+    // Follow the bare origin by URL: fetched, not watched.
+    let origin = Watch::origin(&f);
+    let url = format!("file://{}", origin.display());
+    let mut w = Watch::start_following(&f, &url, &[]);
+    w.wait(
+        "the first commit to converge",
+        Duration::from_secs(60),
+        || greeting(&f).as_deref() == Some("hello"),
+    );
+    f.set_deployment("1.0.0", "fetched", "");
+    f.commit("second");
+    push(&f);
+    // No poll for an hour: nothing moves until the webhook says so.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(greeting(&f).as_deref(), Some("hello"));
+    assert_eq!(webhook(&w), 202);
+    w.wait(
+        "the webhook's fetch to converge",
+        Duration::from_secs(60),
+        || greeting(&f).as_deref() == Some("fetched"),
+    );
+
+    // A force-push that drops the applied commit from the branch is refused.
+    support::git(&f.repo, &["reset", "-q", "--hard", "HEAD~1"]);
+    f.set_deployment("1.0.0", "rewritten", "");
+    f.commit("rewritten");
+    support::git(&f.repo, &["push", "-q", "--force", "origin", "main"]);
+    let rewritten = head(&f.repo);
+    assert_eq!(webhook(&w), 202);
+    w.wait("the refusal", Duration::from_secs(60), || {
+        w.log().contains("was rewritten")
+    });
+    assert_eq!(greeting(&f).as_deref(), Some("fetched"));
+    assert!(w.log().contains(&rewritten[..8]), "{}", w.log());
+    assert!(w.terminate().success());
+
+    // With --allow-rewrite the same head is applied.
+    let w = Watch::start_following(&f, &url, &["--allow-rewrite"]);
+    let bearer = format!("Authorization: Bearer {}", w.token);
+    assert_eq!(
+        w.curl("/api/v1/reconcile", &["-X", "POST", "-H", &bearer])
+            .0,
+        202
+    );
+    w.wait(
+        "the rewritten head to converge",
+        Duration::from_secs(60),
+        || greeting(&f).as_deref() == Some("rewritten"),
+    );
+}
+
+#[test]
+fn a_last_applied_commit_missing_from_the_repository_leads_to_a_full_reconcile() {
+    let Some(f) = prerequisites() else { return };
+    let mut w = Watch::start(&f, &[]);
+    w.wait(
+        "the first commit to converge",
+        Duration::from_secs(60),
+        || greeting(&f).as_deref() == Some("hello"),
+    );
+    assert!(w.terminate().success());
+    // The repository is recreated with new history (the ledger survives, its commit does
+    // not), and the reconciler's mirror is gone, as on a rebuilt machine.
+    std::fs::remove_dir_all(f.repo.join(".git")).unwrap();
+    support::git(&f.repo, &["init", "-q"]);
+    f.set_deployment("1.0.0", "new history", "");
+    f.commit("a new root");
+    support::git(
+        &f.repo,
+        &["remote", "add", "origin", w.origin.to_str().unwrap()],
+    );
+    support::git(&f.repo, &["push", "-q", "--force", "origin", "main"]);
+    support::git(w.origin.as_path(), &["gc", "-q", "--prune=now"]);
+    std::fs::remove_dir_all(f.work.join("mirror")).unwrap();
+    let w = Watch::start(&f, &[]);
+    w.wait("the full reconcile", Duration::from_secs(60), || {
+        greeting(&f).as_deref() == Some("new history")
+    });
+    assert!(
+        w.log().contains("is not in the repository any more"),
+        "{}",
+        w.log()
+    );
+}
+
+/// A webhook receiver for notifications: a real HTTP listener that keeps each body.
+fn notification_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                kept.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (port, bodies)
+}
+
+#[test]
+fn drift_is_checked_on_an_interval_notified_and_healed_where_marked() {
+    let Some(f) = prerequisites() else { return };
+    let (port, notifications) = notification_receiver();
+    f.write(
+        "clarity.yml",
+        &format!(
+            "keep_releases: 3\nnotify:\n  - url: http://127.0.0.1:{port}/hook\n    events: [drift]\n"
+        ),
+    );
+    f.set_deployment("1.0.0", "hello", "drift: heal\n");
+    f.commit("heal drift");
+    let w = Watch::start(&f, &["--drift-interval", "2"]);
+    w.wait(
+        "the first commit to converge",
+        Duration::from_secs(60),
+        || greeting(&f).as_deref() == Some("hello"),
+    );
+    let managed = f
+        .sandbox()
+        .join("opt/clarity/web/current/conf/greeting.txt");
+    std::fs::write(&managed, "edited by hand\n").unwrap();
+    w.wait("the drift to be healed", Duration::from_secs(60), || {
+        std::fs::read_to_string(&managed).is_ok_and(|t| t == "hello\n")
+    });
+    let log = w.log();
+    assert!(log.contains("healing drift of web on main"), "{log}");
+    w.wait("the drift notification", Duration::from_secs(30), || {
+        !notifications.lock().unwrap().is_empty()
+    });
+    let event: serde_json::Value = serde_json::from_str(&notifications.lock().unwrap()[0]).unwrap();
+    assert_eq!(event["event"], "drift", "{event}");
+    assert_eq!(event["mode"], "drift", "{event}");
+    assert!(event["drift_findings"].as_u64().unwrap() >= 1, "{event}");
+    // The drift run and the heal run are in the ledger.
+    w.wait("the heal run's record", Duration::from_secs(60), || {
+        let runs = w.json("/api/v1/runs");
+        let triggers: Vec<String> = runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["trigger"].as_str().map(str::to_string))
+            .collect();
+        triggers.iter().any(|t| t == "watch:drift") && triggers.iter().any(|t| t == "watch:heal")
+    });
 }
