@@ -58,7 +58,19 @@ impl Cycle {
         let branch = &self.config.default_branch;
         let commit = match last_approved(ledger, branch) {
             Some(c) if self.mirror.contains(&c) => c,
-            _ => self.mirror.head(branch).ok()??.to_string(),
+            _ => match self.mirror.head(branch) {
+                Ok(Some(head)) => head.to_string(),
+                Ok(None) => {
+                    eprintln!(
+                        "note: the repository has no branch `{branch}` (--default-branch), whose clarity.yml says which branches to follow; nothing to do"
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return None;
+                }
+            },
         };
         match source::read(&self.mirror.root, &ReadMode::Commit(commit.clone())) {
             Ok(snapshot) => {
