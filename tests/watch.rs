@@ -674,3 +674,39 @@ fn drift_is_checked_on_an_interval_notified_and_healed_where_marked() {
         triggers.iter().any(|t| t == "watch:drift") && triggers.iter().any(|t| t == "watch:heal")
     });
 }
+
+#[test]
+fn a_burst_of_pushes_coalesces_into_few_passes_that_end_on_the_last_commit() {
+    let Some(f) = prerequisites() else { return };
+    let w = Watch::start(&f, &[]);
+    w.wait(
+        "the first commit to converge",
+        Duration::from_secs(60),
+        || greeting(&f).as_deref() == Some("hello"),
+    );
+    let mut pushed = Vec::new();
+    for i in 1..=6 {
+        f.set_deployment("1.0.0", &format!("burst {i}"), "");
+        f.commit(&format!("burst {i}"));
+        pushed.push(push(&f));
+    }
+    let last = pushed.last().unwrap().clone();
+    w.wait(
+        "the last commit to converge",
+        Duration::from_secs(90),
+        || greeting(&f).as_deref() == Some("burst 6") && w.note(&last).is_some(),
+    );
+    let runs = w.json("/api/v1/runs");
+    let applied: Vec<&str> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["mode"] == "apply")
+        .filter_map(|r| r["commit"].as_str())
+        .filter(|c| pushed.iter().any(|p| p == c))
+        .collect();
+    // Six pushes, passes that never overlap: the first pass takes what had arrived, the
+    // next one the rest; never one pass per push.
+    assert!(applied.len() < pushed.len(), "{applied:?}");
+    assert_eq!(applied.first().copied(), Some(last.as_str()), "{applied:?}");
+}
