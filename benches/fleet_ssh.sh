@@ -199,6 +199,12 @@ if [ "${FLEET_SSH_NO_BUILD:-}" != 1 ]; then
   fi
 fi
 [ -x "$bin" ] || die "no $bin"
+# Clarity's first pass puts a copy of its binary (the agent) on every host, and the hosts'
+# directories share this disk: refuse to start rather than fill it up for everyone on it.
+need_mb=$(( ($(stat -c %s "$bin") * hosts_n / 1048576) * 11 / 10 + 1024 ))
+free_mb=$(df -Pm "$bench" | awk 'NR == 2 { print $4 }')
+[ "$free_mb" -ge "$need_mb" ] ||
+  die "needs about $need_mb MB free in $bench for $hosts_n copies of the agent, has $free_mb MB"
 
 peers=1
 if [ ! -x "$venv/bin/ansible-playbook" ] || [ ! -x "$venv/bin/pyinfra" ]; then

@@ -309,6 +309,16 @@ fn result_of(o: &Output, host: &str) -> String {
         .to_string()
 }
 
+/// What a dry-run's plan says about `host` (`no changes`, `FAILED`, ...).
+fn planned(o: &Output, host: &str) -> String {
+    let head = format!("host {host} (");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find(|l| l.starts_with(&head))
+        .unwrap_or_else(|| panic!("no plan for {host}:\n{}", text(o)))
+        .to_string()
+}
+
 fn greeting(host: &Host) -> String {
     let out = host.exec(&[
         "python3",
@@ -424,6 +434,92 @@ fn a_fleet_of_five_converges_over_ssh_and_a_refused_or_stopped_host_spares_the_o
     }
     let o = f.run(&["--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The binary's sha256 (its build's name on the hosts) is remembered in the work directory.
+    let cache = f.dir.path().join("work/.agent-sha256.json");
+    assert!(cache.is_file(), "no hash cache at {}", cache.display());
+    let build = agent_builds(f.bed.host("h1")).remove(0);
+    assert!(
+        std::fs::read_to_string(&cache)
+            .unwrap()
+            .contains(&build["clarity-reconcile-0.1.0-".len()..]),
+        "{build}"
+    );
+
+    // The version check is the inspect itself, run by the build's versioned path: h1 without
+    // its build gets it installed again, h3 whose build lost its mode gets it back (and nothing
+    // else changes); on h2 a file that is not our build sits at that path and answers in
+    // another format: refused, named, not guessed around.
+    let (h1, h2, h3) = (f.bed.host("h1"), f.bed.host("h2"), f.bed.host("h3"));
+    h1.exec_ok(&["rm", &format!("/var/lib/clarity/agent/{build}")]);
+    h3.exec_ok(&["chmod", "0644", &format!("/var/lib/clarity/agent/{build}")]);
+    let impostor = format!("/var/lib/clarity/agent/{build}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let file = h2.root().join(impostor.trim_start_matches('/'));
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(
+            &file,
+            "#!/bin/sh\necho '{\"format\":\"clarity.host-state/v0\",\"agent_version\":\"0.0.1\"}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = f.run(&["--dry-run"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("h1: installed agent"), "{out}");
+    assert!(planned(&o, "h1").ends_with("no changes"), "{out}");
+    assert_eq!(agent_builds(h1), std::slice::from_ref(&build));
+    assert!(
+        out.contains("h3: installed agent") && out.contains("its file could not be run"),
+        "{out}"
+    );
+    assert!(planned(&o, "h3").ends_with("no changes"), "{out}");
+    let mode = h3.exec_ok(&[
+        "stat",
+        "-c",
+        "%a",
+        &format!("/var/lib/clarity/agent/{build}"),
+    ]);
+    assert_eq!(mode.trim(), "755");
+    assert!(planned(&o, "h2").ends_with("FAILED"), "{out}");
+    assert!(
+        out.contains(&impostor) && out.contains("`clarity.host-state/v0`"),
+        "{out}"
+    );
+    assert_eq!(out.matches("installed agent").count(), 2, "{out}");
+    for n in ["h4", "h5"] {
+        assert!(planned(&o, n).ends_with("no changes"), "{out}");
+    }
+
+    // A rebuilt reconciler at the same path (here: the same file with bytes appended, so only
+    // its size, times and sha256 differ) is a new build: uploaded to every host, including h2,
+    // and the hosts' symlink switched to it.
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&f.reconciler)
+            .unwrap();
+        file.write_all(b"\0rebuilt\0").unwrap();
+    }
+    let o = f.run(&["--dry-run"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for h in f.bed.hosts() {
+        assert!(
+            out.contains(&format!("{}: installed agent", h.name())),
+            "{out}"
+        );
+        assert!(planned(&o, h.name()).ends_with("no changes"), "{out}");
+        let builds = agent_builds(h);
+        let link = h.exec_ok(&["readlink", "/var/lib/clarity/agent/clarity-reconcile"]);
+        assert_ne!(link.trim(), build, "{}: {builds:?}", h.name());
+        assert!(builds.contains(&link.trim().to_string()), "{builds:?}");
+    }
+    let o = f.run(&["--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("installed agent"), "{}", text(&o));
 
     // Drift over SSH: nothing, then a file edited by hand on h2.
     let o = f.drift();

@@ -104,10 +104,14 @@ pub fn run(args: &AgentArgs) -> CliResult {
             let host = crate::agent::inspect::inspect(&Layout::new(root)).map_err(|e| {
                 CliError::from_error(&e).hint("the agent state file is written only by the agent; restore it from a backup or remove it to start over")
             })?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&host).expect("host state serializes")
-            );
+            // Indented for a person at a terminal; one line for the reconciler, which reads it
+            // over SSH from every host.
+            let text = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                serde_json::to_string_pretty(&host)
+            } else {
+                serde_json::to_string(&host)
+            };
+            println!("{}", text.expect("host state serializes"));
         }
         AgentCommand::Apply {
             root,

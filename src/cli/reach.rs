@@ -8,6 +8,7 @@ use crate::desired::DesiredHost;
 use crate::model::Transport;
 use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
 use crate::model::host::ActualHost;
+use crate::transport::agent_binary::HASH_CACHE_FILE;
 use crate::transport::ssh::{AgentBinary, Fleet, SshOptions, SshTarget};
 use crate::transport::{Local, TransportError};
 use clap::Args;
@@ -100,7 +101,9 @@ impl<'a> Reach<'a> {
             only,
             fleet: Fleet::new(
                 args.ssh_options(),
-                AgentBinary::new(exe.to_path_buf()),
+                // The binary's sha256 names its agent build on hosts; remembered in the work
+                // directory so that a run does not hash the binary again.
+                AgentBinary::cached(exe.to_path_buf(), work_dir.join(HASH_CACHE_FILE)),
                 notes,
             ),
         }

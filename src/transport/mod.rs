@@ -1,9 +1,10 @@
 //! Reaching a host's agent. A transport starts the agent (the same binary) for one host and
 //! exchanges versioned JSON with it: `local` runs it on this machine against a sandbox
 //! directory (the `mock` profile), [`ssh`] on a real host over one SSH connection per host,
-//! installing the agent there first when it is missing or another build. Host keys are checked
-//! by [`host_key`] before any credential is sent.
+//! installing the agent there first when its build ([`agent_binary`]) is missing. Host keys
+//! are checked by [`host_key`] before any credential is sent.
 
+pub mod agent_binary;
 pub(crate) mod base64;
 pub mod host_key;
 pub mod quote;
@@ -152,16 +153,74 @@ impl Local {
 
 /// Parses and version-checks what `agent inspect` printed.
 pub fn parse_host_state(bytes: &[u8]) -> Result<ActualHost, String> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("agent answered with something that is not JSON: {e}"))?;
-    let format = value
-        .get("format")
-        .and_then(|f| f.as_str())
-        .unwrap_or("(none)");
-    if format != HOST_STATE_FORMAT {
-        return Err(format!(
+    read_host_state(bytes).map_err(|e| match e {
+        HostStateError::Format(format) => format!(
             "agent speaks host-state format `{format}`, this reconciler reads `{HOST_STATE_FORMAT}`: upgrade the agent"
-        ));
+        ),
+        other => other.to_string(),
+    })
+}
+
+/// Why what an agent printed is not a host state this reconciler reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HostStateError {
+    #[error("agent answered with something that is not JSON: {0}")]
+    NotJson(String),
+    /// Another format (the value of its `format`, or `(none)`).
+    #[error("agent speaks host-state format `{0}`, this reconciler reads `{HOST_STATE_FORMAT}`")]
+    Format(String),
+    #[error("agent's host state is malformed: {0}")]
+    Malformed(String),
+}
+
+/// What `agent inspect` printed, read straight into [`ActualHost`] (one pass over what can be
+/// a large document); only when that fails is it looked at again for the reason, a format this
+/// reconciler does not read being the one to name.
+pub(crate) fn read_host_state(bytes: &[u8]) -> Result<ActualHost, HostStateError> {
+    match serde_json::from_slice::<ActualHost>(bytes) {
+        Ok(host) if host.format == HOST_STATE_FORMAT => Ok(host),
+        Ok(host) => Err(HostStateError::Format(host.format)),
+        Err(e) => {
+            let value: serde_json::Value = serde_json::from_slice(bytes)
+                .map_err(|e| HostStateError::NotJson(e.to_string()))?;
+            let format = value
+                .get("format")
+                .and_then(|f| f.as_str())
+                .unwrap_or("(none)");
+            if format != HOST_STATE_FORMAT {
+                return Err(HostStateError::Format(format.to_string()));
+            }
+            Err(HostStateError::Malformed(e.to_string()))
+        }
     }
-    serde_json::from_value(value).map_err(|e| format!("agent's host state is malformed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_states_are_read_in_our_format_only() {
+        let ours = serde_json::to_vec(&ActualHost::empty("0.1.0")).unwrap();
+        assert_eq!(parse_host_state(&ours).unwrap(), ActualHost::empty("0.1.0"));
+        let other = br#"{"format":"clarity.host-state/v9","agent_version":"9","hosts":[]}"#;
+        let e = parse_host_state(other).unwrap_err();
+        assert!(
+            e.contains("`clarity.host-state/v9`") && e.contains("upgrade"),
+            "{e}"
+        );
+        let same_shape = br#"{"format":"clarity.host-state/v0","agent_version":"0.0.1"}"#;
+        assert!(parse_host_state(same_shape).unwrap_err().contains("v0"));
+        let malformed = format!(r#"{{"format":"{HOST_STATE_FORMAT}","agent_version":1}}"#);
+        assert!(
+            parse_host_state(malformed.as_bytes())
+                .unwrap_err()
+                .contains("malformed")
+        );
+        assert!(
+            parse_host_state(b"bash: agent: not found")
+                .unwrap_err()
+                .contains("not JSON")
+        );
+    }
 }

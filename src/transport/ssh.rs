@@ -1,6 +1,6 @@
 //! The `ssh` transport: the agent of a real host, reached with `ssh2` (libssh2) over one
-//! connection per host that carries all of that host's commands in a run (version check,
-//! agent upload, inspect, apply).
+//! connection per host that carries all of that host's commands in a run (inspect, agent
+//! upload, apply).
 //!
 //! Before any credential is sent the host must prove who it is ([`super::host_key`]): a pinned
 //! `agent.ssh.host_key`, or the known_hosts file. A different key is refused with both
@@ -8,11 +8,14 @@
 //! `--accept-new-host-keys`, which records its key. Logging in uses the server's
 //! `identity_file`, else the reconciler's `--identity`, else ssh-agent.
 //!
-//! The agent is this very binary, installed on first contact: when the host's
-//! `/var/lib/clarity/agent/clarity-reconcile` is missing or another build, this binary is
-//! uploaded over SFTP to a versioned file beside it, its sha256 checked on the host, and the
-//! stable symlink switched with one `rename(2)`. Wire formats are compared, never guessed:
-//! an agent that speaks another format is reported.
+//! The agent is this very binary, run on the host from a file named after this build,
+//! `/var/lib/clarity/agent/clarity-reconcile-<version>-<12 hex of its sha256>`
+//! ([`AgentBinary`]). The first agent command on a connection (normally `agent inspect`) is
+//! also the version check: if that file runs, the host has this build. When it is missing or
+//! cannot be run (the shell's exit 127 or 126), this binary is uploaded over SFTP beside it,
+//! its sha256 checked on the host, its wire formats compared, the stable symlink
+//! `clarity-reconcile` switched to it with one `rename(2)`, and the command run again. Wire formats are compared, never guessed:
+//! an agent that answers in another format is reported.
 //!
 //! Applying never depends on the connection staying up: the agent runs the apply detached
 //! (`agent apply --run ID --detach`) and this side follows its event file
@@ -21,16 +24,17 @@
 //! [`super::quote::command_line`]. This module prints nothing: what an operator should know
 //! (an installed agent, a recorded host key, a reconnect) goes to the `notes` callback.
 
+pub use super::agent_binary::AgentBinary;
 use super::host_key::{self, Expected, KnownHosts, PublicKey, Verdict};
 use super::quote::command_line;
-use super::{TransportError, parse_host_state};
+use super::{HostStateError, TransportError, read_host_state};
 use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
-use crate::model::host::ActualHost;
+use crate::model::host::{ActualHost, HOST_STATE_FORMAT};
 use ssh2::{ErrorCode, MethodType, Session};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where the agent lives on a host: versioned binaries and the stable symlink to one.
@@ -304,41 +308,6 @@ impl From<SshError> for TransportError {
     }
 }
 
-/// This reconciler's own binary, which it installs as the agent on hosts: hashed once per run.
-pub struct AgentBinary {
-    path: PathBuf,
-    sha256: OnceLock<Result<String, String>>,
-}
-
-impl AgentBinary {
-    pub fn new(path: PathBuf) -> AgentBinary {
-        AgentBinary {
-            path,
-            sha256: OnceLock::new(),
-        }
-    }
-
-    fn sha256(&self) -> Result<&str, String> {
-        self.sha256
-            .get_or_init(|| {
-                crate::fetch::sha256_file(&self.path)
-                    .map(|(h, _)| h)
-                    .map_err(|e| format!("cannot hash {}: {e}", self.path.display()))
-            })
-            .as_deref()
-            .map_err(Clone::clone)
-    }
-
-    /// `clarity-reconcile-<version>-<12 hex of sha256>`: one file per build on the host.
-    fn file_name(&self) -> Result<String, String> {
-        Ok(format!(
-            "clarity-reconcile-{}-{}",
-            crate::agent::AGENT_VERSION,
-            &self.sha256()?[..12]
-        ))
-    }
-}
-
 /// Reports something an operator should know, as one line naming the host.
 pub type Notes = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -440,22 +409,51 @@ impl SshHost {
         (self.notes)(&format!("{}: {message}", self.target.host));
     }
 
-    /// Reads the host's actual state.
+    /// Reads the host's actual state. On a host whose agent is this build, that is one
+    /// command, which doubles as the version check (see [`Self::run_agent`]).
     pub fn inspect(&mut self) -> Result<ActualHost, TransportError> {
         let deadline = Instant::now() + self.options.host_timeout;
-        let agent = self.ensure_agent(deadline)?;
-        let argv = [agent.as_str(), "agent", "inspect", "--root", "/"];
-        let out = self.run_idempotent(&argv, deadline)?;
+        let args = ["agent", "inspect", "--root", "/"];
+        let (agent, out) = self.run_agent(&args, deadline)?;
         if out.status != 0 {
-            return Err(self.command_failed(&argv, &out).into());
+            return Err(self.command_failed(&agent_argv(&agent, &args), &out).into());
         }
-        parse_host_state(&out.stdout).map_err(|m| {
-            SshError::Protocol {
-                host: self.target.host.clone(),
-                detail: m,
+        let host = self.host_state(&agent, &out.stdout)?;
+        self.agent = Some(agent);
+        Ok(host)
+    }
+
+    /// Parses what `agent inspect` printed: our host-state format, from our agent version. The
+    /// agent ran from the versioned path of this build, so anything else means the file there
+    /// is not what its name says.
+    fn host_state(&self, agent: &str, stdout: &[u8]) -> Result<ActualHost, SshError> {
+        let protocol = |detail: String| SshError::Protocol {
+            host: self.target.host.clone(),
+            detail,
+        };
+        let not_ours = |what: String| {
+            protocol(format!(
+                "{agent} {what}, this reconciler {} speaks `{HOST_STATE_FORMAT}`: the file is \
+                 not the build its name says; remove it and the next run installs this build",
+                crate::agent::AGENT_VERSION
+            ))
+        };
+        let host = match read_host_state(stdout) {
+            Ok(host) => host,
+            Err(HostStateError::Format(format)) => {
+                return Err(not_ours(format!(
+                    "answered in host-state format `{format}`"
+                )));
             }
-            .into()
-        })
+            Err(e) => return Err(protocol(format!("{agent}: {e}"))),
+        };
+        if host.agent_version != crate::agent::AGENT_VERSION {
+            return Err(not_ours(format!(
+                "reports agent version {}",
+                host.agent_version
+            )));
+        }
+        Ok(host)
     }
 
     /// Applies `req` with a detached agent and hands each event to `on_event` as it arrives;
@@ -595,15 +593,40 @@ impl SshHost {
         }
     }
 
-    /// The agent binary to run on this host: verified once per connection lifetime, installed
-    /// when missing or another build.
+    /// The agent to run on this host, checked once per connection: after [`Self::inspect`] it
+    /// is known; otherwise `agent version` must answer with our version and wire formats.
     fn ensure_agent(&mut self, deadline: Instant) -> Result<String, SshError> {
         if let Some(a) = &self.agent {
             return Ok(a.clone());
         }
-        if self.conn.is_none() {
-            self.conn = Some(self.connect(deadline)?);
+        let (agent, out) = self.run_agent(&["agent", "version"], deadline)?;
+        self.check_version(&agent, &out)?;
+        self.agent = Some(agent.clone());
+        Ok(agent)
+    }
+
+    /// Runs this build's agent with `args` (a command that may be repeated); returns the
+    /// agent's path and what the command did.
+    ///
+    /// Until the agent is known on this connection, the command doubles as the version check:
+    /// the agent is run by its versioned path, `AGENT_DIR/clarity-reconcile-<version>-<12 hex
+    /// of sha256>`, a file that exists only once this very binary was uploaded there, its
+    /// sha256 checked on the host and its wire formats compared ([`Self::install`]). If it
+    /// runs, the host has our build, with no separate round trip to ask. When the file is
+    /// missing or cannot be run (the shell's exit 127 or 126), the agent is installed (which,
+    /// finding a checked file there already, reports why it does not run) and the command run
+    /// once more.
+    fn run_agent(
+        &mut self,
+        args: &[&str],
+        deadline: Instant,
+    ) -> Result<(String, Output), SshError> {
+        if let Some(agent) = self.agent.clone() {
+            let out = self.run_idempotent(&agent_argv(&agent, args), deadline)?;
+            return Ok((agent, out));
         }
+        // Connected first: a host that cannot be reached is that, whatever the binary.
+        self.connection(deadline)?;
         let name = self
             .binary
             .file_name()
@@ -612,38 +635,74 @@ impl SshHost {
                 detail,
             })?;
         let ours = format!("{AGENT_DIR}/{name}");
-        let argv = [AGENT_LINK, "agent", "version"];
+        let argv = agent_argv(&ours, args);
         let out = self.run_idempotent(&argv, deadline)?;
-        let found = (out.status == 0)
-            .then(|| serde_json::from_slice::<RemoteVersion>(&out.stdout).ok())
-            .flatten();
-        let agent = match found {
-            Some(v) if v.is_build(&ours) => ours,
-            other => {
-                let was = match other {
-                    Some(v) => format!("replacing agent {} ({})", v.agent_version, v.executable),
-                    None if out.status == 127 => "no agent was installed".to_string(),
-                    None => format!(
-                        "the installed agent did not answer ({}{})",
-                        exit_text(out.status),
-                        stderr_text(&String::from_utf8_lossy(&out.stderr))
-                    ),
-                };
-                self.install(&name, deadline)?;
-                self.note(&format!(
-                    "installed agent {} ({}) as {ours}; {was}",
-                    crate::agent::AGENT_VERSION,
-                    &name[name.len() - 12..]
-                ));
-                ours
-            }
-        };
-        self.agent = Some(agent.clone());
-        Ok(agent)
+        if out.status == 0 || !self.agent_missing(&ours, &out, deadline)? {
+            // It ran: the caller reads (or reports) what it said.
+            return Ok((ours, out));
+        }
+        self.install(&name, deadline)?;
+        let out = self.run_idempotent(&argv, deadline)?;
+        Ok((ours, out))
     }
 
-    /// Uploads this binary as `AGENT_DIR/name`, checks it on the host, and points the stable
-    /// symlink at it.
+    /// Whether a failed agent command failed because the build is not on the host, or cannot
+    /// be run there: the shell's "not found" (127) or "cannot execute" (126), or, for a shell
+    /// that says so another way, no such file. Installing then puts it there, or finds it
+    /// there and reports why it does not run.
+    fn agent_missing(
+        &mut self,
+        path: &str,
+        out: &Output,
+        deadline: Instant,
+    ) -> Result<bool, SshError> {
+        if out.status == 127 || out.status == 126 {
+            return Ok(true);
+        }
+        Ok(self.run_idempotent(&["test", "-e", path], deadline)?.status != 0)
+    }
+
+    /// Checks what `agent version` printed: our agent version, speaking our wire formats.
+    fn check_version(&self, agent: &str, out: &Output) -> Result<(), SshError> {
+        let host = self.target.host.clone();
+        if out.status != 0 {
+            return Err(SshError::Install {
+                host,
+                detail: format!(
+                    "{agent} does not run on the host ({}{})",
+                    exit_text(out.status),
+                    stderr_text(&String::from_utf8_lossy(&out.stderr))
+                ),
+            });
+        }
+        match serde_json::from_slice::<RemoteVersion>(&out.stdout) {
+            Ok(v) if v.speaks_ours() => Ok(()),
+            Ok(v) => Err(SshError::Protocol {
+                host,
+                detail: format!(
+                    "the agent {agent} is version {}, speaking host-state {}, plan {}, apply {}; \
+                     this reconciler is {}, speaking {}, {}, {}",
+                    v.agent_version,
+                    v.host_state,
+                    v.plan,
+                    v.apply,
+                    crate::agent::AGENT_VERSION,
+                    crate::model::host::HOST_STATE_FORMAT,
+                    crate::plan::PLAN_FORMAT,
+                    crate::model::apply::APPLY_FORMAT
+                ),
+            }),
+            Err(e) => Err(SshError::Install {
+                host,
+                detail: format!(
+                    "`{agent} agent version` printed something that is not its JSON ({e})"
+                ),
+            }),
+        }
+    }
+
+    /// Uploads this binary as `AGENT_DIR/name` (unless a checked copy is there already), checks
+    /// it on the host, and points the stable symlink at it.
     fn install(&mut self, name: &str, deadline: Instant) -> Result<(), SshError> {
         let host = self.target.host.clone();
         let install_error = |detail: String| SshError::Install {
@@ -655,9 +714,11 @@ impl SshHost {
         self.run_checked(&["mkdir", "-p", "--", AGENT_DIR], deadline)?;
         // A file of this build may be there already (a run that stopped before switching).
         let present = self.remote_sha256(&versioned, deadline)?;
-        if present.as_deref() != Some(sha.as_str()) {
+        let upload = present.as_deref() != Some(sha.as_str());
+        if upload {
             let part = format!("{AGENT_DIR}/.upload-{name}-{}", std::process::id());
-            self.upload(&self.binary.path.clone(), &part, deadline)?;
+            let local = self.binary.path().to_path_buf();
+            self.upload(&local, &part, deadline)?;
             let got = self.remote_sha256(&part, deadline)?;
             if got.as_deref() != Some(sha.as_str()) {
                 let _ = self.run_idempotent(&["rm", "-f", "--", &part], deadline);
@@ -668,39 +729,13 @@ impl SshHost {
             }
             self.run_checked(&["chmod", "0755", "--", &part], deadline)?;
             self.run_checked(&["mv", "-f", "--", &part, &versioned], deadline)?;
+        } else {
+            // Checked already; it may have lost its mode since.
+            self.run_checked(&["chmod", "0755", "--", &versioned], deadline)?;
         }
         // It must run there and speak our formats before anything points at it.
-        let argv = [versioned.as_str(), "agent", "version"];
-        let out = self.run_idempotent(&argv, deadline)?;
-        if out.status != 0 {
-            return Err(install_error(format!(
-                "{versioned} does not run on the host ({}{})",
-                exit_text(out.status),
-                stderr_text(&String::from_utf8_lossy(&out.stderr))
-            )));
-        }
-        match serde_json::from_slice::<RemoteVersion>(&out.stdout) {
-            Ok(v) if v.speaks_ours() => {}
-            Ok(v) => {
-                return Err(SshError::Protocol {
-                    host,
-                    detail: format!(
-                        "the installed agent speaks host-state {}, plan {}, apply {}; this reconciler speaks {}, {}, {}",
-                        v.host_state,
-                        v.plan,
-                        v.apply,
-                        crate::model::host::HOST_STATE_FORMAT,
-                        crate::plan::PLAN_FORMAT,
-                        crate::model::apply::APPLY_FORMAT
-                    ),
-                });
-            }
-            Err(e) => {
-                return Err(install_error(format!(
-                    "`agent version` printed something that is not its JSON ({e})"
-                )));
-            }
-        }
+        let out = self.run_idempotent(&agent_argv(&versioned, &["agent", "version"]), deadline)?;
+        self.check_version(&versioned, &out)?;
         let previous = self
             .run_idempotent(&["readlink", "--", AGENT_LINK], deadline)
             .ok()
@@ -712,6 +747,20 @@ impl SshHost {
         // rename(2) over the old link: readers see the old agent or the new one, never none.
         self.run_checked(&["mv", "-fT", "--", &tmp, AGENT_LINK], deadline)?;
         self.remove_old_builds(name, previous.as_deref(), deadline);
+        let was = match previous
+            .as_deref()
+            .map(|p| p.rsplit('/').next().unwrap_or(p))
+        {
+            None | Some("") => "no agent was installed".to_string(),
+            Some(p) if p == name && upload => "its file was missing".to_string(),
+            Some(p) if p == name => "its file could not be run".to_string(),
+            Some(p) => format!("replacing {p}"),
+        };
+        self.note(&format!(
+            "installed agent {} ({}) as {versioned}; {was}",
+            crate::agent::AGENT_VERSION,
+            &sha[..12]
+        ));
         Ok(())
     }
 
@@ -738,19 +787,28 @@ impl SshHost {
         }
     }
 
-    /// The sha256 of a file on the host (`None` when it does not exist), with coreutils: an
-    /// independent check of what arrived, before running any of it.
+    /// The sha256 of a file on the host (`None` when it does not exist): an independent check
+    /// of what arrived, before running any of it. With `openssl dgst` where the host has it
+    /// (on a binary of 100+ MB it takes a quarter of the CPU of coreutils' portable
+    /// `sha256sum`, which a first contact with many hosts pays on each), else `sha256sum`.
     fn remote_sha256(&mut self, path: &str, deadline: Instant) -> Result<Option<String>, SshError> {
         // Asked separately: sha256sum's "no such file" message depends on the host's locale.
         if self.run_idempotent(&["test", "-f", path], deadline)?.status != 0 {
             return Ok(None);
         }
+        let digest = |out: &Output| {
+            (out.status == 0)
+                .then(|| first_sha256(&out.stdout))
+                .flatten()
+        };
+        // `-r`: coreutils' format, `HEX *PATH` (the path never starts with `-`).
+        let out = self.run_idempotent(&["openssl", "dgst", "-sha256", "-r", path], deadline)?;
+        if let Some(sha) = digest(&out) {
+            return Ok(Some(sha));
+        }
         let argv = ["sha256sum", "--", path];
         let out = self.run_checked(&argv, deadline)?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .map(str::to_string))
+        Ok(digest(&out))
     }
 
     /// Copies a local file to `remote` over SFTP (mode 0600 until it is checked).
@@ -1003,6 +1061,11 @@ impl SshHost {
         session.set_timeout(millis(timeout));
         // Best effort: a method this libssh2 lacks only means its default order is used.
         let _ = session.method_pref(MethodType::Kex, KEX_PREFERENCE);
+        // Ciphers stay libssh2's choice: its ChaCha20-Poly1305 (first) encrypts a packet in one
+        // call, while it feeds AES to OpenSSL 16 bytes at a time; an agent upload to ten hosts
+        // cost the same CPU either way. Compression stays off: what travels is small JSON, or
+        // a binary that would cost more CPU to compress than to send.
+        session.set_compress(false);
         let expected = match &t.host_key {
             Some(text) => Expected::Pinned(PublicKey::parse(text).ok_or_else(|| {
                 SshError::Protocol {
@@ -1087,9 +1150,21 @@ impl SshHost {
             if !file.is_file() {
                 return Err(auth_error(method, "no such file".into()));
             }
-            session
-                .userauth_pubkey_file(&t.user, None, file, None)
-                .map_err(|e| auth_error(method.clone(), e.message().to_string()))?;
+            // The public half from `FILE.pub` when there is one: libssh2 otherwise derives it
+            // from the private key, through OpenSSL 3's slow format probing, on every login.
+            let mut public = file.as_os_str().to_os_string();
+            public.push(".pub");
+            let public = PathBuf::from(public);
+            let with_public = public
+                .is_file()
+                .then(|| session.userauth_pubkey_file(&t.user, Some(&public), file, None));
+            match with_public {
+                Some(Ok(())) => {}
+                // A `.pub` that is not this key's: without it, as if it were not there.
+                _ => session
+                    .userauth_pubkey_file(&t.user, None, file, None)
+                    .map_err(|e| auth_error(method.clone(), e.message().to_string()))?,
+            }
         } else if std::env::var_os("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty()) {
             let method = "any ssh-agent key".to_string();
             let mut agent = session
@@ -1125,7 +1200,8 @@ impl SshHost {
     }
 }
 
-/// What `agent version` prints.
+/// What `agent version` prints (it also names its `executable`, which the reconciler needs
+/// not: the versioned path it ran names the build).
 #[derive(Debug, serde::Deserialize)]
 struct RemoteVersion {
     agent_version: String,
@@ -1133,8 +1209,6 @@ struct RemoteVersion {
     plan: String,
     #[serde(default)]
     apply: String,
-    #[serde(default)]
-    executable: String,
 }
 
 impl RemoteVersion {
@@ -1144,11 +1218,21 @@ impl RemoteVersion {
             && self.plan == crate::plan::PLAN_FORMAT
             && self.apply == crate::model::apply::APPLY_FORMAT
     }
+}
 
-    /// This very build, installed where we would install it.
-    fn is_build(&self, path: &str) -> bool {
-        self.speaks_ours() && self.executable == path
-    }
+/// The sha256 a checksum tool printed first (`HEX  PATH`), in lower case.
+fn first_sha256(stdout: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stdout);
+    let hex = text.split_whitespace().next()?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_lowercase())
+}
+
+/// `AGENT ARGS...` as one argv.
+fn agent_argv<'a>(agent: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = Vec::with_capacity(args.len() + 1);
+    argv.push(agent);
+    argv.extend_from_slice(args);
+    argv
 }
 
 /// A fresh id for one detached apply: time, host and a nonce, in the agent's id alphabet.
@@ -1288,20 +1372,30 @@ mod tests {
     }
 
     #[test]
-    fn a_version_names_its_build() {
-        let v = RemoteVersion {
-            agent_version: crate::agent::AGENT_VERSION.into(),
-            host_state: crate::model::host::HOST_STATE_FORMAT.into(),
-            plan: crate::plan::PLAN_FORMAT.into(),
-            apply: crate::model::apply::APPLY_FORMAT.into(),
-            executable: "/var/lib/clarity/agent/clarity-reconcile-0.1.0-abc".into(),
-        };
-        assert!(v.is_build("/var/lib/clarity/agent/clarity-reconcile-0.1.0-abc"));
-        assert!(!v.is_build("/var/lib/clarity/agent/clarity-reconcile-0.1.0-def"));
+    fn a_version_must_speak_our_formats() {
+        let v: RemoteVersion = serde_json::from_value(serde_json::json!({
+            "agent_version": crate::agent::AGENT_VERSION,
+            "host_state": crate::model::host::HOST_STATE_FORMAT,
+            "plan": crate::plan::PLAN_FORMAT,
+            "apply": crate::model::apply::APPLY_FORMAT,
+            "executable": "/var/lib/clarity/agent/clarity-reconcile-0.1.0-abc",
+        }))
+        .unwrap();
+        assert!(v.speaks_ours());
         let old = RemoteVersion {
             apply: String::new(),
             ..v
         };
         assert!(!old.speaks_ours());
+        assert_eq!(
+            agent_argv("/a/b", &["agent", "inspect"]),
+            ["/a/b", "agent", "inspect"]
+        );
+        let sha = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855";
+        for out in [format!("{sha} */a/b\n"), format!("{sha}  /a/b\n")] {
+            assert_eq!(first_sha256(out.as_bytes()), Some(sha.to_lowercase()));
+        }
+        assert_eq!(first_sha256(b"SHA256(/a/b)= e3b0c442"), None);
+        assert_eq!(first_sha256(b""), None);
     }
 }
