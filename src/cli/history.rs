@@ -60,23 +60,13 @@ pub enum HistoryAction {
 
 impl From<LedgerError> for CliError {
     fn from(e: LedgerError) -> Self {
-        let hint = e.hint();
-        let err = CliError::from_error(&e);
-        match hint {
-            Some(h) => err.hint(h),
-            None => err,
-        }
+        CliError::hinted(&e, e.hint())
     }
 }
 
 impl From<ledger::NotesError> for CliError {
     fn from(e: ledger::NotesError) -> Self {
-        let hint = e.hint();
-        let err = CliError::from_error(&e);
-        match hint {
-            Some(h) => err.hint(h),
-            None => err,
-        }
+        CliError::hinted(&e, e.hint())
     }
 }
 

@@ -138,6 +138,15 @@ impl CliError {
         err
     }
 
+    /// An error type that knows its own hint (`hint()`), as a `CliError`.
+    pub fn hinted<H: Into<String>>(e: &(dyn std::error::Error + 'static), hint: Option<H>) -> Self {
+        let err = CliError::from_error(e);
+        match hint {
+            Some(h) => err.hint(h),
+            None => err,
+        }
+    }
+
     fn print(&self) {
         eprintln!("error: {}", self.message);
         for c in &self.causes {
@@ -151,12 +160,7 @@ impl CliError {
 
 impl From<crate::source::SourceError> for CliError {
     fn from(e: crate::source::SourceError) -> Self {
-        let hint = e.hint();
-        let err = CliError::from_error(&e);
-        match hint {
-            Some(h) => err.hint(h),
-            None => err,
-        }
+        CliError::hinted(&e, e.hint())
     }
 }
 

@@ -398,14 +398,8 @@ pub(super) fn compute(
         .hint("fix them (`clarity-reconcile validate` lists them with file:line:column)"));
     }
     let inv = &loaded.inventory;
-    let identities = crate::secret::identities_from(age_identity).map_err(|e| {
-        let hint = e.hint();
-        let err = CliError::from_error(&e);
-        match hint {
-            Some(h) => err.hint(h),
-            None => err,
-        }
-    })?;
+    let identities =
+        crate::secret::identities_from(age_identity).map_err(|e| CliError::hinted(&e, e.hint()))?;
     let secrets = InventorySecrets::new(inv, identities);
     let ctx = Context {
         env: std::env::vars().collect(),

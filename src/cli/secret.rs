@@ -81,12 +81,7 @@ pub struct RekeyArgs {}
 
 impl From<SecretError> for CliError {
     fn from(e: SecretError) -> Self {
-        let hint = e.hint();
-        let err = CliError::from_error(&e);
-        match hint {
-            Some(h) => err.hint(h),
-            None => err,
-        }
+        CliError::hinted(&e, e.hint())
     }
 }
 

@@ -81,14 +81,8 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
         watch.webhook_secret_file.as_deref(),
         "--webhook-secret-file",
     )?;
-    let configured = crate::approval::TrustedKeys::load(&watch.trusted_keys).map_err(|e| {
-        let hint = e.hint();
-        let err = CliError::from_error(&e);
-        match hint {
-            Some(h) => err.hint(h),
-            None => err,
-        }
-    })?;
+    let configured = crate::approval::TrustedKeys::load(&watch.trusted_keys)
+        .map_err(|e| CliError::hinted(&e, e.hint()))?;
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
     let ledger = crate::ledger::resolve_path(args.ledger.as_deref(), &work_dir);
     let config = crate::watch::Config {

@@ -36,23 +36,6 @@ pub struct ServerLastRun {
 }
 
 impl Ledger {
-    /// A snake_case enum value as stored (`apply`, `no_changes`).
-    fn enum_value<T: serde::de::DeserializeOwned>(
-        &self,
-        run: &str,
-        field: &'static str,
-        value: String,
-    ) -> Result<T, LedgerError> {
-        serde_json::from_value(serde_json::Value::String(value.clone())).map_err(|_| {
-            LedgerError::BadValue {
-                path: self.path.clone(),
-                run: run.to_string(),
-                field,
-                value,
-            }
-        })
-    }
-
     /// Opens an existing ledger read-only for a short read, skipping what [`Ledger::open`]
     /// does at every open (`PRAGMA quick_check`, which reads the whole file, and migration):
     /// the status API opens the ledger once per request and must stay cheap as the ledger
@@ -124,8 +107,8 @@ impl Ledger {
             return Ok(None);
         };
         Ok(Some(RunHead {
-            mode: self.enum_value(&id, "mode", mode)?,
-            outcome: self.enum_value(&id, "outcome", outcome)?,
+            mode: self.parse(&id, "mode", mode)?,
+            outcome: self.parse(&id, "outcome", outcome)?,
             id,
             commit,
             branch,
@@ -175,7 +158,7 @@ impl Ledger {
             .map(
                 |(server, client, run_id, mode, finished_at, outcome, message)| {
                     Ok(ServerLastRun {
-                        mode: self.enum_value(&run_id, "mode", mode)?,
+                        mode: self.parse(&run_id, "mode", mode)?,
                         server,
                         client,
                         run_id,

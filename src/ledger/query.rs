@@ -104,7 +104,8 @@ fn uint(v: i64) -> u64 {
 }
 
 impl Ledger {
-    fn parse<T: serde::de::DeserializeOwned>(
+    /// A snake_case enum value as stored (`apply`, `no_changes`).
+    pub(super) fn parse<T: serde::de::DeserializeOwned>(
         &self,
         run: &str,
         field: &'static str,
