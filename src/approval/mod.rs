@@ -522,6 +522,10 @@ impl Ran {
     }
 }
 
+/// How long `gpg` or `ssh-keygen` may take for one signature before the check gives up: a
+/// hung tool must not stall the watch loop.
+const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs `program` with `args` (never through a shell), feeding `stdin` when given, in the C
 /// locale so that messages are the same everywhere.
 pub(crate) fn run(
@@ -529,6 +533,16 @@ pub(crate) fn run(
     args: &[&OsStr],
     stdin: Option<&[u8]>,
 ) -> Result<Ran, ApprovalError> {
+    run_within(program, args, stdin, TOOL_TIMEOUT)
+}
+
+fn run_within(
+    program: &'static str,
+    args: &[&OsStr],
+    stdin: Option<&[u8]>,
+    timeout: std::time::Duration,
+) -> Result<Ran, ApprovalError> {
+    use std::io::Read;
     let mut child = Command::new(program)
         .args(args)
         .env("LC_ALL", "C")
@@ -548,7 +562,7 @@ pub(crate) fn run(
                 e.to_string()
             },
         })?;
-    let output = std::thread::scope(|scope| {
+    let (status, stdout, stderr) = std::thread::scope(|scope| {
         if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
             // A program that exits without reading all of its input is not an error here:
             // its exit status tells what happened.
@@ -556,16 +570,49 @@ pub(crate) fn run(
                 let _ = pipe.write_all(bytes);
             });
         }
-        child.wait_with_output()
-    })
-    .map_err(|e| ApprovalError::Tool {
-        program,
-        message: e.to_string(),
-    })?;
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            scope.spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let stderr = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if std::time::Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Err(format!("did not finish within {} s", timeout.as_secs()));
+                }
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        (status, stdout, stderr)
+    });
+    let status = status.map_err(|message| ApprovalError::Tool { program, message })?;
     Ok(Ran {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        success: status.success(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
     })
 }
 
@@ -587,6 +634,21 @@ mod tests {
         assert_ne!(Scratch::new("test").unwrap().path(), dir);
         drop(scratch);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_tool_that_hangs_is_stopped() {
+        let start = std::time::Instant::now();
+        let err = run_within(
+            "sleep",
+            &[OsStr::new("30")],
+            None,
+            std::time::Duration::from_millis(200),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("did not finish"), "{err}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]
