@@ -193,7 +193,17 @@ impl Cycle {
             if let Some(h) = e.hint() {
                 why.push_str(&format!(" (hint: {h})"));
             }
-            self.refuse(branch, head, &why);
+            // A verdict on a commit is recorded and stands until the branch moves; a check
+            // that could not run (gpg missing or hung, a repository error) is tried again on
+            // the next pass.
+            if e.refused_commit().is_some() {
+                self.refuse(branch, head, &why);
+            } else {
+                eprintln!(
+                    "error: {}@{short}: cannot check signatures, nothing applied; trying again on the next pass: {why}",
+                    branch.name
+                );
+            }
             return;
         }
         if let Err(e) = self.mirror.checkout(head) {
