@@ -94,6 +94,7 @@ fn list(global: &GlobalArgs, args: &HistoryArgs, path: &std::path::Path) -> CliR
         deployment: args.deployment.clone(),
         since,
         limit: (args.limit > 0).then_some(args.limit),
+        mode: None,
     };
     let ledger = Ledger::open_existing(path)?;
     let runs = ledger.runs(&filter)?;

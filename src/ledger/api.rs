@@ -1,9 +1,9 @@
 //! Reads for the status API (`serve`): a cheap read-only open for one request, the newest run
 //! of a mode, and the last run that listed each server. Nothing here writes.
 
-use super::{BUSY_TIMEOUT, Ledger, LedgerError, SCHEMA_VERSION, schema};
+use super::{BUSY_TIMEOUT, Ledger, LedgerError, RunFilter, SCHEMA_VERSION, schema};
 use crate::model::run::{RunMode, RunOutcome};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 use serde::Serialize;
 use std::path::Path;
 
@@ -72,50 +72,21 @@ impl Ledger {
 
     /// The newest run (by start time) of `mode`, or of any mode.
     pub fn newest_run(&self, mode: Option<RunMode>) -> Result<Option<RunHead>, LedgerError> {
-        let err = |source| self.err("find the newest run", source);
-        let mode = mode.map(|m| super::write::enum_text(&m));
-        let row = self
-            .conn
-            .prepare_cached(
-                "SELECT r.id, r.commit_id, r.branch, r.started_at, r.finished_at, r.triggered_by,
-                        r.mode, r.outcome,
-                        (SELECT count(*) FROM run_hosts h WHERE h.run_id = r.id)
-                   FROM runs r
-                  WHERE ?1 IS NULL OR r.mode = ?1
-                  ORDER BY r.started_at DESC, r.id DESC
-                  LIMIT 1",
-            )
-            .map_err(err)?
-            .query_row(params![mode], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, i64>(8)?,
-                ))
-            })
-            .optional()
-            .map_err(err)?;
-        let Some((id, commit, branch, started_at, finished_at, trigger, mode, outcome, hosts)) =
-            row
-        else {
-            return Ok(None);
+        let filter = RunFilter {
+            mode,
+            limit: Some(1),
+            ..RunFilter::default()
         };
-        Ok(Some(RunHead {
-            mode: self.parse(&id, "mode", mode)?,
-            outcome: self.parse(&id, "outcome", outcome)?,
-            id,
-            commit,
-            branch,
-            started_at,
-            finished_at,
-            trigger,
-            host_count: usize::try_from(hosts).unwrap_or(0),
+        Ok(self.runs(&filter)?.into_iter().next().map(|r| RunHead {
+            id: r.id,
+            commit: r.commit,
+            branch: r.branch,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            trigger: r.trigger,
+            mode: r.mode,
+            outcome: r.outcome,
+            host_count: r.host_count,
         }))
     }
 

@@ -21,6 +21,8 @@ pub struct RunFilter {
     pub since: Option<String>,
     /// At most this many runs (the newest); `None` is all.
     pub limit: Option<usize>,
+    /// Only runs of this mode.
+    pub mode: Option<RunMode>,
 }
 
 /// One run as `history` lists it.
@@ -139,6 +141,7 @@ impl Ledger {
                         (SELECT count(*) FROM drift_findings f WHERE f.run_id = r.id)
                    FROM runs r
                   WHERE (?1 IS NULL OR r.started_at >= ?1)
+                    AND (?6 IS NULL OR r.mode = ?6)
                     AND ((?2 IS NULL AND ?3 IS NULL AND ?4 IS NULL) OR EXISTS (
                         SELECT 1 FROM run_hosts h
                          WHERE h.run_id = r.id
@@ -163,7 +166,8 @@ impl Ledger {
                     filter.client,
                     filter.server,
                     filter.deployment,
-                    limit
+                    limit,
+                    filter.mode.map(|m| super::write::enum_text(&m))
                 ],
                 |r| {
                     Ok((

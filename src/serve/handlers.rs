@@ -83,6 +83,7 @@ pub(super) async fn runs(
         deployment: nonempty(q.deployment),
         since,
         limit: Some(limit),
+        mode: None,
     };
     let runs = with_ledger(&state, move |l| match l {
         Some(l) => l.runs(&filter),
