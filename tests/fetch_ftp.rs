@@ -6,7 +6,7 @@
 mod fetch_servers;
 mod support;
 
-use clarity::fetch::{Artifact, Cache, FetchError, Fetched, Retry, Source, fetch};
+use clarity::fetch::{FetchError, Fetched, Source};
 use clarity::secret::SecretString;
 use fetch_servers::{LocalUser, Vsftpd, artifact_bytes, open_tempdir, put};
 
@@ -51,21 +51,7 @@ impl Setup {
         source: &Source,
         location: &str,
     ) -> (Result<Fetched, FetchError>, tempfile::TempDir) {
-        let cache_dir = tempfile::tempdir().unwrap();
-        let artifact = Artifact {
-            repository: "ftp-mirror",
-            location,
-            sha256: &self.sha,
-            size: Some(self.bytes.len() as u64),
-        };
-        let r = fetch(
-            source,
-            &artifact,
-            &Cache::new(cache_dir.path()),
-            &Retry::none(),
-            &mut |_| {},
-        );
-        (r, cache_dir)
+        fetch_servers::fetch_once(source, "ftp-mirror", location, &self.bytes, &self.sha)
     }
 }
 

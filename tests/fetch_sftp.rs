@@ -6,7 +6,7 @@
 mod fetch_servers;
 mod support;
 
-use clarity::fetch::{Artifact, Cache, FetchError, Fetched, Retry, Source, SshAuth, fetch};
+use clarity::fetch::{FetchError, Fetched, Source, SshAuth};
 use clarity::secret::SecretString;
 use fetch_servers::{Sshd, artifact_bytes, fingerprint, keygen, open_tempdir, put};
 use std::path::{Path, PathBuf};
@@ -75,21 +75,7 @@ impl Setup {
         source: &Source,
         location: &str,
     ) -> (Result<Fetched, FetchError>, tempfile::TempDir) {
-        let cache_dir = tempfile::tempdir().unwrap();
-        let artifact = Artifact {
-            repository: "sftp-releases",
-            location,
-            sha256: &self.sha,
-            size: Some(self.bytes.len() as u64),
-        };
-        let r = fetch(
-            source,
-            &artifact,
-            &Cache::new(cache_dir.path()),
-            &Retry::none(),
-            &mut |_| {},
-        );
-        (r, cache_dir)
+        fetch_servers::fetch_once(source, "sftp-releases", location, &self.bytes, &self.sha)
     }
 }
 

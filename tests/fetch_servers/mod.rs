@@ -160,6 +160,36 @@ pub fn open_tempdir() -> tempfile::TempDir {
     d
 }
 
+/// Fetches `location` of `repository` from `source` into a fresh cache, without retries; the
+/// result and the cache directory (kept alive for the caller to look into).
+pub fn fetch_once(
+    source: &clarity::fetch::Source,
+    repository: &str,
+    location: &str,
+    bytes: &[u8],
+    sha256: &str,
+) -> (
+    Result<clarity::fetch::Fetched, clarity::fetch::FetchError>,
+    tempfile::TempDir,
+) {
+    use clarity::fetch::{Artifact, Cache, Retry, fetch};
+    let cache_dir = tempfile::tempdir().unwrap();
+    let artifact = Artifact {
+        repository,
+        location,
+        sha256,
+        size: Some(bytes.len() as u64),
+    };
+    let r = fetch(
+        source,
+        &artifact,
+        &Cache::new(cache_dir.path()),
+        &Retry::none(),
+        &mut |_| {},
+    );
+    (r, cache_dir)
+}
+
 /// The system python when there is one: a version manager's shim adds startup time.
 pub fn python() -> Option<PathBuf> {
     let system = PathBuf::from("/usr/bin/python3");
