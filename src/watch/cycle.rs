@@ -277,10 +277,15 @@ impl Cycle {
         }
     }
 
-    /// Metrics, notifications and notes for a run the job recorded.
-    fn after_run(&self, ledger: &Ledger, job: &Job, applied: Option<Oid>) {
+    /// Metrics, notifications and notes for a run the job recorded; its drift findings.
+    fn after_run(
+        &self,
+        ledger: &Ledger,
+        job: &Job,
+        applied: Option<Oid>,
+    ) -> Vec<crate::model::run::DriftFinding> {
         let Ok(Some(run)) = ledger.run(&job.run.1) else {
-            return;
+            return Vec::new();
         };
         let findings = ledger.drift_findings(&run.id).unwrap_or_default();
         self.metrics.observe_run(&run, &findings);
@@ -310,6 +315,7 @@ impl Cycle {
         if run.mode == RunMode::Apply {
             self.push_notes();
         }
+        findings
     }
 
     fn push_notes(&self) {
@@ -351,8 +357,7 @@ impl Cycle {
             if let Err(e) = self.runs.drift(&job) {
                 eprintln!("error: drift check of {}: {e}", branch.name);
             }
-            self.after_run(&ledger, &job, None);
-            let findings = ledger.drift_findings(&job.run.1).unwrap_or_default();
+            let findings = self.after_run(&ledger, &job, None);
             for deployment in self.to_heal(&job, &findings) {
                 if crate::apply::stop_requested() {
                     return;
