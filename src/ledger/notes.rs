@@ -18,7 +18,6 @@ use crate::model::run::{RunMode, RunOutcome, RunRecord};
 use git2::{ErrorCode, ObjectType, Oid, Repository, Signature, Tree, TreeWalkMode, TreeWalkResult};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The notes ref Clarity writes.
 pub const NOTES_REF: &str = "refs/notes/clarity";
@@ -646,12 +645,8 @@ fn cli_dir(repo: &Repository) -> PathBuf {
 }
 
 fn git_cli(dir: &Path, args: &[&str]) -> Result<std::process::Output, NotesError> {
-    Command::new("git")
-        .arg("-C")
-        .arg(dir)
+    crate::source::git_cli(dir)
         .args(args)
-        // A service must fail, not wait forever for a password nobody will type.
-        .env("GIT_TERMINAL_PROMPT", "0")
         .output()
         .map_err(|source| NotesError::Spawn {
             repo: dir.to_path_buf(),

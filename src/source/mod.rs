@@ -22,6 +22,14 @@ fn is_config_path(path: &str) -> bool {
     path == "clarity.yml" || CONFIG_DIRS.iter().any(|d| path.starts_with(d))
 }
 
+/// `git -C dir`, for what git2 is built without (fetches, pushes and clones over the network):
+/// it never prompts for credentials, so a service fails instead of waiting for a password.
+pub fn git_cli(dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("-C").arg(dir).env("GIT_TERMINAL_PROMPT", "0");
+    cmd
+}
+
 /// What to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadMode {

@@ -2,9 +2,9 @@
 //! source (a local path, watched for ref changes, or a URL, fetched on an interval). Runs read
 //! commits from it and it carries their notes back to the source.
 
+use crate::source::git_cli;
 use git2::{Oid, Repository};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 pub struct Mirror {
     /// The repository's top directory under the work dir.
@@ -64,7 +64,7 @@ impl Mirror {
                 .map_err(|e| format!("cannot create {}: {e}", work_dir.display()))?;
             let partial = work_dir.join("mirror.partial");
             let _ = std::fs::remove_dir_all(&partial);
-            let out = Command::new("git")
+            let out = git_cli(work_dir)
                 .args(["clone", "--quiet", "--no-checkout", "--"])
                 .arg(&clone_from)
                 .arg(&partial)
@@ -160,9 +160,7 @@ impl Mirror {
 }
 
 fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
+    let out = git_cli(dir)
         .args(args)
         .output()
         .map_err(|e| format!("cannot run git: {e}"))?;
