@@ -70,7 +70,12 @@ fn hosts_boot_on_one_private_network() {
         .unwrap();
     let own = String::from_utf8_lossy(&own.stdout);
     assert!(
-        !own.contains("10.231.0."),
+        !own.contains(&format!(
+            "{}.",
+            support::nspawn::SUBNET_PREFIX
+                .map(|o| o.to_string())
+                .join(".")
+        )),
         "the testbed network leaked into the machine's:\n{own}"
     );
     let links = std::process::Command::new("ip")
