@@ -4,6 +4,7 @@
 //! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found.
 
 mod agent;
+pub mod completions;
 pub(crate) mod drift;
 mod history;
 mod reach;
@@ -78,6 +79,7 @@ pub enum Command {
     History(history::HistoryArgs),
     Drift(drift::DriftArgs),
     Rollback(rollback::RollbackArgs),
+    Completions(completions::CompletionsArgs),
 }
 
 /// How a command ended, mapped to the process exit code.
@@ -217,6 +219,7 @@ pub fn run(cli: Cli) -> CliResult {
         Some(Command::History(args)) => history::run(&cli.global, &args),
         Some(Command::Drift(args)) => drift::run(&cli.global, &args),
         Some(Command::Rollback(args)) => rollback::run(&cli.global, &args),
+        Some(Command::Completions(args)) => completions::run(&args),
         None if cli.watch.watch => watch::run(&cli.global, &cli.reconcile, &cli.watch),
         None => reconcile::run(&cli.global, &cli.reconcile),
     }
