@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod detached;
+pub mod extract;
 pub mod files;
 pub mod health;
 pub mod inspect;
