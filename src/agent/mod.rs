@@ -12,6 +12,8 @@ pub mod layout;
 pub mod lock;
 pub mod migrate;
 pub mod migrate_step;
+pub mod names;
+pub mod owner;
 pub mod release;
 pub mod state;
 
