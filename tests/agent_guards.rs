@@ -149,53 +149,55 @@ fn another_clients_apply_and_removal_are_refused_in_a_deployment_directory() {
     );
 }
 
+type Edit = fn(&mut Value);
+
 #[test]
 fn ids_that_are_not_one_name_are_refused_before_anything_is_touched() {
     let (_dir, files, root) = setup();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "version",
-            Box::new(|_| {}),
+            |r| r["deployments"][0]["version"] = json!("../../../evil"),
             "version `../../../evil` contains `/`",
         ),
         (
             "deployment",
-            Box::new(|r| r["deployments"][0]["name"] = json!("..")),
+            |r| r["deployments"][0]["name"] = json!(".."),
             "deployment name `..` does not start with a letter, digit or `_`",
         ),
         (
             "host",
-            Box::new(|r| r["host"] = json!("a/b")),
+            |r| r["host"] = json!("a/b"),
             "host `a/b` contains `/`",
         ),
         (
+            "client",
+            |r| r["client"] = json!("../globex"),
+            "client `../globex` contains `/`",
+        ),
+        (
             "release",
-            Box::new(|r| r["deployments"][0]["release"] = json!(".staging")),
+            |r| r["deployments"][0]["release"] = json!(".staging"),
             "release id `.staging` does not start",
         ),
         (
             "artifact",
-            Box::new(|r| r["deployments"][0]["artifact"]["id"] = json!("we b")),
+            |r| r["deployments"][0]["artifact"]["id"] = json!("we b"),
             "artifact id `we b` contains a character",
         ),
         (
             "volume",
-            Box::new(|r| r["deployments"][0]["volumes"] = json!([{"name": "..", "mount": "data"}])),
+            |r| r["deployments"][0]["volumes"] = json!([{"name": "..", "mount": "data"}]),
             "volume name `..` does not start",
         ),
         (
             "removal",
-            Box::new(|r| r["remove"] = json!(["../../etc"])),
+            |r| r["remove"] = json!(["../../etc"]),
             "name of a deployment to remove `../../etc` contains `/`",
         ),
     ];
     for (what, edit, expected) in cases {
         let mut req = request("acme", &files, "1.0.0", "");
-        if what != "version" {
-            req["deployments"][0]["version"] = json!("1.0.0");
-        } else {
-            req["deployments"][0]["version"] = json!("../../../evil");
-        }
         edit(&mut req);
         let (code, text) = agent_apply(&root, &req);
         assert_eq!(code, Some(1), "{what}: {text}");
