@@ -191,6 +191,25 @@ fn ids_that_are_not_one_name_are_refused_before_anything_is_touched() {
             "volume name `..` does not start",
         ),
         (
+            "volume mount",
+            |r| r["deployments"][0]["volumes"] = json!([{"name": "data", "mount": "../../data"}]),
+            "volume mount `../../data` contains `..`",
+        ),
+        (
+            "release file",
+            |r| {
+                r["deployments"][0]["release_files"] = json!([{
+                    "destination": "conf/../../../../../evil",
+                    "mode": "0644",
+                    "owner": null,
+                    "content": "x",
+                    "sha256": "",
+                    "redacted": "x",
+                }])
+            },
+            "release file destination `conf/../../../../../evil` contains `..`",
+        ),
+        (
             "removal",
             |r| r["remove"] = json!(["../../etc"]),
             "name of a deployment to remove `../../etc` contains `/`",

@@ -1,6 +1,7 @@
 //! The ids of an apply request that become path components on the host (host, client,
 //! deployment, artifact, version, release, volume, removed deployment) must each be one normal
-//! name. `validate` already refuses bad ids in the repository; this is the agent's own check, so
+//! name, and the paths it writes below a directory (release files, volume mounts, migrations)
+//! must stay below it. `validate` already refuses bad ids in the repository; this is the agent's own check, so
 //! a request that bypassed validate (a tampered or hand-written plan) cannot name `..` or a
 //! path. Pure: it reads the request and nothing else.
 
@@ -45,7 +46,38 @@ fn one(what: &str, value: &str) -> Result<(), String> {
     }
 }
 
-/// Checks every id of `req` that the agent joins into a path, before anything is touched.
+/// Why `p` is not a path below a directory (`absolute` false) or an absolute path (`absolute`
+/// true) without `..`, or `None`: the rule `validate` applies to destinations.
+fn path_problem(p: &str, absolute: bool) -> Option<&'static str> {
+    let rest = match (absolute, p.strip_prefix('/')) {
+        (true, Some(rest)) => rest,
+        (true, None) => return Some("is not an absolute path"),
+        (false, Some(_)) => return Some("is an absolute path"),
+        (false, None) => p,
+    };
+    if rest.is_empty() {
+        Some("is empty")
+    } else if p.contains('\0') {
+        Some("contains a NUL byte")
+    } else if rest.split('/').any(|c| c == "..") {
+        Some("contains `..`")
+    } else {
+        None
+    }
+}
+
+fn path(what: &str, value: &str, absolute: bool) -> Result<(), String> {
+    match path_problem(value, absolute) {
+        None => Ok(()),
+        Some(p) => Err(format!(
+            "the apply request's {what} `{}` {p}; nothing was changed",
+            value.escape_debug()
+        )),
+    }
+}
+
+/// Checks every id of `req` that the agent joins into a path, and every path it writes
+/// below a directory, before anything is touched.
 pub fn check_request(req: &ApplyRequest) -> Result<(), String> {
     one("host", &req.host)?;
     one("client", &req.client)?;
@@ -56,6 +88,16 @@ pub fn check_request(req: &ApplyRequest) -> Result<(), String> {
         one("release id", &d.release)?;
         for v in &d.volumes {
             one("volume name", &v.name)?;
+            path("volume mount", &v.mount, false)?;
+        }
+        for f in &d.release_files {
+            path("release file destination", &f.destination, false)?;
+        }
+        for f in &d.host_files {
+            path("host file destination", &f.destination, true)?;
+        }
+        if let Some(m) = &d.migrations {
+            path("migrations directory", &m.directory, false)?;
         }
     }
     for name in &req.remove {
@@ -95,5 +137,18 @@ mod tests {
         }
         assert!(name_problem(&"a".repeat(254)).is_some());
         assert!(one("version", "").unwrap_err().contains("`` is empty"));
+    }
+
+    #[test]
+    fn paths_below_a_directory_stay_below_it() {
+        assert_eq!(path_problem("conf/app.yml", false), None);
+        assert_eq!(path_problem("/etc/app/app.conf", true), None);
+        assert!(path_problem("../x", false).is_some());
+        assert!(path_problem("a/../../x", false).is_some());
+        assert!(path_problem("/etc/x", false).is_some());
+        assert!(path_problem("etc/x", true).is_some());
+        assert!(path_problem("/etc/../root/x", true).is_some());
+        assert!(path_problem("/", true).is_some());
+        assert_eq!(path_problem("./a//b", false), None);
     }
 }
