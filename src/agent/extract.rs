@@ -564,4 +564,100 @@ mod tests {
         );
         assert_eq!(mode & 0o777, 0o750);
     }
+
+    /// Random archives from a small alphabet (names, `.`, `..`, `/`), extracted for real; the
+    /// kernel then resolves every path of the result, and every path one name below it, and
+    /// none may resolve outside the release. Deterministic (a fixed xorshift seed).
+    #[test]
+    fn whatever_is_accepted_resolves_inside_the_release_on_disk() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        const PARTS: [&str; 5] = ["a", "b", "c", ".", ".."];
+        let dir = tempfile::tempdir().unwrap();
+        let (mut accepted, mut written) = (0, 0);
+        for round in 0..400 {
+            let path = |next: &mut dyn FnMut(u64) -> u64| {
+                let n = 1 + next(3);
+                let mut p: Vec<&str> = (0..n).map(|_| PARTS[next(5) as usize]).collect();
+                if next(8) == 0 {
+                    p.insert(0, "");
+                }
+                p.join("/")
+            };
+            let mut tree = ReleaseTree::new();
+            let mut entries = Vec::new();
+            for _ in 0..(1 + next(6)) {
+                let entry = path(&mut next);
+                let kind = match next(4) {
+                    0 => EntryKind::Dir,
+                    1 => EntryKind::File,
+                    2 => EntryKind::Symlink(PathBuf::from(path(&mut next))),
+                    _ => EntryKind::HardLink(PathBuf::from(path(&mut next))),
+                };
+                if let Ok(rel) = tree.add(Path::new(&entry), &kind) {
+                    entries.push((rel, kind));
+                    accepted += 1;
+                }
+            }
+            if tree.check_links().is_err() {
+                continue;
+            }
+            let base = dir.path().join(round.to_string());
+            let rel_dir = base.join("x/y/rel");
+            fs::create_dir_all(&rel_dir).unwrap();
+            let w = Beneath::open(&rel_dir).unwrap();
+            for (rel, kind) in &entries {
+                let r = match kind {
+                    EntryKind::Dir => w.dir(rel),
+                    EntryKind::File => w.file(rel, 0o644, &mut &b"x"[..]),
+                    EntryKind::Symlink(t) => w.symlink(rel, t),
+                    EntryKind::HardLink(t) => w.hard_link(rel, &normal_path(t).unwrap()),
+                };
+                r.unwrap_or_else(|e| panic!("{entries:?}: writing {rel:?} failed: {e}"));
+                written += 1;
+            }
+            let root = fs::canonicalize(&rel_dir).unwrap();
+            let mut stack = vec![rel_dir.clone()];
+            while let Some(d) = stack.pop() {
+                for e in fs::read_dir(&d).unwrap() {
+                    let p = e.unwrap().path();
+                    let meta = fs::symlink_metadata(&p).unwrap();
+                    if meta.is_dir() {
+                        stack.push(p.clone());
+                    }
+                    for probe in
+                        std::iter::once(p.clone()).chain(PARTS[..3].iter().map(|n| p.join(n)))
+                    {
+                        if let Ok(real) = fs::canonicalize(&probe) {
+                            assert!(
+                                real.starts_with(&root),
+                                "{entries:?}: {} resolves to {}",
+                                probe.display(),
+                                real.display()
+                            );
+                        }
+                    }
+                }
+            }
+            assert_eq!(
+                fs::read_dir(base.join("x/y")).unwrap().count(),
+                1,
+                "{entries:?}"
+            );
+            assert_eq!(
+                fs::read_dir(base.join("x")).unwrap().count(),
+                1,
+                "{entries:?}"
+            );
+        }
+        assert!(
+            accepted > 400 && written > 200,
+            "the generator exercises little: {accepted} {written}"
+        );
+    }
 }
