@@ -45,6 +45,7 @@ pub(super) fn run(
     }
     port_conflicts(inv, &mut out);
     profile_conflicts(inv, &mut out);
+    super::checks_identity::run(inv, &mut out);
     out
 }
 
