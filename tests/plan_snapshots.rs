@@ -34,6 +34,7 @@ fn desired_hosts(repo: &Path) -> Vec<desired::DesiredHost> {
     let secrets = InventorySecrets::new(&loaded.inventory, None);
     let ctx = Context {
         env: BTreeMap::new(),
+        allowed_env: Vec::new(),
         secrets: &secrets,
         lenient_env: false,
         config_root: None,
@@ -402,7 +403,7 @@ fn an_undefined_template_variable_names_the_template_and_line() {
     });
     let snapshot = source::read(repo.path(), &ReadMode::WorkingTree).unwrap();
     let loaded = clarity::load::load(&snapshot);
-    let diags = clarity::desired::check(&loaded.inventory);
+    let diags = clarity::desired::check(&loaded.inventory, &[]);
     assert_eq!(diags.len(), 1, "{diags:?}");
     assert_eq!(diags[0].file, "templates/web/web.conf.j2");
     assert_eq!(diags[0].line, 4);

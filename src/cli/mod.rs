@@ -55,6 +55,18 @@ pub struct GlobalArgs {
     /// Only this server (host name).
     #[arg(long, global = true, value_name = "HOSTNAME")]
     pub server: Option<String>,
+    /// An environment variable of the reconciler that the repository may read with
+    /// `${ENV:NAME}` (repeatable; CLARITY_ALLOW_ENV takes a comma-separated list). By default
+    /// none: a repository cannot read the reconciler's or CI's environment, and any other
+    /// `${ENV:..}` is a validation error.
+    #[arg(
+        long = "allow-env",
+        global = true,
+        value_name = "NAME",
+        env = "CLARITY_ALLOW_ENV",
+        value_delimiter = ','
+    )]
+    pub allow_env: Vec<String>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,

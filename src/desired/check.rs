@@ -8,7 +8,8 @@ use crate::diag::{Diagnostic, Pos};
 use crate::load::Inventory;
 use std::collections::BTreeSet;
 
-pub fn check(inv: &Inventory) -> Vec<Diagnostic> {
+/// `allowed_env` are the `${ENV:..}` names the reconciler allows (`--allow-env`).
+pub fn check(inv: &Inventory, allowed_env: &[String]) -> Vec<Diagnostic> {
     let (templates, mut out) = Templates::new(inv);
     if !out.is_empty() {
         return out;
@@ -16,6 +17,7 @@ pub fn check(inv: &Inventory) -> Vec<Diagnostic> {
     let secrets = InventorySecrets::new(inv, None);
     let ctx = Context {
         env: Default::default(),
+        allowed_env: allowed_env.to_vec(),
         secrets: &secrets,
         lenient_env: true,
         config_root: None,

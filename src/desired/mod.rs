@@ -10,6 +10,7 @@ mod check;
 mod render;
 mod resolve;
 mod secrets;
+mod template_scan;
 
 pub use check::check;
 pub use render::Templates;

@@ -4,6 +4,7 @@
 //! `source::Snapshot` already in memory.
 
 mod checks;
+pub mod env_refs;
 pub mod schema;
 pub mod yaml;
 
