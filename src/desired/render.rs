@@ -336,7 +336,10 @@ mod tests {
 
     fn bag() -> Arc<SecretBag> {
         let mut values = BTreeMap::new();
-        values.insert("pw".to_string(), Ok(Some(SecretString::from(VALUE.to_string()))));
+        values.insert(
+            "pw".to_string(),
+            Ok(Some(SecretString::from(VALUE.to_string()))),
+        );
         Arc::new(SecretBag { values })
     }
 
@@ -346,7 +349,10 @@ mod tests {
 
     #[test]
     fn a_secret_emitted_whole_is_its_value() {
-        assert_eq!(render("pw={{ secret(\"pw\") }}\n").unwrap(), format!("pw={VALUE}\n"));
+        assert_eq!(
+            render("pw={{ secret(\"pw\") }}\n").unwrap(),
+            format!("pw={VALUE}\n")
+        );
     }
 
     // validate refuses these (template_scan); even if one renders, the engine never holds the
@@ -382,7 +388,10 @@ mod tests {
                         assert!(!lower.contains(piece), "{src} gave {text}");
                         assert!(!lower.contains(&rev), "{src} gave {text}");
                     }
-                    assert!(!lower.contains("h,u") && !lower.contains("h.u"), "{src} gave {text}");
+                    assert!(
+                        !lower.contains("h,u") && !lower.contains("h.u"),
+                        "{src} gave {text}"
+                    );
                 }
                 Err(e) => {
                     assert!(!e.message.contains(VALUE), "{src}: {}", e.message);

@@ -119,9 +119,7 @@ impl Scope<'_> {
 /// secret must stay opaque, and is revealed only where it lands in finished text.
 fn resolve_json(scope: &Scope, v: &serde_json::Value) -> Result<serde_json::Value, String> {
     Ok(match v {
-        serde_json::Value::String(s) => {
-            serde_json::Value::String(scope.resolve_marked(s, false)?)
-        }
+        serde_json::Value::String(s) => serde_json::Value::String(scope.resolve_marked(s, false)?),
         serde_json::Value::Array(a) => serde_json::Value::Array(
             a.iter()
                 .map(|x| resolve_json(scope, x))

@@ -165,7 +165,10 @@ fn blocks(src: &str) -> Vec<Block> {
         }
         match b[i + 1] {
             b'#' if !in_raw => {
-                i = src[i + 2..].find("#}").map(|e| i + 2 + e + 2).unwrap_or(b.len());
+                i = src[i + 2..]
+                    .find("#}")
+                    .map(|e| i + 2 + e + 2)
+                    .unwrap_or(b.len());
             }
             open @ (b'{' | b'%') => {
                 let close = if open == b'{' { b'}' } else { b'%' };
@@ -211,8 +214,7 @@ fn lex(src: &str, start: usize, close: u8) -> (Vec<Token>, usize) {
             i += 1;
             continue;
         }
-        if (c == b'-' || c == b'+') && b.get(i + 1) == Some(&close) && b.get(i + 2) == Some(&b'}')
-        {
+        if (c == b'-' || c == b'+') && b.get(i + 1) == Some(&close) && b.get(i + 2) == Some(&b'}') {
             return (tokens, i + 3);
         }
         if c == close && b.get(i + 1) == Some(&b'}') {

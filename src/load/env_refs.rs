@@ -4,8 +4,8 @@
 //! reference to any other name is an error at its position. Pure: the allowed names arrive as
 //! a value; this module never reads the environment.
 
-use super::yaml::{Node, Value};
 use super::Inventory;
+use super::yaml::{Node, Value};
 use crate::diag::Diagnostic;
 use crate::model::reference::{self, RefKind};
 
