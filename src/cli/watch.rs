@@ -31,9 +31,17 @@ pub struct WatchArgs {
     /// 0 turns them off.
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub drift_interval: u64,
-    /// Apply a branch whose history was rewritten (force-pushed) instead of refusing it.
+    /// Apply a branch whose history was rewritten (force-pushed) instead of refusing it. When
+    /// signed commits are required, the new commits are still judged from the last trusted
+    /// commit.
     #[arg(long)]
     pub allow_rewrite: bool,
+    /// A commit the operator vouches for, recorded in the ledger as the base signed-commit
+    /// approval judges from, for a branch whose ledger knows none (a first start, or a ledger
+    /// that was deleted, rebuilt from notes or moved aside). Without a known base a branch
+    /// whose repository requires signed commits is refused.
+    #[arg(long, value_name = "COMMIT")]
+    pub trust_from: Option<String>,
     /// Address of the status API, /metrics and the push webhook; `off` serves nothing.
     #[arg(long, default_value = "127.0.0.1:8420", value_name = "ADDR")]
     pub listen: String,
@@ -94,6 +102,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
         drift_interval: (watch.drift_interval > 0)
             .then(|| Duration::from_secs(watch.drift_interval)),
         allow_rewrite: watch.allow_rewrite,
+        trust_from: watch.trust_from.clone(),
         profiles: global
             .profile
             .as_ref()

@@ -51,6 +51,8 @@ pub struct Config {
     /// `None`: no drift checks.
     pub drift_interval: Option<Duration>,
     pub allow_rewrite: bool,
+    /// `--trust-from`: the base to record for a branch whose ledger has none.
+    pub trust_from: Option<String>,
     /// Narrowing from the command line (`--profile`), intersected with each branch's profiles.
     pub profiles: Option<Vec<String>>,
     pub listen: Option<SocketAddr>,
