@@ -423,7 +423,8 @@ fn drift_of_a_file_holding_a_secret_shows_no_hashes() {
         .or(dep.host_files.first())
         .cloned()
         .expect("a file");
-    file.content = desired::FileContent::new(true, "password=s3cret-value\n".into(), &["s3cret-value"]);
+    file.content =
+        desired::FileContent::new(true, "password=s3cret-value\n".into(), &["s3cret-value"]);
     assert!(file.content.sensitive);
     dep.release_files = vec![file.clone()];
     dep.host_files.clear();

@@ -785,15 +785,19 @@ fn approval_survives_a_lost_ledger_forged_notes_a_future_clock_and_a_rewrite() {
 
     // A first start knows no trusted base: refused until the operator names one.
     let mut w = Watch::start(&f, &[]);
-    w.wait("the refusal for want of a base", Duration::from_secs(60), || {
-        w.log().contains("no trusted base")
-    });
+    w.wait(
+        "the refusal for want of a base",
+        Duration::from_secs(60),
+        || w.log().contains("no trusted base"),
+    );
     assert_eq!(greeting(&f), None, "{}", w.log());
     assert!(w.terminate().success());
     let mut w = Watch::start(&f, &["--trust-from", &signed]);
-    w.wait("the signed commit to converge", Duration::from_secs(60), || {
-        greeting(&f).as_deref() == Some("signed hello") && w.note(&signed).is_some()
-    });
+    w.wait(
+        "the signed commit to converge",
+        Duration::from_secs(60),
+        || greeting(&f).as_deref() == Some("signed hello") && w.note(&signed).is_some(),
+    );
     assert!(w.log().contains("named with --trust-from"), "{}", w.log());
 
     // An unsigned commit that also lifts the requirement is refused.
@@ -802,18 +806,20 @@ fn approval_survives_a_lost_ledger_forged_notes_a_future_clock_and_a_rewrite() {
     f.commit("unsigned, lifting the requirement");
     let unsigned = push(&f);
     w.wait("the refusal", Duration::from_secs(60), || {
-        w.log()
-            .lines()
-            .any(|l| l.contains("refused") && l.contains(&unsigned[..8]) && l.contains("not signed"))
+        w.log().lines().any(|l| {
+            l.contains("refused") && l.contains(&unsigned[..8]) && l.contains("not signed")
+        })
     });
     assert!(w.terminate().success());
 
     // (b) The ledger is lost: the same head is still refused.
     delete_ledger(&f);
     let mut w = Watch::start(&f, &[]);
-    w.wait("the refusal without a ledger", Duration::from_secs(60), || {
-        w.log().contains("no trusted base")
-    });
+    w.wait(
+        "the refusal without a ledger",
+        Duration::from_secs(60),
+        || w.log().contains("no trusted base"),
+    );
     assert_eq!(greeting(&f).as_deref(), Some("signed hello"));
     assert!(w.terminate().success());
 
@@ -837,11 +843,15 @@ fn approval_survives_a_lost_ledger_forged_notes_a_future_clock_and_a_rewrite() {
     f.commit("unsigned, on top of the forged one");
     let next = push(&f);
     let mut w = Watch::start(&f, &[]);
-    w.wait("the refusal after the rebuild", Duration::from_secs(60), || {
-        w.log()
-            .lines()
-            .any(|l| l.contains("refused") && l.contains(&next[..8]) && l.contains("no trusted base"))
-    });
+    w.wait(
+        "the refusal after the rebuild",
+        Duration::from_secs(60),
+        || {
+            w.log().lines().any(|l| {
+                l.contains("refused") && l.contains(&next[..8]) && l.contains("no trusted base")
+            })
+        },
+    );
     // Its own note writes and the future-dated record do not make the loop judge again.
     std::thread::sleep(Duration::from_secs(5));
     let refusals = w.log().matches("refused: main").count();
@@ -858,9 +868,9 @@ fn approval_survives_a_lost_ledger_forged_notes_a_future_clock_and_a_rewrite() {
     let rewritten = head(&f.repo);
     let mut w = Watch::start(&f, &["--allow-rewrite", "--trust-from", &signed]);
     w.wait("the rewrite's refusal", Duration::from_secs(60), || {
-        w.log()
-            .lines()
-            .any(|l| l.contains("refused") && l.contains(&rewritten[..8]) && l.contains("not signed"))
+        w.log().lines().any(|l| {
+            l.contains("refused") && l.contains(&rewritten[..8]) && l.contains("not signed")
+        })
     });
     assert_eq!(greeting(&f).as_deref(), Some("signed hello"));
     // A signed rewrite is applied: the key trusted at the base vouches for it.
@@ -874,8 +884,10 @@ fn approval_survives_a_lost_ledger_forged_notes_a_future_clock_and_a_rewrite() {
             .0,
         202
     );
-    w.wait("the signed rewrite to converge", Duration::from_secs(60), || {
-        greeting(&f).as_deref() == Some("signed rewrite")
-    });
+    w.wait(
+        "the signed rewrite to converge",
+        Duration::from_secs(60),
+        || greeting(&f).as_deref() == Some("signed rewrite"),
+    );
     assert!(w.terminate().success());
 }

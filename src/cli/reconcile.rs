@@ -379,8 +379,8 @@ pub(super) fn compute(
     deployment: Option<&str>,
 ) -> Result<Computed, CliError> {
     let mut loaded = crate::load::load(snapshot);
-    let env_diags = crate::load::env_refs::check(&loaded.inventory, &global.allow_env);
-    loaded.diagnostics.extend(env_diags);
+    let operator_diags = global.operator_checks(&loaded.inventory);
+    loaded.diagnostics.extend(operator_diags);
     let (templates, template_diags) = Templates::new(&loaded.inventory);
     if loaded.has_errors() || !template_diags.is_empty() {
         let mut all = loaded.diagnostics;

@@ -20,8 +20,8 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs) -> CliResult {
     };
     let snapshot = source::read(&global.repo, &mode)?;
     let mut loaded = crate::load::load(&snapshot);
-    let env_diags = crate::load::env_refs::check(&loaded.inventory, &global.allow_env);
-    loaded.diagnostics.extend(env_diags);
+    let operator_diags = global.operator_checks(&loaded.inventory);
+    loaded.diagnostics.extend(operator_diags);
     if !loaded.has_errors() {
         loaded
             .diagnostics

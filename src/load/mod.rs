@@ -5,6 +5,7 @@
 
 mod checks;
 pub mod env_refs;
+pub mod operator_policy;
 pub mod schema;
 pub mod yaml;
 

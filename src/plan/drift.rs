@@ -118,7 +118,10 @@ pub fn drift(desired: &DesiredHost, actual: &ActualHost) -> Vec<Finding> {
                 // A hash of a file holding a secret lets anyone who reads the finding test
                 // guesses of the secret offline: such a file is only said to have changed.
                 let message = if f.content.sensitive {
-                    format!("{} was changed on the host (sensitive file changed)", f.destination)
+                    format!(
+                        "{} was changed on the host (sensitive file changed)",
+                        f.destination
+                    )
                 } else {
                     format!(
                         "{} was changed on the host (sha256 {}…, expected {}…)",
