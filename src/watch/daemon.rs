@@ -64,9 +64,14 @@ async fn run_async(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
                 api_token: config.api_token.clone(),
                 webhook_secret: config.webhook_secret.clone(),
             });
-            Some(tokio::spawn(crate::serve::serve(listener, state, async {
-                let _ = shutdown_rx.await;
-            })))
+            Some(tokio::spawn(crate::serve::serve_with(
+                listener,
+                state,
+                config.api_access.clone(),
+                async {
+                    let _ = shutdown_rx.await;
+                },
+            )))
         }
         None => None,
     };

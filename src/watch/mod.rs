@@ -57,6 +57,8 @@ pub struct Config {
     pub profiles: Option<Vec<String>>,
     pub listen: Option<SocketAddr>,
     pub api_token: Option<String>,
+    /// Who may reach the status API (Host names, token for reads).
+    pub api_access: crate::serve::Access,
     pub webhook_secret: Option<String>,
     pub approval: approval::Policy,
     /// Push notes to a remote source (a local source always gets them).
