@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The fuzz targets (tests/fuzz.rs: property tests over generated inputs) for a bounded time
+# each: `scripts/fuzz.sh [SECONDS]`, default 60 per target. All targets run at once, so the
+# step takes about SECONDS plus the build. A failure prints the shrunk input; save it under
+# tests/fixtures/fuzz/<target>/ as a regression fixture (every run replays those first).
+# Targets marked #[ignore] (one waiting for a fix on another branch) run with FUZZ_ALL=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-60}"
+extra=()
+[ "${FUZZ_ALL:-0}" = "1" ] && extra+=(--include-ignored)
+CLARITY_FUZZ_SECONDS="$seconds" cargo test --locked --test fuzz -- --test-threads=8 "${extra[@]}"
