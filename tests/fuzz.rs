@@ -58,7 +58,10 @@ where
         let input: S::Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{}: not an input of {target}: {e}", path.display()));
         if let Err(e) = check(&input) {
-            panic!("{target}: regression fixture {} fails again: {e}", path.display());
+            panic!(
+                "{target}: regression fixture {} fails again: {e}",
+                path.display()
+            );
         }
     }
     let deadline = Instant::now() + budget();
@@ -147,10 +150,44 @@ fn edits(fragments: &'static [&'static str]) -> impl Strategy<Value = Vec<Edit>>
 }
 
 const YAML_FRAGMENTS: &[&str] = &[
-    "\n", ": ", "- ", "  ", "'", "\"", "&a ", "*a", "<<: *a\n", "!!str ", "!!binary ", "{", "}",
-    "[", "]", ",", "#", "|\n", ">-\n", "${SECRET:x}", "${ENV:HOME}", "${CONFIG:a.b}", "${",
-    "$${", "~", "null", "0o777", "1e400", "-.inf", "\t", "---\n", "...\n", "? ", "%YAML 1.2\n",
-    "\u{feff}", "\\u0000", "../", "/etc/passwd",
+    "\n",
+    ": ",
+    "- ",
+    "  ",
+    "'",
+    "\"",
+    "&a ",
+    "*a",
+    "<<: *a\n",
+    "!!str ",
+    "!!binary ",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "#",
+    "|\n",
+    ">-\n",
+    "${SECRET:x}",
+    "${ENV:HOME}",
+    "${CONFIG:a.b}",
+    "${",
+    "$${",
+    "~",
+    "null",
+    "0o777",
+    "1e400",
+    "-.inf",
+    "\t",
+    "---\n",
+    "...\n",
+    "? ",
+    "%YAML 1.2\n",
+    "\u{feff}",
+    "\\u0000",
+    "../",
+    "/etc/passwd",
 ];
 
 /// Finding: the loader (YAML with positions, schema, model, cross-checks) never panics on
@@ -158,7 +195,8 @@ const YAML_FRAGMENTS: &[&str] = &[
 #[test]
 fn fuzz_yaml_loader() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-config-repo");
-    let snapshot = clarity::source::read(&example, &clarity::source::ReadMode::WorkingTree).unwrap();
+    let snapshot =
+        clarity::source::read(&example, &clarity::source::ReadMode::WorkingTree).unwrap();
     const FILE: &str = "clients/nordtel/deployments/smsgateway/mock.yml";
     let seed = std::fs::read_to_string(example.join(FILE)).unwrap();
     fuzz("yaml_loader", edits(YAML_FRAGMENTS), |e| {
@@ -183,13 +221,57 @@ fn fuzz_yaml_loader() {
 const CANARY: &str = "Zq7-canary-Wx";
 
 const TEMPLATE_FRAGMENTS: &[&str] = &[
-    "{{ secret(\"pw\") }}", "secret(\"pw\")", "{{ ", " }}", "{% ", " %}", "|upper", "|lower",
-    "|reverse", "|list", "|join(\",\")", "|string", "|title", "|first", "|last", "|length",
-    "|replace(\"Z\", \"z\")", "[0:3]", "[1]", "[::-1]", " ~ ", "\"a\"", " * 3", " + ",
-    "{% for c in ", "{% endfor %}", "{{ c }}", "{% set x = ", "{{ x }}", "{% if ", "{% endif %}",
-    "{% include ", "{% import ", " as m %}", "{% extends ", "{% macro m() %}", "{% endmacro %}",
-    "{{ m() }}", "{% filter upper %}", "{% endfilter %}", " is string", " is defined", "(", ")",
-    "config.k", "{{ config.k }}", "{#", "#}", "{% raw %}", "{% endraw %}", "\n",
+    "{{ secret(\"pw\") }}",
+    "secret(\"pw\")",
+    "{{ ",
+    " }}",
+    "{% ",
+    " %}",
+    "|upper",
+    "|lower",
+    "|reverse",
+    "|list",
+    "|join(\",\")",
+    "|string",
+    "|title",
+    "|first",
+    "|last",
+    "|length",
+    "|replace(\"Z\", \"z\")",
+    "[0:3]",
+    "[1]",
+    "[::-1]",
+    " ~ ",
+    "\"a\"",
+    " * 3",
+    " + ",
+    "{% for c in ",
+    "{% endfor %}",
+    "{{ c }}",
+    "{% set x = ",
+    "{{ x }}",
+    "{% if ",
+    "{% endif %}",
+    "{% include ",
+    "{% import ",
+    " as m %}",
+    "{% extends ",
+    "{% macro m() %}",
+    "{% endmacro %}",
+    "{{ m() }}",
+    "{% filter upper %}",
+    "{% endfilter %}",
+    " is string",
+    " is defined",
+    "(",
+    ")",
+    "config.k",
+    "{{ config.k }}",
+    "{#",
+    "#}",
+    "{% raw %}",
+    "{% endraw %}",
+    "\n",
 ];
 
 /// Finding 2: whatever a template does with a secret, the value shows only whole, never
@@ -201,7 +283,9 @@ fn fuzz_template_secrets() {
     let mut values = std::collections::BTreeMap::new();
     values.insert(
         "pw".to_string(),
-        Ok(Some(clarity::secret::SecretString::from(CANARY.to_string()))),
+        Ok(Some(clarity::secret::SecretString::from(
+            CANARY.to_string(),
+        ))),
     );
     let bag = Arc::new(SecretBag { values });
     let ctx = minijinja::Value::from_serialize(serde_json::json!({
@@ -252,7 +336,11 @@ fn tar_path() -> impl Strategy<Value = String> {
     let part = proptest::sample::select(&["a", "b", "c", ".", "..", "x.txt"][..]);
     (any::<bool>(), proptest::collection::vec(part, 1..4)).prop_map(|(abs, parts)| {
         let p = parts.join("/");
-        if abs && p.len() % 7 == 0 { format!("/{p}") } else { p }
+        if abs && p.len() % 7 == 0 {
+            format!("/{p}")
+        } else {
+            p
+        }
     })
 }
 
@@ -263,7 +351,10 @@ fn tar_entries() -> impl Strategy<Value = Vec<Entry>> {
         2 => tar_path().prop_map(EntryKind::Symlink),
         1 => tar_path().prop_map(EntryKind::Hardlink),
     ];
-    proptest::collection::vec((tar_path(), kind).prop_map(|(path, kind)| Entry { path, kind }), 1..7)
+    proptest::collection::vec(
+        (tar_path(), kind).prop_map(|(path, kind)| Entry { path, kind }),
+        1..7,
+    )
 }
 
 /// The tar bytes for `entries`, names written raw (the tar crate refuses `..` when asked
@@ -388,9 +479,28 @@ fn wire_seeds() -> (String, String) {
 }
 
 const JSON_FRAGMENTS: &[&str] = &[
-    "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u0000", "\\ud800", "null", "true", "-1",
-    "18446744073709551616", "1e999", "\"event\":\"done\"", "\"outcome\":\"converged\"",
-    "\"event\":\"rollback\"", "\"format\":", "\"deployments\":{}", "\u{0}", "\n",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\"",
+    "\\",
+    "\\u0000",
+    "\\ud800",
+    "null",
+    "true",
+    "-1",
+    "18446744073709551616",
+    "1e999",
+    "\"event\":\"done\"",
+    "\"outcome\":\"converged\"",
+    "\"event\":\"rollback\"",
+    "\"format\":",
+    "\"deployments\":{}",
+    "\u{0}",
+    "\n",
 ];
 
 /// The reconciler's decoder of what an agent prints: never panics, and whatever it accepts
@@ -430,24 +540,28 @@ fn fuzz_webhook_signature() {
         ],
         any::<bool>(),
     );
-    fuzz("webhook_signature", strategy, |(secret, body, given, use_right)| {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(body);
-        let right = mac.finalize().into_bytes().to_vec();
-        let signature = if *use_right {
-            format!("sha256={}", hex::encode(&right))
-        } else {
-            given.clone()
-        };
-        let accepted = clarity::serve::github_signature_ok(secret, body, &signature);
-        let decodes_right = signature
-            .trim()
-            .strip_prefix("sha256=")
-            .and_then(|h| hex::decode(h).ok())
-            .is_some_and(|d| d == right);
-        prop_assert_eq!(accepted, decodes_right, "signature {:?}", signature);
-        Ok(())
-    });
+    fuzz(
+        "webhook_signature",
+        strategy,
+        |(secret, body, given, use_right)| {
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            mac.update(body);
+            let right = mac.finalize().into_bytes().to_vec();
+            let signature = if *use_right {
+                format!("sha256={}", hex::encode(&right))
+            } else {
+                given.clone()
+            };
+            let accepted = clarity::serve::github_signature_ok(secret, body, &signature);
+            let decodes_right = signature
+                .trim()
+                .strip_prefix("sha256=")
+                .and_then(|h| hex::decode(h).ok())
+                .is_some_and(|d| d == right);
+            prop_assert_eq!(accepted, decodes_right, "signature {:?}", signature);
+            Ok(())
+        },
+    );
 }
 
 /// The fuzz step must not skip in CI: the example repository and a temp dir are all it needs.
