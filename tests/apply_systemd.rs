@@ -95,6 +95,7 @@ fn converge(host: &Host, config: &Path) -> HostOutcome {
     let secrets = InventorySecrets::new(&loaded.inventory, None);
     let ctx = Context {
         env: BTreeMap::new(),
+        allowed_env: Vec::new(),
         secrets: &secrets,
         lenient_env: false,
         config_root: Some(snapshot.root.clone()),

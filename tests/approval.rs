@@ -656,3 +656,60 @@ fn unusable_repository_key_files_are_mentioned_in_the_refusal() {
         Err(ApprovalError::Git { .. })
     ));
 }
+
+// Security review, finding 4 (b): without a trusted base (a lost, rebuilt or moved-aside
+// ledger) the requirement that an earlier commit made still holds, and a head that lifts it
+// is refused until an operator names a base.
+#[test]
+fn without_a_trusted_base_an_earlier_requirement_still_holds() {
+    if !prerequisites(false) {
+        return;
+    }
+    let repo = Repo::new("sub");
+    let alice = SshKey::new(&repo.outside, "alice");
+    repo.write("clarity.yml", &repo_settings(true));
+    repo.write("keys/allowed_signers", &alice.allowed());
+    let signed = repo.commit("Require signatures", Sign::Ssh(&alice));
+    repo.write("clarity.yml", &repo_settings(false));
+    let lift = repo.commit("Stop requiring signatures", Sign::No);
+    let head = repo.commit("And then anything", Sign::No);
+    let (commit, kind, message) = refused(repo.check(None, head, &Policy::default()));
+    assert_eq!((commit, kind), (head, RefusalKind::UnknownBase));
+    assert!(message.contains("no trusted base"), "{message}");
+    let err = repo.check(None, head, &Policy::default()).unwrap_err();
+    assert!(err.hint().unwrap().contains("--trust-from"), "{err:?}");
+    // Named as the base, the signed commit judges the rest: the lift is not signed.
+    let (commit, kind, _) = refused(repo.check(Some(signed), head, &Policy::default()));
+    assert_eq!((commit, kind), (lift, RefusalKind::NotSigned));
+}
+
+// Finding 4 (a): a rewritten history is judged from the last trusted commit, which is not
+// its ancestor: the rewritten commits need signatures by the keys trusted there.
+#[test]
+fn a_rewritten_history_is_judged_from_the_last_trusted_commit() {
+    if !prerequisites(false) {
+        return;
+    }
+    let repo = Repo::new("");
+    let alice = SshKey::new(&repo.outside, "alice");
+    repo.write("clarity.yml", &repo_settings(true));
+    repo.write("keys/allowed_signers", &alice.allowed());
+    let root = repo.commit("Require signatures", Sign::Ssh(&alice));
+    repo.write("clients/acme/a.yml", "x: 1\n");
+    let applied = repo.commit("Applied", Sign::Ssh(&alice));
+    git(&repo.top, &["reset", "-q", "--hard", &root.to_string()]);
+    repo.write("clients/acme/a.yml", "x: 2\n");
+    let rewritten = repo.commit("Force-pushed, unsigned", Sign::No);
+    let (commit, kind, _) = refused(repo.check(Some(applied), rewritten, &Policy::default()));
+    assert_eq!((commit, kind), (rewritten, RefusalKind::NotSigned));
+    git(&repo.top, &["reset", "-q", "--hard", &root.to_string()]);
+    repo.write("clients/acme/a.yml", "x: 3\n");
+    let signed = repo.commit("Force-pushed, signed", Sign::Ssh(&alice));
+    let approved = repo
+        .check(Some(applied), signed, &Policy::default())
+        .unwrap();
+    assert_eq!(
+        approved.checked,
+        vec![(signed, "alice@example.com".to_string())]
+    );
+}

@@ -34,6 +34,7 @@ fn desired_hosts(repo: &Path) -> Vec<desired::DesiredHost> {
     let secrets = InventorySecrets::new(&loaded.inventory, None);
     let ctx = Context {
         env: BTreeMap::new(),
+        allowed_env: Vec::new(),
         secrets: &secrets,
         lenient_env: false,
         config_root: None,
@@ -402,9 +403,54 @@ fn an_undefined_template_variable_names_the_template_and_line() {
     });
     let snapshot = source::read(repo.path(), &ReadMode::WorkingTree).unwrap();
     let loaded = clarity::load::load(&snapshot);
-    let diags = clarity::desired::check(&loaded.inventory);
+    let diags = clarity::desired::check(&loaded.inventory, &[]);
     assert_eq!(diags.len(), 1, "{diags:?}");
     assert_eq!(diags[0].file, "templates/web/web.conf.j2");
     assert_eq!(diags[0].line, 4);
     assert_eq!(diags[0].code, "template-render");
+}
+
+// Security review, finding 8: a drift finding on a file that holds a secret says only that it
+// changed; hash prefixes would let a reader of the finding test guesses of the secret offline.
+#[test]
+fn drift_of_a_file_holding_a_secret_shows_no_hashes() {
+    let mut hosts = desired_hosts(&fixtures().join("repo"));
+    let host = &mut hosts[0];
+    let dep = &mut host.deployments[0];
+    let mut file = dep
+        .release_files
+        .first()
+        .or(dep.host_files.first())
+        .cloned()
+        .expect("a file");
+    file.content =
+        desired::FileContent::new(true, "password=s3cret-value\n".into(), &["s3cret-value"]);
+    assert!(file.content.sensitive);
+    dep.release_files = vec![file.clone()];
+    dep.host_files.clear();
+    let name = dep.name.clone();
+    let mut actual = converged(host);
+    let ad = actual.deployments.get_mut(&name).unwrap();
+    let af = ad
+        .files
+        .iter_mut()
+        .find(|f| f.destination == file.destination)
+        .unwrap();
+    af.sha256 = Some("ab".repeat(32));
+    let found = plan::drift::drift(host, &actual);
+    let modified = found
+        .iter()
+        .find(|f| f.kind.as_str() == "file-modified")
+        .unwrap_or_else(|| panic!("{found:?}"));
+    assert!(
+        modified.detail.contains("(sensitive file changed)"),
+        "{}",
+        modified.detail
+    );
+    assert!(!modified.detail.contains("abab"), "{}", modified.detail);
+    assert!(
+        !modified.detail.contains(&file.content.sha256[..12]),
+        "{}",
+        modified.detail
+    );
 }

@@ -710,3 +710,184 @@ fn a_burst_of_pushes_coalesces_into_few_passes_that_end_on_the_last_commit() {
     assert!(applied.len() < pushed.len(), "{applied:?}");
     assert_eq!(applied.first().copied(), Some(last.as_str()), "{applied:?}");
 }
+
+/// Removes the loop's ledger (and its WAL files), as a lost disk or an operator would.
+fn delete_ledger(f: &Fixture) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(f.work.join(format!("ledger.sqlite{suffix}")));
+    }
+}
+
+/// A note on `target` in `origin` copied from the run note of `from`, claiming a successful
+/// apply of `target` finished in 2099: what anyone who can push notes can forge.
+fn forge_note(origin: &Path, from: &str, target: &str) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(origin)
+        .args(["notes", "--ref", "clarity", "show", from])
+        .output()
+        .unwrap();
+    let note = String::from_utf8_lossy(&out.stdout);
+    let line = note
+        .lines()
+        .find_map(|l| l.strip_prefix("clarity-run: "))
+        .unwrap_or_else(|| panic!("no run in the note of {from}: {note}"));
+    let mut run: serde_json::Value = serde_json::from_str(line).unwrap();
+    run["id"] = "20991231T000000Z-f0f0f0f0".into();
+    run["commit"] = target.into();
+    run["started_at"] = "2099-12-31T00:00:00Z".into();
+    run["finished_at"] = "2099-12-31T00:00:01Z".into();
+    run["outcome"] = "success".into();
+    run["mode"] = "apply".into();
+    support::git(
+        origin,
+        &[
+            "notes",
+            "--ref",
+            "clarity",
+            "add",
+            "-f",
+            "-m",
+            &format!("clarity-run: {run}"),
+            target,
+        ],
+    );
+}
+
+// Security review, finding 4: with signatures required by the repository's own clarity.yml
+// (no key configured on the reconciler), an unsigned commit that lifts the requirement is not
+// applied after the ledger is deleted (b), after `history rebuild` took a forged, future-dated
+// note marking it applied (c, d: and the refusal is not repeated in a loop), nor as a
+// force-push with --allow-rewrite (a); a signed rewrite still is.
+#[test]
+fn approval_survives_a_lost_ledger_forged_notes_a_future_clock_and_a_rewrite() {
+    let Some(_) = support::require_program("ssh-keygen") else {
+        return;
+    };
+    let Some(f) = prerequisites() else { return };
+    let initial = head(&f.repo);
+    let keys = f.work.parent().unwrap().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (key, allowed) = ssh_signer(&keys);
+    let settings = |require: bool| {
+        format!(
+            "keep_releases: 3\napproval:\n  require_signed_commits: {require}\n  trusted_keys:\n    - keys/allowed_signers\n"
+        )
+    };
+    f.write(
+        "keys/allowed_signers",
+        &std::fs::read_to_string(&allowed).unwrap(),
+    );
+    f.write("clarity.yml", &settings(true));
+    f.set_deployment("1.0.0", "signed hello", "");
+    signed_commit(&f, &key, "require signatures");
+    let signed = head(&f.repo);
+
+    // A first start knows no trusted base: refused until the operator names one.
+    let mut w = Watch::start(&f, &[]);
+    w.wait(
+        "the refusal for want of a base",
+        Duration::from_secs(60),
+        || w.log().contains("no trusted base"),
+    );
+    assert_eq!(greeting(&f), None, "{}", w.log());
+    assert!(w.terminate().success());
+    let mut w = Watch::start(&f, &["--trust-from", &signed]);
+    w.wait(
+        "the signed commit to converge",
+        Duration::from_secs(60),
+        || greeting(&f).as_deref() == Some("signed hello") && w.note(&signed).is_some(),
+    );
+    assert!(w.log().contains("named with --trust-from"), "{}", w.log());
+
+    // An unsigned commit that also lifts the requirement is refused.
+    f.write("clarity.yml", &settings(false));
+    f.set_deployment("1.0.0", "sneaky hello", "");
+    f.commit("unsigned, lifting the requirement");
+    let unsigned = push(&f);
+    w.wait("the refusal", Duration::from_secs(60), || {
+        w.log().lines().any(|l| {
+            l.contains("refused") && l.contains(&unsigned[..8]) && l.contains("not signed")
+        })
+    });
+    assert!(w.terminate().success());
+
+    // (b) The ledger is lost: the same head is still refused.
+    delete_ledger(&f);
+    let mut w = Watch::start(&f, &[]);
+    w.wait(
+        "the refusal without a ledger",
+        Duration::from_secs(60),
+        || w.log().contains("no trusted base"),
+    );
+    assert_eq!(greeting(&f).as_deref(), Some("signed hello"));
+    assert!(w.terminate().success());
+
+    // (c, d) A forged note says the unsigned commit was applied, in 2099; the ledger is
+    // rebuilt from the notes, and another unsigned commit follows.
+    delete_ledger(&f);
+    forge_note(&w.origin, &signed, &unsigned);
+    let rebuilt = Command::new(support::clarity_bin())
+        .args(["history", "rebuild", "--repo"])
+        .arg(&w.origin)
+        .arg("--work-dir")
+        .arg(&f.work)
+        .output()
+        .unwrap();
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    f.set_deployment("1.0.0", "sneakier hello", "");
+    f.commit("unsigned, on top of the forged one");
+    let next = push(&f);
+    let mut w = Watch::start(&f, &[]);
+    w.wait(
+        "the refusal after the rebuild",
+        Duration::from_secs(60),
+        || {
+            w.log().lines().any(|l| {
+                l.contains("refused") && l.contains(&next[..8]) && l.contains("no trusted base")
+            })
+        },
+    );
+    // Its own note writes and the future-dated record do not make the loop judge again.
+    std::thread::sleep(Duration::from_secs(5));
+    let refusals = w.log().matches("refused: main").count();
+    assert_eq!(refusals, 1, "{}", w.log());
+    assert_eq!(greeting(&f).as_deref(), Some("signed hello"));
+    assert!(w.terminate().success());
+
+    // (a) A force-push of unsigned history, with --allow-rewrite: judged from the trusted
+    // commit, which requires signatures, so refused.
+    support::git(&f.repo, &["reset", "-q", "--hard", &initial]);
+    f.set_deployment("1.0.0", "rewritten hello", "");
+    f.commit("unsigned rewrite");
+    support::git(&f.repo, &["push", "-q", "--force", "origin", "main"]);
+    let rewritten = head(&f.repo);
+    let mut w = Watch::start(&f, &["--allow-rewrite", "--trust-from", &signed]);
+    w.wait("the rewrite's refusal", Duration::from_secs(60), || {
+        w.log().lines().any(|l| {
+            l.contains("refused") && l.contains(&rewritten[..8]) && l.contains("not signed")
+        })
+    });
+    assert_eq!(greeting(&f).as_deref(), Some("signed hello"));
+    // A signed rewrite is applied: the key trusted at the base vouches for it.
+    support::git(&f.repo, &["reset", "-q", "--hard", &initial]);
+    f.set_deployment("1.0.0", "signed rewrite", "");
+    signed_commit(&f, &key, "signed rewrite");
+    support::git(&f.repo, &["push", "-q", "--force", "origin", "main"]);
+    let bearer = format!("Authorization: Bearer {}", w.token);
+    assert_eq!(
+        w.curl("/api/v1/reconcile", &["-X", "POST", "-H", &bearer])
+            .0,
+        202
+    );
+    w.wait(
+        "the signed rewrite to converge",
+        Duration::from_secs(60),
+        || greeting(&f).as_deref() == Some("signed rewrite"),
+    );
+    assert!(w.terminate().success());
+}

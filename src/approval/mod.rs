@@ -54,6 +54,9 @@ pub enum RefusalKind {
     UnsupportedSignature,
     /// Signatures are required but no key is trusted at all.
     NoTrustedKeys,
+    /// Signatures are required and no trusted base is known to judge from (the ledger has no
+    /// approved commit of the branch), and no key is configured on the reconciler.
+    UnknownBase,
 }
 
 impl RefusalKind {
@@ -65,6 +68,7 @@ impl RefusalKind {
             RefusalKind::BadSignature => "bad_signature",
             RefusalKind::UnsupportedSignature => "unsupported_signature",
             RefusalKind::NoTrustedKeys => "no_trusted_keys",
+            RefusalKind::UnknownBase => "unknown_base",
         }
     }
 }
@@ -122,10 +126,16 @@ impl ApprovalError {
                 RefusalKind::UnsupportedSignature => {
                     "sign with an SSH key (`git config gpg.format ssh`) or an OpenPGP key"
                 }
+                RefusalKind::UnknownBase => {
+                    "check which commit was applied last (or review one), then start the loop \
+                     once with --trust-from COMMIT: it is recorded in the ledger as the base, \
+                     and every commit after it is judged from it"
+                }
                 RefusalKind::NoTrustedKeys => {
                     "pass --trusted-keys FILE to the reconciler (an SSH allowed_signers file or an \
                      ASCII-armored OpenPGP public key), or list such files under \
-                     approval.trusted_keys in clarity.yml at the last applied commit"
+                     approval.trusted_keys in clarity.yml at the last applied commit (on a first \
+                     start, name that commit with --trust-from)"
                 }
             },
             ApprovalError::Tool { program, .. } => {
@@ -165,9 +175,12 @@ fn short(id: &Oid) -> String {
 /// included), parents first, and stops at the first one refused.
 ///
 /// `repo` is the config root (the repository is discovered from it; `clarity.yml` and the key
-/// files it names are read below the root's path inside the tree). With `last_applied` `None`
-/// (first run, or the last applied commit no longer exists) only `head` is judged, with the
-/// configured keys only, and only `policy.require_signed` can require signatures.
+/// files it names are read below the root's path inside the tree). `last_applied` is the last
+/// trusted commit (it need not be an ancestor of `head`: after a force-push the new commits are
+/// judged from it). With `last_applied` `None` (first run, or no trusted base known) signatures
+/// are required when the reconciler or any `clarity.yml` in `head`'s history requires them; then
+/// only `head` is judged, with the configured keys only, and without configured keys the head
+/// is refused (`UnknownBase`) until an operator names a trusted base.
 pub fn check_range(
     repo: &Path,
     last_applied: Option<Oid>,
@@ -202,7 +215,10 @@ pub fn check_range(
                     .settings_at(last)
                     .is_some_and(|s| s.approval.require_signed_commits)
             }
-            None => false,
+            // No trusted base (a first start, or a lost, rebuilt or moved-aside ledger): the
+            // commits themselves are untrusted, so if any of them ever asked for signatures,
+            // a head that drops the requirement must not switch it off.
+            None => judge.history_requires_signing(head)?,
         };
     if !required {
         return Ok(Approved {
@@ -211,6 +227,20 @@ pub fn check_range(
         });
     }
 
+    // The reconciler requiring signatures without any key is its own misconfiguration
+    // (`NoTrustedKeys` below); a requirement from the repository's history needs a base.
+    if last_applied.is_none() && policy.configured.is_empty() && !policy.require_signed {
+        return Err(ApprovalError::Refused {
+            commit: head,
+            summary: judge.summary(head),
+            kind: RefusalKind::UnknownBase,
+            reason: "signed commits are required, but no trusted base is known (the ledger \
+                     records no commit this loop approved: a first start, or a ledger that was \
+                     deleted, rebuilt from notes or moved aside), and the repository's own keys \
+                     count only from a trusted commit"
+                .into(),
+        });
+    }
     let range = match last_applied {
         None => vec![head],
         Some(last) => judge.range(last, head)?,
@@ -264,6 +294,49 @@ impl Judge<'_> {
             repo: self.root.to_path_buf(),
             source,
         }
+    }
+
+    fn summary(&self, id: Oid) -> String {
+        self.git
+            .find_commit(id)
+            .map(|c| String::from_utf8_lossy(c.summary_bytes().unwrap_or_default()).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Whether `head` or any commit before it has a `clarity.yml` that requires signed
+    /// commits. Commits whose tree shares the `clarity.yml` blob of one already read are not
+    /// parsed again.
+    fn history_requires_signing(&self, head: Oid) -> Result<bool, ApprovalError> {
+        let mut walk = self.git.revwalk().map_err(self.git_err())?;
+        walk.push(head).map_err(self.git_err())?;
+        let path = format!(
+            "{}clarity.yml",
+            if self.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", self.prefix.trim_end_matches('/'))
+            }
+        );
+        let mut seen = HashSet::new();
+        for id in walk {
+            let id = id.map_err(self.git_err())?;
+            let Ok(tree) = self.git.find_commit(id).and_then(|c| c.tree()) else {
+                continue;
+            };
+            let Ok(entry) = tree.get_path(Path::new(&path)) else {
+                continue;
+            };
+            if !seen.insert(entry.id()) {
+                continue;
+            }
+            if self
+                .settings_at(id)
+                .is_some_and(|s| s.approval.require_signed_commits)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn find(&self, id: Oid) -> Result<(), ApprovalError> {

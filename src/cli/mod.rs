@@ -57,11 +57,58 @@ pub struct GlobalArgs {
     /// Only this server (host name).
     #[arg(long, global = true, value_name = "HOSTNAME")]
     pub server: Option<String>,
+    /// An environment variable of the reconciler that the repository may read with
+    /// `${ENV:NAME}` (repeatable; CLARITY_ALLOW_ENV takes a comma-separated list). By default
+    /// none: a repository cannot read the reconciler's or CI's environment, and any other
+    /// `${ENV:..}` is a validation error.
+    #[arg(
+        long = "allow-env",
+        global = true,
+        value_name = "NAME",
+        env = "CLARITY_ALLOW_ENV",
+        value_delimiter = ','
+    )]
+    pub allow_env: Vec<String>,
+    /// A directory on the reconciler that an absolute `file` repository path may lie under
+    /// (repeatable; CLARITY_ALLOW_FILE_ROOTS takes a comma-separated list). By default a
+    /// `file` repository must be inside the config repository.
+    #[arg(
+        long = "allow-file-root",
+        global = true,
+        value_name = "DIR",
+        env = "CLARITY_ALLOW_FILE_ROOTS",
+        value_delimiter = ','
+    )]
+    pub allow_file_root: Vec<String>,
+    /// Accept `prod` deployments fetching from an `http://` repository with credentials (they
+    /// travel readable by anyone on the path). Without it that is a validation error; for other
+    /// profiles it is a warning.
+    #[arg(long, global = true)]
+    pub allow_http_credentials: bool,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     #[command(flatten)]
     pub reach: reach::ReachArgs,
+}
+
+impl GlobalArgs {
+    /// The checks that depend on the operator's flags rather than on the repository, run by
+    /// `validate` and before every plan.
+    pub(crate) fn operator_checks(
+        &self,
+        inv: &crate::load::Inventory,
+    ) -> Vec<crate::diag::Diagnostic> {
+        let mut out = crate::load::env_refs::check(inv, &self.allow_env);
+        out.extend(crate::load::operator_policy::check(
+            inv,
+            &crate::load::operator_policy::OperatorPolicy {
+                file_roots: self.allow_file_root.clone(),
+                allow_http_credentials: self.allow_http_credentials,
+            },
+        ));
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

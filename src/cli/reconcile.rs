@@ -385,7 +385,9 @@ pub(super) fn compute(
     age_identity: Option<&std::path::Path>,
     deployment: Option<&str>,
 ) -> Result<Computed, CliError> {
-    let loaded = crate::load::load(snapshot);
+    let mut loaded = crate::load::load(snapshot);
+    let operator_diags = global.operator_checks(&loaded.inventory);
+    loaded.diagnostics.extend(operator_diags);
     let (templates, template_diags) = Templates::new(&loaded.inventory);
     if loaded.has_errors() || !template_diags.is_empty() {
         let mut all = loaded.diagnostics;
@@ -409,7 +411,11 @@ pub(super) fn compute(
         crate::secret::identities_from(age_identity).map_err(|e| CliError::hinted(&e, e.hint()))?;
     let secrets = InventorySecrets::new(inv, identities);
     let ctx = Context {
-        env: std::env::vars().collect(),
+        // Only what the operator allowed is visible to the repository at all.
+        env: std::env::vars()
+            .filter(|(k, _)| global.allow_env.contains(k))
+            .collect(),
+        allowed_env: global.allow_env.clone(),
         secrets: &secrets,
         lenient_env: false,
         config_root: Some(snapshot.root.clone()),

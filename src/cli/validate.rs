@@ -20,10 +20,12 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs) -> CliResult {
     };
     let snapshot = source::read(&global.repo, &mode)?;
     let mut loaded = crate::load::load(&snapshot);
+    let operator_diags = global.operator_checks(&loaded.inventory);
+    loaded.diagnostics.extend(operator_diags);
     if !loaded.has_errors() {
         loaded
             .diagnostics
-            .extend(crate::desired::check(&loaded.inventory));
+            .extend(crate::desired::check(&loaded.inventory, &global.allow_env));
     }
     let errors = loaded.diagnostics.error_count();
     let warnings = loaded.diagnostics.warning_count();

@@ -31,12 +31,29 @@ pub struct WatchArgs {
     /// 0 turns them off.
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub drift_interval: u64,
-    /// Apply a branch whose history was rewritten (force-pushed) instead of refusing it.
+    /// Apply a branch whose history was rewritten (force-pushed) instead of refusing it. When
+    /// signed commits are required, the new commits are still judged from the last trusted
+    /// commit.
     #[arg(long)]
     pub allow_rewrite: bool,
+    /// A commit the operator vouches for, recorded in the ledger as the base signed-commit
+    /// approval judges from, for a branch whose ledger knows none (a first start, or a ledger
+    /// that was deleted, rebuilt from notes or moved aside). Without a known base a branch
+    /// whose repository requires signed commits is refused.
+    #[arg(long, value_name = "COMMIT")]
+    pub trust_from: Option<String>,
     /// Address of the status API, /metrics and the push webhook; `off` serves nothing.
     #[arg(long, default_value = "127.0.0.1:8420", value_name = "ADDR")]
     pub listen: String,
+    /// A host name the status API answers besides the loopback names (repeatable): the name a
+    /// reverse proxy forwards in `Host`. Requests for any other `Host` get 421, so a web page
+    /// cannot read the API through DNS rebinding.
+    #[arg(long, value_name = "NAME")]
+    pub api_allowed_host: Vec<String>,
+    /// Reads of the status API and /metrics need the bearer token as well (`/healthz` stays
+    /// open). Without it, readers without the token see URLs and paths hidden.
+    #[arg(long)]
+    pub api_token_for_reads: bool,
     /// File holding the bearer token that `POST /api/v1/reconcile` requires (without one the
     /// endpoint is disabled).
     #[arg(long, env = "CLARITY_API_TOKEN_FILE", value_name = "FILE")]
@@ -81,6 +98,10 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
         watch.webhook_secret_file.as_deref(),
         "--webhook-secret-file",
     )?;
+    if watch.api_token_for_reads && api_token.is_none() {
+        return Err(CliError::new("--api-token-for-reads needs a token")
+            .hint("pass --api-token-file FILE (or CLARITY_API_TOKEN_FILE)"));
+    }
     let configured = crate::approval::TrustedKeys::load(&watch.trusted_keys)
         .map_err(|e| CliError::hinted(&e, e.hint()))?;
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
@@ -94,12 +115,17 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
         drift_interval: (watch.drift_interval > 0)
             .then(|| Duration::from_secs(watch.drift_interval)),
         allow_rewrite: watch.allow_rewrite,
+        trust_from: watch.trust_from.clone(),
         profiles: global
             .profile
             .as_ref()
             .map(|p| p.split(',').map(|s| s.trim().to_string()).collect()),
         listen,
         api_token,
+        api_access: crate::serve::Access {
+            allowed_hosts: watch.api_allowed_host.clone(),
+            token_for_reads: watch.api_token_for_reads,
+        },
         webhook_secret,
         approval: crate::approval::Policy {
             require_signed: watch.require_signed_commits,

@@ -8,7 +8,8 @@ use crate::diag::{Diagnostic, Pos};
 use crate::load::Inventory;
 use std::collections::{BTreeMap, BTreeSet};
 
-pub fn check(inv: &Inventory) -> Vec<Diagnostic> {
+/// `allowed_env` are the `${ENV:..}` names the reconciler allows (`--allow-env`).
+pub fn check(inv: &Inventory, allowed_env: &[String]) -> Vec<Diagnostic> {
     let (templates, mut out) = Templates::new(inv);
     // A template that does not compile is reported once, as `template-syntax`; every other
     // template and reference is still checked, so one typo does not hide the other problems.
@@ -16,6 +17,7 @@ pub fn check(inv: &Inventory) -> Vec<Diagnostic> {
     let secrets = InventorySecrets::new(inv, None);
     let ctx = Context {
         env: Default::default(),
+        allowed_env: allowed_env.to_vec(),
         secrets: &secrets,
         lenient_env: true,
         config_root: None,

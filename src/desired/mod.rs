@@ -10,9 +10,10 @@ mod check;
 mod render;
 mod resolve;
 mod secrets;
+mod template_scan;
 
 pub use check::check;
-pub use render::Templates;
+pub use render::{SecretBag, Templates};
 pub use resolve::{Context, SecretLookup};
 pub use secrets::InventorySecrets;
 

@@ -20,8 +20,11 @@ pub trait SecretLookup: Sync {
 
 /// Everything outside the inventory that resolution needs.
 pub struct Context<'a> {
-    /// The reconciler's environment, for `${ENV:NAME}`.
+    /// The reconciler's environment variables that `${ENV:NAME}` may read: only those the
+    /// reconciler's own configuration allows (`--allow-env`), never chosen by the repository.
     pub env: BTreeMap<String, String>,
+    /// The names allowed by `--allow-env` (set or not), for telling "not allowed" from "unset".
+    pub allowed_env: Vec<String>,
     pub secrets: &'a dyn SecretLookup,
     /// `validate` has no runtime environment: a missing `${ENV:..}` then resolves to a
     /// placeholder instead of failing.
@@ -37,6 +40,7 @@ struct Scope<'a> {
     profile: &'a str,
     config: &'a BTreeMap<String, serde_json::Value>,
     env: &'a BTreeMap<String, String>,
+    allowed_env: &'a [String],
     lenient_env: bool,
     bag: &'a Arc<SecretBag>,
     templates: &'a Templates,
@@ -44,9 +48,16 @@ struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    /// Substitutes the references of `s`. `allow_config` is false inside `configuration`
-    /// itself, so configuration values cannot chain into each other.
+    /// Substitutes the references of `s` into finished text (secrets in place).
     fn resolve(&self, s: &str, allow_config: bool) -> Result<String, String> {
+        self.resolve_marked(s, allow_config)
+            .map(|t| self.bag.reveal(&t))
+    }
+
+    /// Substitutes the references of `s`, secrets as their markers (so a template given the
+    /// result sees them opaque). `allow_config` is false inside `configuration` itself, so
+    /// configuration values cannot chain into each other.
+    fn resolve_marked(&self, s: &str, allow_config: bool) -> Result<String, String> {
         let pieces = reference::parse(s).map_err(|e| e.message)?;
         let mut out = String::with_capacity(s.len());
         for p in pieces {
@@ -56,6 +67,14 @@ impl Scope<'_> {
                     RefKind::ClientId => out.push_str(self.client),
                     RefKind::Server => out.push_str(self.server),
                     RefKind::Profile => out.push_str(self.profile),
+                    RefKind::Env if !self.allowed_env.contains(&r.arg) => {
+                        return Err(format!(
+                            "`${{ENV:{}}}`: the reconciler does not allow reading `{}` (allowed: {})",
+                            r.arg,
+                            r.arg,
+                            crate::load::env_refs::allowed_list(self.allowed_env)
+                        ));
+                    }
                     RefKind::Env => match self.env.get(&r.arg) {
                         Some(v) => out.push_str(v),
                         None if self.lenient_env => out.push_str(&format!("«env:{}»", r.arg)),
@@ -66,7 +85,7 @@ impl Scope<'_> {
                             ));
                         }
                     },
-                    RefKind::Secret => out.push_str(&self.bag.get(&r.arg)?),
+                    RefKind::Secret => out.push(self.bag.marker(&r.arg)?),
                     RefKind::Config if !allow_config => {
                         return Err(format!(
                             "`${{CONFIG:{}}}` inside `configuration`: configuration values cannot refer to each other",
@@ -86,7 +105,7 @@ impl Scope<'_> {
                     RefKind::Template => out.push_str(
                         &self
                             .templates
-                            .render(&r.arg, self.template_ctx, self.bag)
+                            .render_marked(&r.arg, self.template_ctx, self.bag)
                             .map_err(|e| format!("template {}: {}", e.file(), e.message))?,
                     ),
                 },
@@ -96,9 +115,11 @@ impl Scope<'_> {
     }
 }
 
+/// Resolves a configuration value, secrets as markers: it becomes template context, where a
+/// secret must stay opaque, and is revealed only where it lands in finished text.
 fn resolve_json(scope: &Scope, v: &serde_json::Value) -> Result<serde_json::Value, String> {
     Ok(match v {
-        serde_json::Value::String(s) => serde_json::Value::String(scope.resolve(s, false)?),
+        serde_json::Value::String(s) => serde_json::Value::String(scope.resolve_marked(s, false)?),
         serde_json::Value::Array(a) => serde_json::Value::Array(
             a.iter()
                 .map(|x| resolve_json(scope, x))
@@ -354,6 +375,7 @@ fn deployment(
         profile,
         config: &empty,
         env: &ctx.env,
+        allowed_env: &ctx.allowed_env,
         lenient_env: ctx.lenient_env,
         bag,
         templates,

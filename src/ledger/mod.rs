@@ -8,12 +8,14 @@
 //! aside, never overwritten or deleted, and the error says how to rebuild from the notes.
 
 pub mod api;
+mod approval_base;
 pub mod notes;
 mod pins;
 mod query;
 pub mod schema;
 mod write;
 
+pub use approval_base::BaseReason;
 pub use notes::NotesError;
 pub use pins::Pin;
 pub use query::{

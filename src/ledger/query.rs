@@ -469,20 +469,20 @@ impl Ledger {
     }
 
     /// The commit of the newest apply run of `branch` that was approved and applied, whatever
-    /// its hosts did (refused commits do not count): where the watch loop judges new commits
-    /// from.
+    /// its hosts did (refused commits do not count). Newest means recorded last: a record's
+    /// own clock (which a note or a skewed host can set to the future) never decides.
     pub fn last_approved_commit(&self, branch: &str) -> Result<Option<String>, LedgerError> {
         self.conn
             .prepare_cached(
                 "SELECT commit_id FROM runs
                   WHERE mode = 'apply' AND branch = ?1 AND outcome <> 'refused'
-                  ORDER BY finished_at DESC, id DESC LIMIT 1",
+                  ORDER BY rowid DESC LIMIT 1",
             )
             .and_then(|mut s| s.query_row([branch], |r| r.get(0)).optional())
             .map_err(|source| self.err("find the last approved commit", source))
     }
 
-    /// The commit of the newest apply run matching `filter`.
+    /// The commit of the newest apply run matching `filter`, newest meaning recorded last.
     pub fn last_applied_commit(
         &self,
         filter: &AppliedFilter,
@@ -502,7 +502,7 @@ impl Ledger {
                          WHERE h.run_id = r.id
                            AND (?2 IS NULL OR h.client = ?2)
                            AND (?3 IS NULL OR d.profile = ?3)))
-                  ORDER BY r.finished_at DESC, r.id DESC
+                  ORDER BY r.rowid DESC
                   LIMIT 1",
             )
             .map_err(err)?

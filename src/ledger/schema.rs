@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: V4,
         backfill: None,
     },
+    Migration {
+        description: "approval bases: commits the watch loop judged approved, or an operator named",
+        sql: V5,
+        backfill: Some(backfill_approval_bases_v5),
+    },
 ];
 
 /// The version this build writes and reads.
@@ -150,6 +155,35 @@ CREATE TABLE pins (
 
 /// Version 4: the run-level message of a refused run.
 const V4: &str = "ALTER TABLE runs ADD COLUMN message TEXT;";
+
+/// Version 5: where signed-commit approval judges new commits from. Kept apart from `runs`
+/// because runs can be rebuilt from git notes, which anyone who can push to the repository can
+/// forge; this table is only ever written by the watch loop itself and by `--trust-from`.
+/// Newest by rowid (recording order), never by a clock.
+const V5: &str = "
+CREATE TABLE approval_bases (
+    branch      TEXT NOT NULL,
+    commit_id   TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX approval_bases_by_branch ON approval_bases (branch);
+";
+
+/// A ledger that predates approval bases was written by this loop (a rebuild always creates a
+/// fresh file at the current version, so it never comes through here): its newest approved
+/// commit per branch, in recording order, carries on as the base.
+fn backfill_approval_bases_v5(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "INSERT INTO approval_bases (branch, commit_id, reason, recorded_at)
+         SELECT r.branch, r.commit_id, 'carried over from the runs of an older ledger', r.finished_at
+           FROM runs r
+          WHERE r.mode = 'apply' AND r.branch IS NOT NULL AND r.outcome <> 'refused'
+            AND r.rowid = (SELECT max(x.rowid) FROM runs x
+                            WHERE x.mode = 'apply' AND x.branch = r.branch
+                              AND x.outcome <> 'refused')",
+    )
+}
 
 /// Replays the apply runs a version-1 ledger holds, oldest first, into `deployment_state`:
 /// a deployment's `since` is when its current version and release first became current.

@@ -5,6 +5,8 @@
 
 mod checks;
 mod checks_identity;
+pub mod env_refs;
+pub mod operator_policy;
 pub mod schema;
 pub mod yaml;
 

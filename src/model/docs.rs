@@ -15,7 +15,8 @@ pub fn config_reference() -> String {
          and enforced by `clarity-reconcile validate`. Unknown fields are errors.\n\n\
          Strings may contain references where noted: `${CONFIG:dotted.path}`, \
          `${SECRET:name}`, `${ENV:NAME}`, `${TEMPLATE:path}`, `${CLIENT_ID}`, `${SERVER}`, \
-         `${PROFILE}`; write `$${` for a literal `${`.\n",
+         `${PROFILE}`; write `$${` for a literal `${`. `${ENV:NAME}` resolves only names the \
+         reconciler allows with `--allow-env NAME` (by default none).\n",
     );
     for kind in FileKind::ALL {
         let schema = kind.schema().to_value();

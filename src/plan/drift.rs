@@ -115,16 +115,22 @@ pub fn drift(desired: &DesiredHost, actual: &ActualHost) -> Vec<Finding> {
                 continue;
             }
             if af.sha256.as_deref() != Some(f.content.sha256.as_str()) && f.content.known {
-                find(
-                    &d.name,
-                    DriftKind::FileModified,
+                // A hash of a file holding a secret lets anyone who reads the finding test
+                // guesses of the secret offline: such a file is only said to have changed.
+                let message = if f.content.sensitive {
+                    format!(
+                        "{} was changed on the host (sensitive file changed)",
+                        f.destination
+                    )
+                } else {
                     format!(
                         "{} was changed on the host (sha256 {}…, expected {}…)",
                         f.destination,
                         short(af.sha256.as_deref()),
                         short(Some(&f.content.sha256))
-                    ),
-                );
+                    )
+                };
+                find(&d.name, DriftKind::FileModified, message);
             }
             if af.mode.as_deref() != Some(f.mode.as_str()) {
                 find(

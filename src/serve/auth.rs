@@ -20,7 +20,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// Whether `given` equals `expected`, in time that depends on neither (nor on their lengths):
 /// both are reduced to an HMAC under a fixed key, and the crate's constant-time verification
 /// compares the two.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     let mac = |data: &[u8]| {
         let mut m = HmacSha256::new_from_slice(b"clarity secret comparison")
             .expect("HMAC takes keys of any length");
@@ -33,7 +33,7 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 
 /// Whether `signature` (`sha256=<hex>`, GitHub's `X-Hub-Signature-256`) is the HMAC-SHA256 of
 /// `body` under `secret`.
-fn github_signature_ok(secret: &str, body: &[u8], signature: &str) -> bool {
+pub fn github_signature_ok(secret: &str, body: &[u8], signature: &str) -> bool {
     let Some(hex_digest) = signature.trim().strip_prefix("sha256=") else {
         return false;
     };

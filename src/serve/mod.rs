@@ -9,8 +9,12 @@
 //! [`ROUTES`]; a test keeps the two in step.
 
 mod auth;
+pub mod guard;
 mod handlers;
 pub mod metrics;
+
+pub use auth::github_signature_ok;
+pub use guard::Access;
 
 use crate::ledger::{Ledger, LedgerError};
 use crate::watch::{Trigger, WatchStatus};
@@ -76,8 +80,18 @@ fn endpoint(method: &str, path: &str) -> MethodRouter<Arc<ServeState>> {
     }
 }
 
-/// The status API's router, with `state` applied.
+/// The status API's router, with `state` applied and the default [`Access`] (loopback
+/// `Host` names, reads without a token).
 pub fn router(state: Arc<ServeState>) -> axum::Router {
+    router_with(state, Access::default())
+}
+
+/// The status API's router behind the [`guard`] for `access`.
+pub fn router_with(state: Arc<ServeState>, access: Access) -> axum::Router {
+    let guard = Arc::new(guard::Guard {
+        access,
+        state: state.clone(),
+    });
     ROUTES
         .iter()
         .fold(axum::Router::new(), |r, &(method, path)| {
@@ -85,6 +99,7 @@ pub fn router(state: Arc<ServeState>) -> axum::Router {
         })
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then lets requests in flight
@@ -94,9 +109,64 @@ pub async fn serve(
     state: Arc<ServeState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, Access::default(), shutdown).await
+}
+
+/// Serves [`router_with`] on `listener`, HTTP/1.1 with a time limit on reading each request's
+/// headers (a client that opens connections and sends nothing cannot hold them), until
+/// `shutdown` completes; then idle connections close and requests in flight get
+/// [`guard::REQUEST_TIMEOUT`] to finish.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServeState>,
+    access: Access,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router_with(state, access);
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                eprintln!("warning: status API: accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut closing = closing_rx.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(guard::HEADER_READ_TIMEOUT);
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = async { closing.wait_for(|c| *c).await.map(drop) } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = closing_tx.send(true);
+    let _ = tokio::time::timeout(guard::REQUEST_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.abort_all();
+    Ok(())
 }
 
 /// An error answer: `{"error": "..."}` with a status.

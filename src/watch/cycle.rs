@@ -56,7 +56,7 @@ impl Cycle {
     /// apply): which branches are followed, what they deploy, where to notify.
     fn settings(&self, ledger: &Ledger) -> Option<Settings> {
         let branch = &self.config.default_branch;
-        let commit = match last_approved(ledger, branch) {
+        let commit = match approval_base(ledger, branch) {
             Some(c) if self.mirror.contains(&c) => c,
             _ => match self.mirror.head(branch) {
                 Ok(Some(head)) => head.to_string(),
@@ -135,7 +135,11 @@ impl Cycle {
                 })
                 .ok()
                 .flatten();
-            if !force && attempted.is_some_and(|a| a.commit == head.to_string()) {
+            // A head refused for want of a trusted base is judged again once the operator
+            // names one.
+            let naming_base =
+                self.config.trust_from.is_some() && approval_base(&ledger, &branch.name).is_none();
+            if !force && !naming_base && attempted.is_some_and(|a| a.commit == head.to_string()) {
                 continue;
             }
             self.reconcile_branch(&ledger, &branch, head, reason);
@@ -154,15 +158,28 @@ impl Cycle {
     fn reconcile_branch(&self, ledger: &Ledger, branch: &Branch, head: Oid, reason: &str) {
         let short = &head.to_string()[..8];
         self.busy(Some(format!("reconcile {}@{short}", branch.name)));
-        let mut base = last_approved(ledger, &branch.name);
+        // The base comes from what this loop itself judged (or an operator named), never from
+        // run records, which a rebuild takes from forgeable git notes.
+        let mut base = approval_base(ledger, &branch.name);
         if let Some(b) = &base
             && !self.mirror.contains(b)
         {
             eprintln!(
-                "note: {}: the last applied commit {b} is not in the repository any more; reconciling {short} in full",
+                "note: {}: the last approved commit {b} is not in the repository any more; no trusted base is known",
                 branch.name
             );
             base = None;
+        }
+        if base.is_none()
+            && let Some(named) = &self.config.trust_from
+        {
+            match self.name_base(&branch.name, named) {
+                Ok(commit) => base = Some(commit),
+                Err(why) => {
+                    self.refuse(branch, head, &why);
+                    return;
+                }
+            }
         }
         let base_oid = base.as_deref().and_then(|b| Oid::from_str(b).ok());
         let mut range_base = base_oid;
@@ -179,12 +196,13 @@ impl Cycle {
                 self.refuse(branch, head, &why);
                 return;
             }
+            // The rewritten commits are judged from the last trusted commit, as any others.
             eprintln!(
-                "warning: {}: history rewritten (last applied {} is not an ancestor); applying {short} as --allow-rewrite asks",
+                "warning: {}: history rewritten (last applied {} is not an ancestor); --allow-rewrite: judging {short} from it",
                 branch.name,
                 &b.to_string()[..8]
             );
-            range_base = None;
+            range_base = Some(b);
         }
         if let Err(e) =
             crate::approval::check_range(&self.mirror.root, range_base, head, &self.config.approval)
@@ -206,6 +224,28 @@ impl Cycle {
             }
             return;
         }
+        match self.ledger() {
+            Ok(mut l) => {
+                if let Err(e) = l.record_approval_base(
+                    &branch.name,
+                    &head.to_string(),
+                    crate::ledger::BaseReason::Approved,
+                ) {
+                    eprintln!(
+                        "error: {}@{short}: recording approval, nothing applied: {e}",
+                        branch.name
+                    );
+                    return;
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: {}@{short}: recording approval, nothing applied: {e}",
+                    branch.name
+                );
+                return;
+            }
+        }
         if let Err(e) = self.mirror.checkout(head) {
             eprintln!("error: {e}");
             return;
@@ -220,6 +260,26 @@ impl Cycle {
             eprintln!("error: {}@{short}: {e}", branch.name);
         }
         self.after_run(ledger, &job, Some(head));
+    }
+
+    /// `--trust-from`: resolves the named commit in the mirror and records it as the branch's
+    /// base, so the ledger says who vouched for what.
+    fn name_base(&self, branch: &str, named: &str) -> Result<String, String> {
+        let commit = self.mirror.resolve(named).map_err(|e| {
+            format!("--trust-from {named}: not a commit of the repository ({e}); nothing applied")
+        })?;
+        let mut ledger = self.ledger()?;
+        ledger
+            .record_approval_base(
+                branch,
+                &commit.to_string(),
+                crate::ledger::BaseReason::TrustFrom,
+            )
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "note: {branch}: judging from {commit}, named with --trust-from (recorded in the ledger)"
+        );
+        Ok(commit.to_string())
     }
 
     /// Records a commit the loop will not apply, so the refusal is in the ledger, the notes
@@ -408,6 +468,11 @@ fn trigger(reason: &str) -> String {
     } else {
         "watch".into()
     }
+}
+
+/// Where approval judges the branch's next commits from: the newest approval base.
+fn approval_base(ledger: &Ledger, branch: &str) -> Option<String> {
+    ledger.approval_base(branch).ok().flatten().map(|(c, _)| c)
 }
 
 /// The branch's newest commit that was approved and applied (whatever its hosts did); refused

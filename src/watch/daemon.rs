@@ -64,9 +64,14 @@ async fn run_async(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
                 api_token: config.api_token.clone(),
                 webhook_secret: config.webhook_secret.clone(),
             });
-            Some(tokio::spawn(crate::serve::serve(listener, state, async {
-                let _ = shutdown_rx.await;
-            })))
+            Some(tokio::spawn(crate::serve::serve_with(
+                listener,
+                state,
+                config.api_access.clone(),
+                async {
+                    let _ = shutdown_rx.await;
+                },
+            )))
         }
         None => None,
     };
@@ -158,9 +163,11 @@ fn watch_refs(
     tx: tokio::sync::mpsc::UnboundedSender<Trigger>,
 ) -> Result<notify::RecommendedWatcher, String> {
     use notify::{RecursiveMode, Watcher};
+    let own = git_dir.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(e) = event
             && !e.kind.is_access()
+            && !only_notes(&own, &e.paths)
         {
             let _ = tx.send(Trigger::Fetch {
                 reason: "ref change".into(),
@@ -173,6 +180,13 @@ fn watch_refs(
         .and_then(|_| watcher.watch(git_dir, RecursiveMode::NonRecursive))
         .map_err(|e| format!("cannot watch {}: {e}", git_dir.display()))?;
     Ok(watcher)
+}
+
+/// Whether an event touched nothing but the notes refs (which the loop itself writes after each
+/// run): those must not trigger another pass, or every run would schedule the next.
+fn only_notes(git_dir: &std::path::Path, paths: &[std::path::PathBuf]) -> bool {
+    let notes = git_dir.join("refs").join("notes");
+    !paths.is_empty() && paths.iter().all(|p| p.starts_with(&notes))
 }
 
 /// ±10% around an interval, so many reconcilers polling one server do not fetch in step.
@@ -200,5 +214,27 @@ impl Jitter {
             self.0 % (2 * tenth + 1)
         };
         Duration::from_millis(d.as_millis() as u64 - tenth + offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn note_writes_do_not_trigger_a_pass() {
+        let git = Path::new("/srv/config/.git");
+        let note = |p: &str| git.join(p);
+        assert!(only_notes(
+            git,
+            &[note("refs/notes/clarity"), note("refs/notes/clarity.lock")]
+        ));
+        assert!(!only_notes(
+            git,
+            &[note("refs/notes/clarity"), note("refs/heads/main")]
+        ));
+        assert!(!only_notes(git, &[note("packed-refs")]));
+        assert!(!only_notes(git, &[] as &[PathBuf]));
     }
 }

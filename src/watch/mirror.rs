@@ -126,6 +126,19 @@ impl Mirror {
             .is_some()
     }
 
+    /// The commit `rev` names (a full or abbreviated id, or a remote branch or tag as fetched).
+    pub fn resolve(&self, rev: &str) -> Result<Oid, String> {
+        let repo = self.repo()?;
+        let object = repo
+            .revparse_single(rev)
+            .or_else(|_| repo.revparse_single(&format!("refs/remotes/origin/{rev}")))
+            .map_err(|e| e.message().to_string())?;
+        object
+            .peel_to_commit()
+            .map(|c| c.id())
+            .map_err(|e| e.message().to_string())
+    }
+
     /// Whether `ancestor` is `descendant` or one of its ancestors.
     pub fn is_ancestor(&self, ancestor: Oid, descendant: Oid) -> Result<bool, String> {
         if ancestor == descendant {

@@ -51,10 +51,14 @@ pub struct Config {
     /// `None`: no drift checks.
     pub drift_interval: Option<Duration>,
     pub allow_rewrite: bool,
+    /// `--trust-from`: the base to record for a branch whose ledger has none.
+    pub trust_from: Option<String>,
     /// Narrowing from the command line (`--profile`), intersected with each branch's profiles.
     pub profiles: Option<Vec<String>>,
     pub listen: Option<SocketAddr>,
     pub api_token: Option<String>,
+    /// Who may reach the status API (Host names, token for reads).
+    pub api_access: crate::serve::Access,
     pub webhook_secret: Option<String>,
     pub approval: approval::Policy,
     /// Push notes to a remote source (a local source always gets them).
