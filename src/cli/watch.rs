@@ -69,6 +69,21 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
     if args.base.is_some() || args.assume_empty_hosts {
         return usage("--base or --assume-empty-hosts");
     }
+    let source = global.repo.display().to_string();
+    if source.trim().is_empty() {
+        return Err(
+            CliError::new("--repo is empty: no config repository to follow").hint(
+                "the service passes CLARITY_REPO as --repo: set it in /etc/clarity/reconciler.env",
+            ),
+        );
+    }
+    // libgit2 would only say "not owned by current user"; say whose it is and what to do.
+    if !source.contains("://")
+        && let Err(e) = git2::Repository::discover(&global.repo)
+        && let Some(refused) = crate::source::ownership::refusal(&global.repo, &e)
+    {
+        return Err(refused.into());
+    }
     let listen = match watch.listen.as_str() {
         "off" | "" => None,
         addr => Some(addr.parse().map_err(|e| {
@@ -86,7 +101,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
     let ledger = crate::ledger::resolve_path(args.ledger.as_deref(), &work_dir);
     let config = crate::watch::Config {
-        source: global.repo.display().to_string(),
+        source,
         work_dir: work_dir.clone(),
         ledger: ledger.clone(),
         default_branch: watch.default_branch.clone(),
