@@ -38,11 +38,13 @@ pub struct WatchArgs {
     #[arg(long, default_value = "127.0.0.1:8420", value_name = "ADDR")]
     pub listen: String,
     /// File holding the bearer token that `POST /api/v1/reconcile` requires (without one the
-    /// endpoint is disabled).
+    /// endpoint is disabled). Default: the service's `api-token` credential
+    /// (`$CREDENTIALS_DIRECTORY/clarity_api-token`), when it has one.
     #[arg(long, env = "CLARITY_API_TOKEN_FILE", value_name = "FILE")]
     pub api_token_file: Option<PathBuf>,
     /// File holding the shared secret of the push webhook `POST /hooks/git` (GitHub's
     /// X-Hub-Signature-256 or GitLab's X-Gitlab-Token); without one the hook is disabled.
+    /// Default: the service's `webhook-secret` credential, when it has one.
     #[arg(long, env = "CLARITY_WEBHOOK_SECRET_FILE", value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
     /// Apply only commits signed by a trusted key (every commit since the last applied one).
@@ -91,9 +93,22 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
                 .hint("write it like 127.0.0.1:8420")
         })?),
     };
-    let api_token = read_secret_file(watch.api_token_file.as_deref(), "--api-token-file")?;
+    // An explicit file wins; the service gets them as systemd credentials.
+    let credential = crate::secret::credentials::path;
+    let api_token = read_secret_file(
+        watch
+            .api_token_file
+            .clone()
+            .or_else(|| credential("api-token"))
+            .as_deref(),
+        "--api-token-file",
+    )?;
     let webhook_secret = read_secret_file(
-        watch.webhook_secret_file.as_deref(),
+        watch
+            .webhook_secret_file
+            .clone()
+            .or_else(|| credential("webhook-secret"))
+            .as_deref(),
         "--webhook-secret-file",
     )?;
     let configured = crate::approval::TrustedKeys::load(&watch.trusted_keys)

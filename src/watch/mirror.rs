@@ -159,6 +159,34 @@ impl Mirror {
     }
 }
 
+/// Where a command other than the loop (the drift timer's service) reads `source`, the
+/// loop's `--repo`: `None` for a local path, which is read directly; for a URL, the loop's
+/// mirror under `work_dir`, which must exist and follow that URL.
+pub fn mirror_root(source: &str, work_dir: &Path) -> Result<Option<PathBuf>, String> {
+    if is_local(source) {
+        return Ok(None);
+    }
+    let top = work_dir.join("mirror");
+    if !top.join(".git").is_dir() {
+        return Err(format!(
+            "`{}` is a URL and {} holds no mirror of it yet: the watch loop \
+             (clarity-reconcile.service) clones it on its first start",
+            redact_url(source),
+            top.display()
+        ));
+    }
+    let origin = git_output(&top, &["config", "--get", "remote.origin.url"])?;
+    if origin.trim() != source {
+        return Err(format!(
+            "{} mirrors `{}`, not `{}`",
+            top.display(),
+            redact_url(origin.trim()),
+            redact_url(source)
+        ));
+    }
+    Ok(Some(top))
+}
+
 fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
     let out = git_cli(dir)
         .args(args)
