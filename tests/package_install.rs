@@ -611,6 +611,124 @@ fn the_package_installs_a_reconciler_that_boots_applies_drifts_stops_and_upgrade
         assert!(log.contains(&line), "no {line:?} in the journal:\n{log}");
     }
 
+    // A local repository of another user (alice), shared with the service through the group
+    // clarity (core.sharedRepository=group), as operations.md describes it: refused with the
+    // owner and both fixes until the service user trusts it (safe.directory in its git
+    // configuration); a drop-in lets the service write the notes into it (ReadWritePaths=,
+    // and RestrictSUIDSGID=no: git sets the setgid bit on directories it creates in a
+    // group-shared repository).
+    let local = ops.root().join("srv/config");
+    support::git(
+        Path::new("/"),
+        &[
+            "clone",
+            "-q",
+            f.repo.to_str().unwrap(),
+            local.to_str().unwrap(),
+        ],
+    );
+    sh(
+        ops,
+        "useradd --create-home --groups clarity alice \
+         && git -C /srv/config config core.sharedRepository group \
+         && chown -R alice:clarity /srv/config && chmod -R g+rwX /srv/config \
+         && find /srv/config/.git -type d -exec chmod g+s {} +",
+    );
+    ops.exec_ok(&["systemctl", "stop", "clarity-reconcile.service"]);
+    let env = std::fs::read_to_string(ops.root().join("etc/clarity/reconciler.env")).unwrap();
+    let env = env.replace(
+        &format!("\nCLARITY_REPO=ssh://git@gitsrv{BARE}\n"),
+        "\nCLARITY_REPO=/srv/config\n",
+    );
+    std::fs::write(ops.root().join("etc/clarity/reconciler.env"), env).unwrap();
+    // The mirror follows one repository; a new one gets a new mirror.
+    sh(ops, "rm -rf /var/lib/clarity/mirror");
+    ops.exec_ok(&["systemctl", "start", "clarity-reconcile.service"]);
+    let refusal = "error: the git repository /srv/config belongs to alice, not to clarity";
+    wait(
+        ops,
+        "the ownership refusal",
+        Duration::from_secs(30),
+        || journal(ops).contains(refusal),
+    );
+    let log = journal(ops);
+    assert!(log.contains("chown -R clarity: /srv/config"), "{log}");
+    assert!(
+        log.contains("--add safe.directory /srv/config/.git`"),
+        "{log}"
+    );
+    sh(
+        ops,
+        "runuser -u clarity -- git config --file /var/lib/clarity/.gitconfig --add safe.directory /srv/config \
+         && runuser -u clarity -- git config --file /var/lib/clarity/.gitconfig --add safe.directory /srv/config/.git \
+         && mkdir -p /etc/systemd/system/clarity-reconcile.service.d \
+         && printf '[Service]\\nReadWritePaths=/srv/config\\nRestrictSUIDSGID=no\\n' > /etc/systemd/system/clarity-reconcile.service.d/local-repo.conf \
+         && systemctl daemon-reload && systemctl restart clarity-reconcile.service",
+    );
+    f.set_deployment("3.0.0", "hello from a local repository", "");
+    std::fs::copy(
+        f.repo.join("clients/acme/deployments/web/mock.yml"),
+        local.join("clients/acme/deployments/web/mock.yml"),
+    )
+    .unwrap();
+    sh(
+        ops,
+        "chown alice:clarity /srv/config/clients/acme/deployments/web/mock.yml \
+         && runuser -u alice -- git -C /srv/config -c user.name=alice -c user.email=alice@example.invalid commit -qam 'greeting from a local repository'",
+    );
+    let local_head = ops
+        .exec_ok(&[
+            "runuser",
+            "-u",
+            "alice",
+            "--",
+            "git",
+            "-C",
+            "/srv/config",
+            "rev-parse",
+            "HEAD",
+        ])
+        .trim()
+        .to_string();
+    let local_note = || {
+        let out = ops.exec(&[
+            "runuser",
+            "-u",
+            "alice",
+            "--",
+            "git",
+            "-C",
+            "/srv/config",
+            "notes",
+            "--ref",
+            "clarity",
+            "show",
+            &local_head,
+        ]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    wait(
+        ops,
+        "the local repository's commit on the sandbox",
+        Duration::from_secs(60),
+        || apply_run(ops, &local_head).is_some_and(|r| r["outcome"] == "success"),
+    );
+    wait(
+        ops,
+        "the note in the local repository",
+        Duration::from_secs(30),
+        || local_note().is_some(),
+    );
+    let run = apply_run(ops, &local_head).unwrap();
+    assert!(local_note().unwrap().contains(run["id"].as_str().unwrap()));
+    assert!(
+        !journal(ops).contains("error: pushing notes"),
+        "{}",
+        journal(ops)
+    );
+
     // Purge keeps the state unless asked; asked, it removes it and the user.
     ops.exec_ok(&["dpkg", "--purge", "clarity"]);
     assert!(!ops.root().join("etc/clarity/reconciler.env").exists());
