@@ -45,13 +45,15 @@ pub struct DriftArgs {
 pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     // The drift timer's service is given the loop's --repo: a URL is read from the loop's
     // mirror, which holds every commit the loop applied.
-    let mirrored;
-    let global = match crate::watch::mirror::mirror_root(&global.repo.to_string_lossy(), &args.work_dir)
+    let mirror = crate::watch::mirror::mirror_root(&global.repo.to_string_lossy(), &args.work_dir)
         .map_err(|e| {
             CliError::new(e).hint(
-                "start clarity-reconcile.service (or `clarity-reconcile --watch --repo URL`) with the same work directory first, or pass --repo a local clone",
+                "start clarity-reconcile.service (or `clarity-reconcile --watch --repo URL` with \
+                 the same work directory) first, or pass --repo a local clone",
             )
-        })? {
+        })?;
+    let mirrored;
+    let global = match mirror {
         Some(root) => {
             mirrored = GlobalArgs {
                 repo: root,

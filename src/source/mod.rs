@@ -157,11 +157,16 @@ pub fn read(path: &Path, mode: &ReadMode) -> Result<Snapshot, SourceError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let repo = match Repository::discover(&root) {
+    let discovered = Repository::discover(&root);
+    // A repository git refuses is not a plain directory: reading its files past git would
+    // apply whatever the work tree holds.
+    if let Err(e) = &discovered
+        && let Some(refused) = ownership::refusal(&root, e)
+    {
+        return Err(refused);
+    }
+    let repo = match discovered {
         Ok(repo) if !repo.is_bare() => repo,
-        // A repository git refuses is not a plain directory: reading its files past git would
-        // apply whatever the work tree holds.
-        Err(e) if let Some(refused) = ownership::refusal(&root, &e) => return Err(refused),
         _ => {
             if let ReadMode::Commit(rev) = mode
                 && rev != "HEAD"
