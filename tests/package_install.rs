@@ -517,7 +517,7 @@ fn the_package_installs_a_reconciler_that_boots_applies_drifts_stops_and_upgrade
 
     // `systemctl stop` in the middle of an apply: the host in flight finishes its release,
     // the run is recorded, nothing is left half-done.
-    slow_versions(&f, "2.0.0", 3);
+    slow_versions(&f, "2.0.0", 5);
     f.set_deployment("2.0.0", "hello v2", "");
     f.commit("version 2");
     let v2 = push(&bed, &f, &key);
@@ -547,7 +547,7 @@ fn the_package_installs_a_reconciler_that_boots_applies_drifts_stops_and_upgrade
     // An upgrade in the middle of an apply: prerm stops the reconciler gracefully (the host
     // in flight finishes), postinst starts the new one.
     ops.exec_ok(&["systemctl", "start", "clarity-reconcile.service"]);
-    slow_versions(&f, "3.0.0", 3);
+    slow_versions(&f, "3.0.0", 5);
     f.set_deployment("3.0.0", "hello v3", "");
     f.commit("version 3");
     let v3 = push(&bed, &f, &key);
