@@ -21,16 +21,11 @@ fn shipped_units_verify_without_warnings() {
     };
     let host = bed.host("h1");
     // The programs the units run must exist for verify; the binary under test stands in for
-    // /usr/local/bin/clarity-reconcile, and a stub for git (the minimal image has none).
+    // the package's /usr/bin/clarity-reconcile.
     host.exec_ok(&[
         "cp",
         support::clarity_bin().to_str().unwrap(),
-        "/usr/local/bin/clarity-reconcile",
-    ]);
-    host.exec_ok(&[
-        "sh",
-        "-c",
-        "test -x /usr/bin/git || { printf '#!/bin/sh\\n' > /usr/bin/git; chmod 755 /usr/bin/git; }",
+        "/usr/bin/clarity-reconcile",
     ]);
     // The environment file the reconciler's unit requires.
     host.exec_ok(&[

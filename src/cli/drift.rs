@@ -17,7 +17,8 @@ use std::path::PathBuf;
 /// the desired state of the last applied commit — files edited by hand or missing, the wrong
 /// release active, services stopped or disabled, unapplied migrations, releases and
 /// deployments Clarity did not install. Recorded in the ledger. Exit 0 no drift, 2 drift
-/// found, 1 error.
+/// found, 1 error. A --repo URL (the watch loop's) is read from the loop's mirror under the
+/// work directory.
 #[derive(Debug, Clone, Args)]
 pub struct DriftArgs {
     /// The reconciler's working directory (sandboxes and the ledger live below it).
@@ -42,6 +43,26 @@ pub struct DriftArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
+    // The drift timer's service is given the loop's --repo: a URL is read from the loop's
+    // mirror, which holds every commit the loop applied.
+    let mirror = crate::watch::mirror::mirror_root(&global.repo.to_string_lossy(), &args.work_dir)
+        .map_err(|e| {
+            CliError::new(e).hint(
+                "start clarity-reconcile.service (or `clarity-reconcile --watch --repo URL` with \
+                 the same work directory) first, or pass --repo a local clone",
+            )
+        })?;
+    let mirrored;
+    let global = match mirror {
+        Some(root) => {
+            mirrored = GlobalArgs {
+                repo: root,
+                ..global.clone()
+            };
+            &mirrored
+        }
+        None => global,
+    };
     let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
     let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
     // Compare against what was applied, not against whatever HEAD says now.

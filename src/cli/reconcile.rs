@@ -61,7 +61,8 @@ pub struct ReconcileArgs {
     /// After applying, push the `refs/notes/clarity` notes to the config repository's `origin`.
     #[arg(long)]
     pub push_notes: bool,
-    /// age identity file for decrypting secrets (default: $CLARITY_AGE_IDENTITY). Without one,
+    /// age identity file for decrypting secrets (default: $CLARITY_AGE_IDENTITY, else the
+    /// service's `age-identity` systemd credential). Without one,
     /// plans show secrets as unknown.
     #[arg(long, value_name = "FILE")]
     pub age_identity: Option<PathBuf>,

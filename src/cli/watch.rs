@@ -55,11 +55,13 @@ pub struct WatchArgs {
     #[arg(long)]
     pub api_token_for_reads: bool,
     /// File holding the bearer token that `POST /api/v1/reconcile` requires (without one the
-    /// endpoint is disabled).
+    /// endpoint is disabled). Default: the service's `api-token` credential
+    /// (`$CREDENTIALS_DIRECTORY/clarity_api-token`), when it has one.
     #[arg(long, env = "CLARITY_API_TOKEN_FILE", value_name = "FILE")]
     pub api_token_file: Option<PathBuf>,
     /// File holding the shared secret of the push webhook `POST /hooks/git` (GitHub's
     /// X-Hub-Signature-256 or GitLab's X-Gitlab-Token); without one the hook is disabled.
+    /// Default: the service's `webhook-secret` credential, when it has one.
     #[arg(long, env = "CLARITY_WEBHOOK_SECRET_FILE", value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
     /// Apply only commits signed by a trusted key (every commit since the last applied one).
@@ -86,6 +88,21 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
     if args.base.is_some() || args.assume_empty_hosts {
         return usage("--base or --assume-empty-hosts");
     }
+    let source = global.repo.display().to_string();
+    if source.trim().is_empty() {
+        return Err(
+            CliError::new("--repo is empty: no config repository to follow").hint(
+                "the service passes CLARITY_REPO as --repo: set it in /etc/clarity/reconciler.env",
+            ),
+        );
+    }
+    // libgit2 would only say "not owned by current user"; say whose it is and what to do.
+    if !source.contains("://")
+        && let Err(e) = git2::Repository::discover(&global.repo)
+        && let Some(refused) = crate::source::ownership::refusal(&global.repo, &e)
+    {
+        return Err(refused.into());
+    }
     let listen = match watch.listen.as_str() {
         "off" | "" => None,
         addr => Some(addr.parse().map_err(|e| {
@@ -93,9 +110,22 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
                 .hint("write it like 127.0.0.1:8420")
         })?),
     };
-    let api_token = read_secret_file(watch.api_token_file.as_deref(), "--api-token-file")?;
+    // An explicit file wins; the service gets them as systemd credentials.
+    let credential = crate::secret::credentials::path;
+    let api_token = read_secret_file(
+        watch
+            .api_token_file
+            .clone()
+            .or_else(|| credential("api-token"))
+            .as_deref(),
+        "--api-token-file",
+    )?;
     let webhook_secret = read_secret_file(
-        watch.webhook_secret_file.as_deref(),
+        watch
+            .webhook_secret_file
+            .clone()
+            .or_else(|| credential("webhook-secret"))
+            .as_deref(),
         "--webhook-secret-file",
     )?;
     if watch.api_token_for_reads && api_token.is_none() {
@@ -107,7 +137,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
     let ledger = crate::ledger::resolve_path(args.ledger.as_deref(), &work_dir);
     let config = crate::watch::Config {
-        source: global.repo.display().to_string(),
+        source,
         work_dir: work_dir.clone(),
         ledger: ledger.clone(),
         default_branch: watch.default_branch.clone(),

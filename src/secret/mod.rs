@@ -9,6 +9,7 @@
 //! Isolation between clients follows from encryption, not from checks: a value is encrypted
 //! only to its own client's recipients, so another client's key cannot open it.
 
+pub mod credentials;
 mod crypto;
 pub mod file;
 mod store;
@@ -37,13 +38,17 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 /// Loads the identities named by `explicit` (the `--age-identity` flag), else by the
-/// `CLARITY_AGE_IDENTITY` environment variable; `None` when neither is set.
+/// `CLARITY_AGE_IDENTITY` environment variable, else the service's `age-identity` credential
+/// ([`credentials`]); `None` when there is none of them.
 pub fn identities_from(explicit: Option<&Path>) -> Result<Option<Identities>, SecretError> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => match std::env::var_os(IDENTITY_ENV) {
             Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => return Ok(None),
+            _ => match credentials::path("age-identity") {
+                Some(p) => p,
+                None => return Ok(None),
+            },
         },
     };
     Identities::from_file(&path)

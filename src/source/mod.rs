@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod ownership;
+
 /// The top-level folders (and file) of a config root that Clarity reads.
 const CONFIG_DIRS: [&str; 6] = [
     "clients/",
@@ -108,11 +110,22 @@ pub enum SourceError {
     },
     #[error("a revision was given but {path} is not inside a git repository")]
     RevisionWithoutGit { path: PathBuf },
+    #[error(
+        "the git repository {path} belongs to {owner}, not to {user} (this process); git refuses to read it"
+    )]
+    NotOwned {
+        path: PathBuf,
+        owner: String,
+        user: String,
+    },
 }
 
 impl SourceError {
-    pub fn hint(&self) -> Option<&'static str> {
-        match self {
+    pub fn hint(&self) -> Option<std::borrow::Cow<'static, str>> {
+        if let SourceError::NotOwned { path, user, .. } = self {
+            return Some(ownership::hint(path, user).into());
+        }
+        let fixed = match self {
             SourceError::Revision { .. } => {
                 Some("use a branch, tag or commit id that exists: `git log --oneline` lists them")
             }
@@ -121,7 +134,8 @@ impl SourceError {
                 Some("drop --rev to read the directory as plain files, or run `git init` there")
             }
             _ => None,
-        }
+        };
+        fixed.map(Into::into)
     }
 }
 
@@ -143,7 +157,15 @@ pub fn read(path: &Path, mode: &ReadMode) -> Result<Snapshot, SourceError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let repo = match Repository::discover(&root) {
+    let discovered = Repository::discover(&root);
+    // A repository git refuses is not a plain directory: reading its files past git would
+    // apply whatever the work tree holds.
+    if let Err(e) = &discovered
+        && let Some(refused) = ownership::refusal(&root, e)
+    {
+        return Err(refused);
+    }
+    let repo = match discovered {
         Ok(repo) if !repo.is_bare() => repo,
         _ => {
             if let ReadMode::Commit(rev) = mode

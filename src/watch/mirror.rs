@@ -172,6 +172,39 @@ impl Mirror {
     }
 }
 
+/// Where a command other than the loop (the drift timer's service) reads `source`, the
+/// loop's `--repo`: `None` for a local path, which is read directly; for a URL, the loop's
+/// mirror under `work_dir`, which must exist and follow that URL.
+pub fn mirror_root(source: &str, work_dir: &Path) -> Result<Option<PathBuf>, String> {
+    // git's own rule for scp-like addresses (`git@host:ops/config.git`): a colon before any
+    // slash. Anything else that is not a URL is a path, missing or not, and says so itself.
+    let scp_like = source
+        .find(':')
+        .is_some_and(|colon| !source[..colon].contains('/'));
+    if is_local(source) || !(source.contains("://") || scp_like) {
+        return Ok(None);
+    }
+    let top = work_dir.join("mirror");
+    if !top.join(".git").is_dir() {
+        return Err(format!(
+            "`{}` is a URL and {} holds no mirror of it yet: the watch loop \
+             (clarity-reconcile.service) clones it on its first start",
+            redact_url(source),
+            top.display()
+        ));
+    }
+    let origin = git_output(&top, &["config", "--get", "remote.origin.url"])?;
+    if origin.trim() != source {
+        return Err(format!(
+            "{} mirrors `{}`, not `{}`",
+            top.display(),
+            redact_url(origin.trim()),
+            redact_url(source)
+        ));
+    }
+    Ok(Some(top))
+}
+
 fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
     let out = git_cli(dir)
         .args(args)
@@ -214,7 +247,18 @@ pub fn redact_url(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{mirror_root, redact_url};
+
+    #[test]
+    fn only_urls_are_read_through_the_mirror() {
+        let work = std::path::Path::new("/nonexistent-clarity-work");
+        assert_eq!(mirror_root("/srv/missing-config", work), Ok(None));
+        assert_eq!(mirror_root("config", work), Ok(None));
+        for url in ["ssh://git@host/ops/config.git", "git@host:ops/config.git"] {
+            let err = mirror_root(url, work).unwrap_err();
+            assert!(err.contains("holds no mirror of it yet"), "{err}");
+        }
+    }
 
     #[test]
     fn credentials_in_urls_are_redacted() {

@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 pub const SUITE: &str = "bookworm";
 
 /// Packages of the base root filesystem. libssl3: the test binaries link the system OpenSSL.
-pub const INCLUDE: [&str; 8] = [
+/// git: the reconciler's service follows its config repository with it.
+pub const INCLUDE: [&str; 9] = [
     "systemd",
     "systemd-sysv",
     "dbus",
@@ -43,6 +44,7 @@ pub const INCLUDE: [&str; 8] = [
     "procps",
     "python3",
     "libssl3",
+    "git",
 ];
 
 /// Set in the environment of a test binary re-executed inside a container.
@@ -124,6 +126,8 @@ pub struct Host {
     dir: PathBuf,
     leader: Option<u32>,
     nspawn: Option<Child>,
+    /// Directories bound read-only into the container, for booting it again.
+    binds: Vec<PathBuf>,
 }
 
 impl Testbed {
@@ -213,6 +217,7 @@ impl Testbed {
                 dir: dir.clone(),
                 leader: None,
                 nspawn: None,
+                binds: binds.clone(),
             });
             let root = dir.join("merged");
             for d in ["upper", "work", "merged"] {
@@ -285,36 +290,7 @@ impl Testbed {
             ]);
             ip(&["-n", &netns, "link", "set", "eth0", "up"]);
 
-            let console = std::fs::File::create(dir.join("console.log")).unwrap();
-            let mut cmd = Command::new("setsid");
-            // setsid: its own session, so the terminal's signals (Ctrl-C) do not reach the
-            // container and a hang-up does not kill it half-way through teardown. A child of
-            // ours is not a process group leader, so setsid execs rather than forks and the
-            // PID is nspawn's.
-            cmd.arg("systemd-nspawn")
-                .arg("-D")
-                .arg(&root)
-                .args([
-                    "--boot",
-                    // Both required where the machine's PID 1 is not systemd.
-                    "--register=no",
-                    "--keep-unit",
-                    "--link-journal=no",
-                    "--console=pipe",
-                ])
-                .arg(format!("--machine={name}"))
-                .arg(format!("--network-namespace-path=/run/netns/{netns}"));
-            for b in &binds {
-                cmd.arg(format!("--bind-ro={}", b.display()));
-            }
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(console.try_clone().unwrap())
-                .stderr(console)
-                .spawn()
-                .expect("cannot start systemd-nspawn");
-            std::fs::write(dir.join("nspawn.pid"), format!("{}\n", child.id())).unwrap();
-            bed.hosts.last_mut().unwrap().nspawn = Some(child);
+            bed.hosts.last_mut().unwrap().start_nspawn();
         }
         for host in &mut bed.hosts {
             host.wait_ready();
@@ -324,6 +300,13 @@ impl Testbed {
 
     pub fn hosts(&self) -> &[Host] {
         &self.hosts
+    }
+
+    pub fn host_mut(&mut self, name: &str) -> &mut Host {
+        self.hosts
+            .iter_mut()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name} in this testbed"))
     }
 
     pub fn host(&self, name: &str) -> &Host {
@@ -421,6 +404,75 @@ impl Host {
         );
         // libtest exits 0 also when the filter matched nothing: insist the test ran.
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed")
+    }
+
+    /// Starts systemd-nspawn on the host's root filesystem and network namespace (booting
+    /// it); [`Host::wait_ready`] waits for the boot to finish.
+    fn start_nspawn(&mut self) {
+        let root = self.root();
+        let console = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("console.log"))
+            .unwrap();
+        let mut cmd = Command::new("setsid");
+        // setsid: its own session, so the terminal's signals (Ctrl-C) do not reach the
+        // container and a hang-up does not kill it half-way through teardown. A child of
+        // ours is not a process group leader, so setsid execs rather than forks and the
+        // PID is nspawn's.
+        cmd.arg("systemd-nspawn")
+            .arg("-D")
+            .arg(&root)
+            .args([
+                "--boot",
+                // Both required where the machine's PID 1 is not systemd.
+                "--register=no",
+                "--keep-unit",
+                "--link-journal=no",
+                "--console=pipe",
+            ])
+            .arg(format!("--machine={}", self.name))
+            .arg(format!(
+                "--network-namespace-path=/run/netns/{}",
+                self.netns
+            ));
+        for b in &self.binds {
+            cmd.arg(format!("--bind-ro={}", b.display()));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().unwrap())
+            .stderr(console)
+            .spawn()
+            .expect("cannot start systemd-nspawn");
+        std::fs::write(self.dir.join("nspawn.pid"), format!("{}\n", child.id())).unwrap();
+        self.nspawn = Some(child);
+    }
+
+    /// Powers the container off (`systemctl poweroff` inside, as an operator would), waits
+    /// for it to be gone, and boots it again from the same root filesystem and network: what
+    /// a reboot of a real machine keeps (files, enabled units) it keeps, and nothing else
+    /// survives (processes, /run, /tmp).
+    pub fn power_cycle(&mut self) {
+        self.exec_ok(&["systemctl", "poweroff", "--no-block"]);
+        let mut child = self.nspawn.take().expect("the host is booted");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    panic!(
+                        "{} did not power off in 60 s; console:\n{}",
+                        self.name,
+                        self.console_tail()
+                    )
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        self.leader = None;
+        self.start_nspawn();
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
