@@ -10,6 +10,7 @@ use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
 use crate::model::host::ActualHost;
 use crate::transport::agent_binary::HASH_CACHE_FILE;
 use crate::transport::ssh::{AgentBinary, Fleet, SshOptions, SshTarget};
+use crate::transport::ssh_config::{JumpSpec, SshConfig};
 use crate::transport::{Local, TransportError};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,11 @@ pub struct ReachArgs {
     /// that differs from a recorded or pinned one is refused all the same.
     #[arg(long, global = true, help_heading = HEADING)]
     pub accept_new_host_keys: bool,
+    /// The OpenSSH client config whose `Host` blocks give SSH hosts their `User`, `Port`,
+    /// `IdentityFile` and `ProxyJump` where the server file does not (default: ~/.ssh/config
+    /// when it exists).
+    #[arg(long, global = true, help_heading = HEADING, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
     /// Seconds to connect to, and log in on, an SSH host.
     #[arg(long, global = true, help_heading = HEADING, default_value_t = 10, value_name = "SECONDS")]
     pub connect_timeout: u64,
@@ -82,6 +88,9 @@ pub(super) struct Reach<'a> {
     /// neither reported as no longer desired nor pruned.
     pub only: Option<&'a str>,
     fleet: Fleet,
+    /// `--ssh-config` (or ~/.ssh/config), or why it cannot be used (reported for every SSH
+    /// host, which it would otherwise have misdirected).
+    ssh_config: Result<SshConfig, String>,
 }
 
 impl<'a> Reach<'a> {
@@ -94,7 +103,11 @@ impl<'a> Reach<'a> {
     ) -> Reach<'a> {
         // Notes go to stderr: stdout may be a JSON or Markdown plan.
         let notes = std::sync::Arc::new(|line: &str| eprintln!("note: {line}"));
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
         Reach {
+            ssh_config: SshConfig::load(args.ssh_config.as_deref(), home.as_deref()),
             exe,
             work_dir,
             assume_empty,
@@ -123,22 +136,68 @@ impl<'a> Reach<'a> {
         }
     }
 
-    fn ssh_target(host: &DesiredHost) -> Result<SshTarget, TransportError> {
+    /// How `host` is reached: the server file's `agent.ssh` first, then the ssh config's
+    /// `Host` blocks for its host name or address, then the defaults (`--identity`, root, 22).
+    fn ssh_target(&self, host: &DesiredHost) -> Result<SshTarget, TransportError> {
+        let refused = |message: String, unreachable: bool| TransportError {
+            host: host.server.clone(),
+            message,
+            unreachable,
+        };
         let Some(ssh) = &host.ssh else {
-            return Err(TransportError {
-                host: host.server.clone(),
-                message: "transport `ssh` needs an address (ip_addresses or agent.ssh.address)"
-                    .into(),
-                unreachable: true,
-            });
+            return Err(refused(
+                "transport `ssh` needs an address (ip_addresses or agent.ssh.address)".into(),
+                true,
+            ));
+        };
+        let config = self
+            .ssh_config
+            .as_ref()
+            .map_err(|e| refused(format!("the ssh config cannot be used: {e}"), false))?;
+        let found = config.lookup(&[&host.server, &ssh.address]);
+        let user = ssh
+            .user
+            .clone()
+            .or(found.user)
+            .unwrap_or_else(|| "root".into());
+        let jump = match ssh.proxy_jump.clone().or(found.proxy_jump) {
+            Some(spec) if !spec.eq_ignore_ascii_case("none") => {
+                let j = JumpSpec::parse(&spec).map_err(|e| {
+                    refused(
+                        format!("agent.ssh.proxy_jump (or the ssh config's ProxyJump): {e}"),
+                        false,
+                    )
+                })?;
+                // A jump host named by its ssh config alias gets that alias's settings; what
+                // the jump spec itself says comes first.
+                let alias = config.lookup(&[&j.host]);
+                Some(Box::new(SshTarget {
+                    host: host.server.clone(),
+                    address: alias.hostname.unwrap_or(j.host),
+                    port: j.port.or(alias.port).unwrap_or(22),
+                    // As OpenSSH does: the bastion's user is not the host's.
+                    user: j.user.or(alias.user).unwrap_or_else(local_user),
+                    host_key: None,
+                    identity_file: alias.identity_file,
+                    sudo: false,
+                    jump: None,
+                }))
+            }
+            _ => None,
         };
         Ok(SshTarget {
             host: host.server.clone(),
             address: ssh.address.clone(),
-            port: ssh.port,
-            user: ssh.user.clone(),
+            port: ssh.port.or(found.port).unwrap_or(22),
+            user,
             host_key: ssh.host_key.clone(),
-            identity_file: ssh.identity_file.as_deref().map(expand_home),
+            identity_file: ssh
+                .identity_file
+                .as_deref()
+                .map(expand_home)
+                .or(found.identity_file),
+            sudo: ssh.sudo,
+            jump,
         })
     }
 
@@ -147,7 +206,7 @@ impl<'a> Reach<'a> {
         match host.transport {
             Transport::Local => self.local(host)?.inspect(),
             Transport::Ssh => {
-                let h = self.fleet.host(Self::ssh_target(host)?);
+                let h = self.fleet.host(self.ssh_target(host)?);
                 let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
                 h.inspect()
             }
@@ -165,7 +224,7 @@ impl<'a> Reach<'a> {
         match host.transport {
             Transport::Local => self.local(host)?.apply(req, lock_timeout_s, on_event),
             Transport::Ssh => {
-                let h = self.fleet.host(Self::ssh_target(host)?);
+                let h = self.fleet.host(self.ssh_target(host)?);
                 let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
                 h.apply(req, lock_timeout_s, on_event)
             }
@@ -176,6 +235,15 @@ impl<'a> Reach<'a> {
     pub fn release(&self, server: &str) {
         self.fleet.release(server);
     }
+}
+
+/// The user this reconciler runs as (a jump host's default user, as with OpenSSH).
+fn local_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into())
 }
 
 /// `~/x` in a server file means the reconciler user's home.

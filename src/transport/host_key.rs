@@ -299,12 +299,12 @@ pub fn record(file: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::R
         r.read_exact(&mut last)?;
         last[0] != b'\n'
     };
-    let line = format!(
-        "{}{} {}\n",
-        if needs_newline { "\n" } else { "" },
-        known_host_name(host, port),
-        key.to_openssh()
-    );
+    let entry = format!("{} {}", known_host_name(host, port), key.to_openssh());
+    // Hosts behind one bastion all meet its key: the first to record it is enough.
+    if std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.trim() == entry)) {
+        return Ok(());
+    }
+    let line = format!("{}{entry}\n", if needs_newline { "\n" } else { "" });
     f.write_all(line.as_bytes())?;
     f.sync_all()
 }

@@ -7,8 +7,10 @@
 pub mod agent_binary;
 pub(crate) mod base64;
 pub mod host_key;
+mod jump;
 pub mod quote;
 pub mod ssh;
+pub mod ssh_config;
 
 use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
 use crate::model::host::{ActualHost, HOST_STATE_FORMAT};
