@@ -580,3 +580,48 @@ fn an_apply_through_a_proxyjump_bastion_as_a_sudo_user_converges_real_hosts() {
     );
     eprintln!("whole test in {:?}", started.elapsed());
 }
+
+/// A jump host that is not `[user@]host[:port]`, or more than one, is a validation error at
+/// its place in the server file; sudo for root is a warning.
+#[test]
+fn a_bad_proxy_jump_is_reported_where_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        (
+            "clients/acme/client.yml",
+            "id: acme\ncode: ACME\nname: Acme\n",
+        ),
+        (
+            "clients/acme/datacenters/lab.yml",
+            "code: lab\nname: Lab\ntype: edge\n",
+        ),
+        (
+            "clients/acme/servers/web-1.yml",
+            "hostname: web-1\ndatacenter: lab\nip_addresses:\n  - address: 10.231.0.11\nagent:\n  \
+             transport: ssh\n  ssh:\n    user: root\n    sudo: true\n    proxy_jump: \"a,b\"\n",
+        ),
+    ];
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let o = Command::new(support::clarity_bin())
+        .args(["validate", "--repo"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("clients/acme/servers/web-1.yml:10:17")
+            && out.contains("agent.ssh.proxy_jump: more than one jump host"),
+        "{out}"
+    );
+    assert!(
+        out.contains("clients/acme/servers/web-1.yml:9:11")
+            && out.contains("sudo changes nothing for root"),
+        "{out}"
+    );
+}

@@ -5,6 +5,7 @@
 
 mod checks;
 pub mod schema;
+mod ssh_reach;
 pub mod yaml;
 
 use crate::diag::{Diagnostic, Diagnostics, Pos};
@@ -379,6 +380,9 @@ pub fn load(snapshot: &Snapshot) -> Loaded {
         inv.settings = d.value.clone();
     }
     diagnostics.extend(checks::run(snapshot, &mut inv, settings_doc.as_ref()));
+    let mut reach = Vec::new();
+    ssh_reach::check(&inv, &mut reach);
+    diagnostics.extend(reach);
     Loaded {
         inventory: inv,
         diagnostics,

@@ -1528,6 +1528,8 @@ mod tests {
             user: "root".into(),
             host_key: None,
             identity_file: None,
+            sudo: false,
+            jump: None,
         }
     }
 
