@@ -388,6 +388,30 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// Signs the host's ed25519 key with `ca` (a host certificate for `principals`, valid
+/// `validity`) and restarts its sshd, which then presents it.
+fn sign_host_key(h: &Host, ca: &Path, principals: &str, validity: &str) {
+    let public = h.root().join("etc/ssh/ssh_host_ed25519_key.pub");
+    let out = Command::new("ssh-keygen")
+        .arg("-q")
+        .arg("-s")
+        .arg(ca)
+        .args([
+            "-I",
+            &format!("{}-{principals}", h.name()),
+            "-h",
+            "-n",
+            principals,
+            "-V",
+            validity,
+        ])
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    h.exec_ok(&["systemctl", "restart", "ssh.service"]);
+}
+
 /// The documented sudoers rule, checked by visudo as an operator would.
 fn grant_sudo(h: &Host) {
     std::fs::write(
@@ -550,6 +574,79 @@ fn an_apply_through_a_proxyjump_bastion_as_a_sudo_user_converges_real_hosts() {
         current_release(h2),
         "{run}"
     );
+
+    // Host certificates: h1's sshd presents its key signed by a CA (`ssh-keygen -s`), and
+    // known_hosts knows no key of h1, only the CA, in an `@cert-authority` line for the
+    // hosts' network. A certificate from that CA naming h1 is accepted; one from another CA,
+    // an expired one and one for another host are refused, and nothing is recorded.
+    let ca = f.dir.path().join("host_ca");
+    let other_ca = f.dir.path().join("other_ca");
+    keygen(&ca);
+    keygen(&other_ca);
+    let ca_public = std::fs::read_to_string(ca.with_extension("pub")).unwrap();
+    let [ta, tb, tc, _] = support::net::TESTBED.base.octets();
+    let bastion_line = known
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", f.bastion_address)))
+        .unwrap()
+        .to_string();
+    let with_ca = format!(
+        "{bastion_line}\n@cert-authority {ta}.{tb}.{tc}.* {}\n",
+        ca_public.trim()
+    );
+    std::fs::write(
+        h1.root().join("etc/ssh/sshd_config.d/clarity-cert.conf"),
+        "HostCertificate /etc/ssh/ssh_host_ed25519_key-cert.pub\n",
+    )
+    .unwrap();
+    let h1_address = h1.address().to_string();
+    let cases: [(&Path, &str, &str, Option<&str>); 4] = [
+        (&ca, "h1,web-1.example", "-1h:+1h", None),
+        (
+            &other_ca,
+            "h1",
+            "-1h:+1h",
+            Some("not by a CA known_hosts trusts"),
+        ),
+        (&ca, "h1", "20200101:20200102", Some("is valid from")),
+        (&ca, "h2", "-1h:+1h", Some("is for h2, not for")),
+    ];
+    for (signer, principals, validity, refused) in cases {
+        sign_host_key(h1, signer, principals, validity);
+        std::fs::write(f.known_hosts(), &with_ca).unwrap();
+        let o = f.run(
+            None,
+            &["--dry-run", "--server", "h1", "--accept-new-host-keys"],
+        );
+        let out = text(&o);
+        eprintln!(
+            "certificate from {} for {principals} ({validity}):
+{out}",
+            signer.display()
+        );
+        match refused {
+            None => {
+                assert_eq!(o.status.code(), Some(0), "{out}");
+                assert!(out.contains("host h1 (acme): no changes"), "{out}");
+            }
+            Some(why) => {
+                assert_eq!(o.status.code(), Some(1), "{out}");
+                assert!(
+                    out.contains(&format!(
+                        "host h1: the SSH host key of {h1_address}:22 does not match: expected a \
+                         valid host certificate from a CA known_hosts trusts, but certificate"
+                    )) && out.contains(why),
+                    "{out}"
+                );
+            }
+        }
+        assert_eq!(
+            std::fs::read_to_string(f.known_hosts()).unwrap(),
+            with_ca,
+            "a certificate is never recorded as a key"
+        );
+    }
+    std::fs::write(f.known_hosts(), &known).unwrap();
 
     // The bastion proves who it is before it is trusted with anything: another key for its
     // address is refused, naming the jump host.

@@ -6,6 +6,7 @@
 
 pub mod agent_binary;
 pub(crate) mod base64;
+pub mod host_cert;
 pub mod host_key;
 mod jump;
 pub mod quote;

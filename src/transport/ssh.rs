@@ -1221,11 +1221,17 @@ impl SshHost {
                     detail: "agent.ssh.host_key is not a known_hosts-style public key (`ssh-ed25519 AAAA...`)".into(),
                 }
             })?),
-            None => Expected::KnownHosts(KnownHosts::read(
-                self.options.known_hosts.as_deref(),
-                &t.address,
-                t.port,
-            )),
+            None => {
+                let known =
+                    KnownHosts::read(self.options.known_hosts.as_deref(), &t.address, t.port);
+                // A host certificate may name the server; a jump host's (which carries the
+                // server's name only for messages) must name the bastion's address.
+                Expected::KnownHosts(if std::ptr::eq(t, &self.target) {
+                    known.also_named(&t.host)
+                } else {
+                    known
+                })
+            }
         };
         expected.negotiate(&session);
         session.set_tcp_stream(stream);

@@ -308,7 +308,7 @@ fn expand_tilde(value: &str, home: Option<&Path>) -> String {
 }
 
 /// OpenSSH's pattern match: `*` any run of characters, `?` any one.
-fn glob(pattern: &str, name: &str) -> bool {
+pub(super) fn glob(pattern: &str, name: &str) -> bool {
     fn go(p: &[u8], n: &[u8]) -> bool {
         match p.split_first() {
             None => n.is_empty(),
