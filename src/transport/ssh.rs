@@ -5,8 +5,12 @@
 //! Before any credential is sent the host must prove who it is ([`super::host_key`]): a pinned
 //! `agent.ssh.host_key`, or the known_hosts file. A different key is refused with both
 //! fingerprints; an unknown host is refused unless the operator passed
-//! `--accept-new-host-keys`, which records its key. Logging in uses the server's
-//! `identity_file`, else the reconciler's `--identity`, else ssh-agent.
+//! `--accept-new-host-keys`, which records its key (a host certificate from a CA known_hosts
+//! trusts is checked by [`super::host_cert`] and never recorded). Logging in uses the server's
+//! `identity_file`, else the ssh config's `IdentityFile`, else the reconciler's `--identity`,
+//! else ssh-agent. A host behind a bastion is reached through it (`jump.rs`: the
+//! bastion's key is verified and it is logged into first); a host whose SSH user is not root
+//! runs the agent as `sudo -n -- AGENT ...`, and a refusal names the sudoers line to add.
 //!
 //! The agent is this very binary, run on the host from a file named after this build,
 //! `/var/lib/clarity/agent/clarity-reconcile-<version>-<12 hex of its sha256>`
