@@ -9,8 +9,12 @@
 //! through the bastion the host with the documented sudoers rule converges, and the record
 //! (ledger) matches the release the host runs (`readlink current`); the host without the rule
 //! fails with an error naming it and the exact line to add, and nothing was applied there;
-//! once the line is added it converges too; the bastion's host key is verified like any
-//! host's (a different one is refused, naming the jump host).
+//! once the line is added it converges too; a host certificate (`ssh-keygen -s`, served with
+//! sshd's `HostCertificate`) from the CA of an `@cert-authority` line is accepted, and one
+//! from another CA, an expired one and one for another host are refused; the bastion's host
+//! key is verified like any host's (a different one is refused, naming the jump host). Two
+//! quick tests without hosts: a bad `proxy_jump` is a validation error where it is written,
+//! and an unreadable ssh config names its file and line.
 
 mod support;
 
@@ -719,6 +723,72 @@ fn a_bad_proxy_jump_is_reported_where_it_is_written() {
     assert!(
         out.contains("clients/acme/servers/web-1.yml:9:11")
             && out.contains("sudo changes nothing for root"),
+        "{out}"
+    );
+}
+
+/// An ssh config with a value Clarity cannot read stops every SSH host before any connection,
+/// naming the file, line and column.
+#[test]
+fn an_unreadable_ssh_config_is_reported_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("config");
+    let artifact = format!(
+        "id: web\ntype: script\nrepository: local\nversions:\n  - version: \"1.0.0\"\n    sha256: \"{}\"\n    location: web.py\n",
+        hex::encode(Sha256::digest(SERVICE.as_bytes()))
+    );
+    let files = [
+        (
+            "clients/acme/client.yml",
+            "id: acme\ncode: ACME\nname: Acme\n",
+        ),
+        (
+            "clients/acme/datacenters/lab.yml",
+            "code: lab\nname: Lab\ntype: edge\n",
+        ),
+        (
+            "clients/acme/servers/web-1.yml",
+            "hostname: web-1\ndatacenter: lab\nip_addresses:\n  - address: 10.231.0.11\nagent:\n  \
+             transport: ssh\n  service_manager: systemd\n",
+        ),
+        (
+            "repositories/local.yml",
+            "name: local\ntype: file\npath: files\n",
+        ),
+        ("files/web.py", SERVICE),
+        ("artifacts/web.yml", &artifact),
+        (
+            "clients/acme/deployments/web/prod.yml",
+            "artifact: web\nprofile: prod\nversion: \"1.0.0\"\ntargets:\n  - server: web-1\n\
+             service:\n  command: [\"python3\", \"web.py\"]\n",
+        ),
+    ];
+    for (path, text) in files {
+        let p = repo.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let ssh_config = dir.path().join("ssh_config");
+    std::fs::write(&ssh_config, "Host web-*\n  User deploy\n  Port ssh\n").unwrap();
+    let o = Command::new(support::clarity_bin())
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .arg("--ssh-config")
+        .arg(&ssh_config)
+        .arg("--dry-run")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "host web-1 (acme): FAILED\n  error: the ssh config cannot be used: {}:3:3: `Port ssh` is not a port number",
+            ssh_config.display()
+        )),
         "{out}"
     );
 }

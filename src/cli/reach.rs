@@ -4,7 +4,7 @@
 //! one SSH connection per host for the whole run, planning and applying alike.
 
 use super::CliError;
-use crate::desired::DesiredHost;
+use crate::desired::{DesiredHost, SshEndpoint};
 use crate::model::Transport;
 use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
 use crate::model::host::ActualHost;
@@ -136,8 +136,7 @@ impl<'a> Reach<'a> {
         }
     }
 
-    /// How `host` is reached: the server file's `agent.ssh` first, then the ssh config's
-    /// `Host` blocks for its host name or address, then the defaults (`--identity`, root, 22).
+    /// How `host` is reached (see [`ssh_target`]).
     fn ssh_target(&self, host: &DesiredHost) -> Result<SshTarget, TransportError> {
         let refused = |message: String, unreachable: bool| TransportError {
             host: host.server.clone(),
@@ -154,51 +153,7 @@ impl<'a> Reach<'a> {
             .ssh_config
             .as_ref()
             .map_err(|e| refused(format!("the ssh config cannot be used: {e}"), false))?;
-        let found = config.lookup(&[&host.server, &ssh.address]);
-        let user = ssh
-            .user
-            .clone()
-            .or(found.user)
-            .unwrap_or_else(|| "root".into());
-        let jump = match ssh.proxy_jump.clone().or(found.proxy_jump) {
-            Some(spec) if !spec.eq_ignore_ascii_case("none") => {
-                let j = JumpSpec::parse(&spec).map_err(|e| {
-                    refused(
-                        format!("agent.ssh.proxy_jump (or the ssh config's ProxyJump): {e}"),
-                        false,
-                    )
-                })?;
-                // A jump host named by its ssh config alias gets that alias's settings; what
-                // the jump spec itself says comes first.
-                let alias = config.lookup(&[&j.host]);
-                Some(Box::new(SshTarget {
-                    host: host.server.clone(),
-                    address: alias.hostname.unwrap_or(j.host),
-                    port: j.port.or(alias.port).unwrap_or(22),
-                    // As OpenSSH does: the bastion's user is not the host's.
-                    user: j.user.or(alias.user).unwrap_or_else(local_user),
-                    host_key: None,
-                    identity_file: alias.identity_file,
-                    sudo: false,
-                    jump: None,
-                }))
-            }
-            _ => None,
-        };
-        Ok(SshTarget {
-            host: host.server.clone(),
-            address: ssh.address.clone(),
-            port: ssh.port.or(found.port).unwrap_or(22),
-            user,
-            host_key: ssh.host_key.clone(),
-            identity_file: ssh
-                .identity_file
-                .as_deref()
-                .map(expand_home)
-                .or(found.identity_file),
-            sudo: ssh.sudo,
-            jump,
-        })
+        ssh_target(&host.server, ssh, config).map_err(|e| refused(e, false))
     }
 
     /// The host's actual state, from its agent.
@@ -237,6 +192,54 @@ impl<'a> Reach<'a> {
     }
 }
 
+/// How server `server` is reached: the server file's `agent.ssh` first, then the ssh config's
+/// `Host` blocks for its host name or address, then the defaults (root, 22; the key falls back
+/// to `--identity` and ssh-agent when the connection logs in).
+fn ssh_target(server: &str, ssh: &SshEndpoint, config: &SshConfig) -> Result<SshTarget, String> {
+    let found = config.lookup(&[server, &ssh.address]);
+    let user = ssh
+        .user
+        .clone()
+        .or(found.user)
+        .unwrap_or_else(|| "root".into());
+    let jump = match ssh.proxy_jump.clone().or(found.proxy_jump) {
+        Some(spec) if !spec.eq_ignore_ascii_case("none") => {
+            let j = JumpSpec::parse(&spec).map_err(|e| {
+                format!("agent.ssh.proxy_jump (or the ssh config's ProxyJump): {e}")
+            })?;
+            // A jump host named by its ssh config alias gets that alias's settings; what the
+            // jump spec itself says comes first.
+            let alias = config.lookup(&[&j.host]);
+            Some(Box::new(SshTarget {
+                host: server.to_string(),
+                address: alias.hostname.unwrap_or(j.host),
+                port: j.port.or(alias.port).unwrap_or(22),
+                // As OpenSSH does: the bastion's user is not the host's.
+                user: j.user.or(alias.user).unwrap_or_else(local_user),
+                host_key: None,
+                identity_file: alias.identity_file,
+                sudo: false,
+                jump: None,
+            }))
+        }
+        _ => None,
+    };
+    Ok(SshTarget {
+        host: server.to_string(),
+        address: ssh.address.clone(),
+        port: ssh.port.or(found.port).unwrap_or(22),
+        user,
+        host_key: ssh.host_key.clone(),
+        identity_file: ssh
+            .identity_file
+            .as_deref()
+            .map(expand_home)
+            .or(found.identity_file),
+        sudo: ssh.sudo,
+        jump,
+    })
+}
+
 /// The user this reconciler runs as (a jump host's default user, as with OpenSSH).
 fn local_user() -> String {
     nix::unistd::User::from_uid(nix::unistd::getuid())
@@ -251,5 +254,70 @@ fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint() -> SshEndpoint {
+        SshEndpoint {
+            address: "10.0.0.5".into(),
+            port: None,
+            user: None,
+            host_key: None,
+            identity_file: None,
+            sudo: true,
+            proxy_jump: None,
+        }
+    }
+
+    const CONFIG: &str = "Host bastion\n  HostName 10.9.0.1\n  Port 2222\n  \
+                          IdentityFile /keys/bastion\nHost web-*\n  User deploy\n  Port 2200\n  \
+                          IdentityFile /keys/web\n  ProxyJump bastion\n";
+
+    #[test]
+    fn the_server_file_wins_then_the_ssh_config_then_the_defaults() {
+        let config = SshConfig::parse(CONFIG, "config", None).unwrap();
+        let t = ssh_target("web-1", &endpoint(), &config).unwrap();
+        assert_eq!((t.user.as_str(), t.port), ("deploy", 2200));
+        assert_eq!(t.identity_file, Some(PathBuf::from("/keys/web")));
+        assert!(t.sudo);
+        let jump = t.jump.unwrap();
+        assert_eq!((jump.address.as_str(), jump.port), ("10.9.0.1", 2222));
+        assert_eq!(jump.user, local_user(), "not the host's user");
+        assert_eq!(jump.identity_file, Some(PathBuf::from("/keys/bastion")));
+
+        let own = SshEndpoint {
+            user: Some("ops".into()),
+            port: Some(22),
+            identity_file: Some("/keys/own".into()),
+            proxy_jump: Some("jump@10.9.0.2:2022".into()),
+            ..endpoint()
+        };
+        let t = ssh_target("web-1", &own, &config).unwrap();
+        assert_eq!((t.user.as_str(), t.port), ("ops", 22));
+        assert_eq!(t.identity_file, Some(PathBuf::from("/keys/own")));
+        let jump = t.jump.unwrap();
+        assert_eq!(
+            (jump.user.as_str(), jump.address.as_str(), jump.port),
+            ("jump", "10.9.0.2", 2022)
+        );
+
+        let direct = SshEndpoint {
+            proxy_jump: Some("none".into()),
+            ..endpoint()
+        };
+        assert_eq!(ssh_target("web-1", &direct, &config).unwrap().jump, None);
+        let t = ssh_target("db-1", &endpoint(), &config).unwrap();
+        assert_eq!((t.user.as_str(), t.port, t.jump), ("root", 22, None));
+
+        let bad = SshEndpoint {
+            proxy_jump: Some("a,b".into()),
+            ..endpoint()
+        };
+        let e = ssh_target("web-1", &bad, &config).unwrap_err();
+        assert!(e.contains("more than one jump host"), "{e}");
     }
 }
