@@ -4,12 +4,13 @@
 //! one SSH connection per host for the whole run, planning and applying alike.
 
 use super::CliError;
-use crate::desired::DesiredHost;
+use crate::desired::{DesiredHost, SshEndpoint};
 use crate::model::Transport;
 use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
 use crate::model::host::ActualHost;
 use crate::transport::agent_binary::HASH_CACHE_FILE;
 use crate::transport::ssh::{AgentBinary, Fleet, SshOptions, SshTarget};
+use crate::transport::ssh_config::{JumpSpec, SshConfig};
 use crate::transport::{Local, TransportError};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,11 @@ pub struct ReachArgs {
     /// that differs from a recorded or pinned one is refused all the same.
     #[arg(long, global = true, help_heading = HEADING)]
     pub accept_new_host_keys: bool,
+    /// The OpenSSH client config whose `Host` blocks give SSH hosts their `User`, `Port`,
+    /// `IdentityFile` and `ProxyJump` where the server file does not (default: ~/.ssh/config
+    /// when it exists).
+    #[arg(long, global = true, help_heading = HEADING, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
     /// Seconds to connect to, and log in on, an SSH host.
     #[arg(long, global = true, help_heading = HEADING, default_value_t = 10, value_name = "SECONDS")]
     pub connect_timeout: u64,
@@ -82,6 +88,9 @@ pub(super) struct Reach<'a> {
     /// neither reported as no longer desired nor pruned.
     pub only: Option<&'a str>,
     fleet: Fleet,
+    /// `--ssh-config` (or ~/.ssh/config), or why it cannot be used (reported for every SSH
+    /// host, which it would otherwise have misdirected).
+    ssh_config: Result<SshConfig, String>,
 }
 
 impl<'a> Reach<'a> {
@@ -94,7 +103,11 @@ impl<'a> Reach<'a> {
     ) -> Reach<'a> {
         // Notes go to stderr: stdout may be a JSON or Markdown plan.
         let notes = std::sync::Arc::new(|line: &str| eprintln!("note: {line}"));
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
         Reach {
+            ssh_config: SshConfig::load(args.ssh_config.as_deref(), home.as_deref()),
             exe,
             work_dir,
             assume_empty,
@@ -123,23 +136,24 @@ impl<'a> Reach<'a> {
         }
     }
 
-    fn ssh_target(host: &DesiredHost) -> Result<SshTarget, TransportError> {
-        let Some(ssh) = &host.ssh else {
-            return Err(TransportError {
-                host: host.server.clone(),
-                message: "transport `ssh` needs an address (ip_addresses or agent.ssh.address)"
-                    .into(),
-                unreachable: true,
-            });
-        };
-        Ok(SshTarget {
+    /// How `host` is reached (see [`ssh_target`]).
+    fn ssh_target(&self, host: &DesiredHost) -> Result<SshTarget, TransportError> {
+        let refused = |message: String, unreachable: bool| TransportError {
             host: host.server.clone(),
-            address: ssh.address.clone(),
-            port: ssh.port,
-            user: ssh.user.clone(),
-            host_key: ssh.host_key.clone(),
-            identity_file: ssh.identity_file.as_deref().map(expand_home),
-        })
+            message,
+            unreachable,
+        };
+        let Some(ssh) = &host.ssh else {
+            return Err(refused(
+                "transport `ssh` needs an address (ip_addresses or agent.ssh.address)".into(),
+                true,
+            ));
+        };
+        let config = self
+            .ssh_config
+            .as_ref()
+            .map_err(|e| refused(format!("the ssh config cannot be used: {e}"), false))?;
+        ssh_target(&host.server, ssh, config).map_err(|e| refused(e, false))
     }
 
     /// The host's actual state, from its agent.
@@ -147,7 +161,7 @@ impl<'a> Reach<'a> {
         match host.transport {
             Transport::Local => self.local(host)?.inspect(),
             Transport::Ssh => {
-                let h = self.fleet.host(Self::ssh_target(host)?);
+                let h = self.fleet.host(self.ssh_target(host)?);
                 let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
                 h.inspect()
             }
@@ -165,7 +179,7 @@ impl<'a> Reach<'a> {
         match host.transport {
             Transport::Local => self.local(host)?.apply(req, lock_timeout_s, on_event),
             Transport::Ssh => {
-                let h = self.fleet.host(Self::ssh_target(host)?);
+                let h = self.fleet.host(self.ssh_target(host)?);
                 let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
                 h.apply(req, lock_timeout_s, on_event)
             }
@@ -178,10 +192,132 @@ impl<'a> Reach<'a> {
     }
 }
 
+/// How server `server` is reached: the server file's `agent.ssh` first, then the ssh config's
+/// `Host` blocks for its host name or address, then the defaults (root, 22; the key falls back
+/// to `--identity` and ssh-agent when the connection logs in).
+fn ssh_target(server: &str, ssh: &SshEndpoint, config: &SshConfig) -> Result<SshTarget, String> {
+    let found = config.lookup(&[server, &ssh.address]);
+    let user = ssh
+        .user
+        .clone()
+        .or(found.user)
+        .unwrap_or_else(|| "root".into());
+    let jump = match ssh.proxy_jump.clone().or(found.proxy_jump) {
+        Some(spec) if !spec.eq_ignore_ascii_case("none") => {
+            let j = JumpSpec::parse(&spec).map_err(|e| {
+                format!("agent.ssh.proxy_jump (or the ssh config's ProxyJump): {e}")
+            })?;
+            // A jump host named by its ssh config alias gets that alias's settings; what the
+            // jump spec itself says comes first.
+            let alias = config.lookup(&[&j.host]);
+            Some(Box::new(SshTarget {
+                host: server.to_string(),
+                address: alias.hostname.unwrap_or(j.host),
+                port: j.port.or(alias.port).unwrap_or(22),
+                // As OpenSSH does: the bastion's user is not the host's.
+                user: j.user.or(alias.user).unwrap_or_else(local_user),
+                host_key: None,
+                identity_file: alias.identity_file,
+                sudo: false,
+                jump: None,
+            }))
+        }
+        _ => None,
+    };
+    Ok(SshTarget {
+        host: server.to_string(),
+        address: ssh.address.clone(),
+        port: ssh.port.or(found.port).unwrap_or(22),
+        user,
+        host_key: ssh.host_key.clone(),
+        identity_file: ssh
+            .identity_file
+            .as_deref()
+            .map(expand_home)
+            .or(found.identity_file),
+        sudo: ssh.sudo,
+        jump,
+    })
+}
+
+/// The user this reconciler runs as (a jump host's default user, as with OpenSSH).
+fn local_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into())
+}
+
 /// `~/x` in a server file means the reconciler user's home.
 fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint() -> SshEndpoint {
+        SshEndpoint {
+            address: "10.0.0.5".into(),
+            port: None,
+            user: None,
+            host_key: None,
+            identity_file: None,
+            sudo: true,
+            proxy_jump: None,
+        }
+    }
+
+    const CONFIG: &str = "Host bastion\n  HostName 10.9.0.1\n  Port 2222\n  \
+                          IdentityFile /keys/bastion\nHost web-*\n  User deploy\n  Port 2200\n  \
+                          IdentityFile /keys/web\n  ProxyJump bastion\n";
+
+    #[test]
+    fn the_server_file_wins_then_the_ssh_config_then_the_defaults() {
+        let config = SshConfig::parse(CONFIG, "config", None).unwrap();
+        let t = ssh_target("web-1", &endpoint(), &config).unwrap();
+        assert_eq!((t.user.as_str(), t.port), ("deploy", 2200));
+        assert_eq!(t.identity_file, Some(PathBuf::from("/keys/web")));
+        assert!(t.sudo);
+        let jump = t.jump.unwrap();
+        assert_eq!((jump.address.as_str(), jump.port), ("10.9.0.1", 2222));
+        assert_eq!(jump.user, local_user(), "not the host's user");
+        assert_eq!(jump.identity_file, Some(PathBuf::from("/keys/bastion")));
+
+        let own = SshEndpoint {
+            user: Some("ops".into()),
+            port: Some(22),
+            identity_file: Some("/keys/own".into()),
+            proxy_jump: Some("jump@10.9.0.2:2022".into()),
+            ..endpoint()
+        };
+        let t = ssh_target("web-1", &own, &config).unwrap();
+        assert_eq!((t.user.as_str(), t.port), ("ops", 22));
+        assert_eq!(t.identity_file, Some(PathBuf::from("/keys/own")));
+        let jump = t.jump.unwrap();
+        assert_eq!(
+            (jump.user.as_str(), jump.address.as_str(), jump.port),
+            ("jump", "10.9.0.2", 2022)
+        );
+
+        let direct = SshEndpoint {
+            proxy_jump: Some("none".into()),
+            ..endpoint()
+        };
+        assert_eq!(ssh_target("web-1", &direct, &config).unwrap().jump, None);
+        let t = ssh_target("db-1", &endpoint(), &config).unwrap();
+        assert_eq!((t.user.as_str(), t.port, t.jump), ("root", 22, None));
+
+        let bad = SshEndpoint {
+            proxy_jump: Some("a,b".into()),
+            ..endpoint()
+        };
+        let e = ssh_target("web-1", &bad, &config).unwrap_err();
+        assert!(e.contains("more than one jump host"), "{e}");
     }
 }

@@ -51,12 +51,17 @@ pub struct DesiredHost {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshEndpoint {
     pub address: String,
-    pub port: u16,
-    pub user: String,
+    /// As the server file says; unset ones come from the ssh config or the defaults.
+    pub port: Option<u16>,
+    pub user: Option<String>,
     /// Pinned host key, known_hosts-style.
     pub host_key: Option<String>,
     /// Private key file on the reconciler's machine, as written in the server file.
     pub identity_file: Option<String>,
+    /// Run the agent with `sudo -n`.
+    pub sudo: bool,
+    /// `agent.ssh.proxy_jump`, as written.
+    pub proxy_jump: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

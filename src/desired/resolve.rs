@@ -217,6 +217,8 @@ fn ssh_endpoint(s: &crate::model::Server) -> Option<super::SshEndpoint> {
         user: settings.user,
         host_key: settings.host_key,
         identity_file: settings.identity_file,
+        sudo: settings.sudo,
+        proxy_jump: settings.proxy_jump,
     })
 }
 

@@ -60,8 +60,10 @@ pub(super) fn run(inv: &Inventory, out: &mut Vec<Diagnostic>) {
                             None => continue,
                         },
                     };
+                    // A port only an ssh config names counts as 22 here: the config is the
+                    // reconciler's, not the repository's, and validate does not read it.
                     endpoints
-                        .entry((normal_address(&address), ssh.port))
+                        .entry((normal_address(&address), ssh.port.unwrap_or(22)))
                         .or_default()
                         .push(reach(pos));
                 }

@@ -8,6 +8,7 @@ mod checks_identity;
 pub mod env_refs;
 pub mod operator_policy;
 pub mod schema;
+mod ssh_reach;
 pub mod yaml;
 
 use crate::diag::{Diagnostic, Diagnostics, Pos};
@@ -382,6 +383,9 @@ pub fn load(snapshot: &Snapshot) -> Loaded {
         inv.settings = d.value.clone();
     }
     diagnostics.extend(checks::run(snapshot, &mut inv, settings_doc.as_ref()));
+    let mut reach = Vec::new();
+    ssh_reach::check(&inv, &mut reach);
+    diagnostics.extend(reach);
     Loaded {
         inventory: inv,
         diagnostics,

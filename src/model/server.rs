@@ -114,45 +114,36 @@ pub enum ServiceManager {
     Process,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SshSettings {
     /// Address to connect to; defaults to the first of `ip_addresses`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// Remote user.
-    #[serde(default = "default_ssh_user")]
-    pub user: String,
-    /// TCP port.
-    #[serde(default = "default_ssh_port")]
-    pub port: u16,
+    /// Remote user; defaults to the `User` of the reconciler's ssh config for this host, else
+    /// `root`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// TCP port; defaults to the `Port` of the reconciler's ssh config for this host, else 22.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// Pinned host key in `known_hosts` form (`ssh-ed25519 AAAA...`); when absent the
     /// reconciler's known_hosts file decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_key: Option<String>,
-    /// Private key file on the reconciler's machine; defaults to the reconciler's setting or
+    /// Private key file on the reconciler's machine; defaults to the `IdentityFile` of the
+    /// reconciler's ssh config for this host, else the reconciler's `--identity`, else
     /// ssh-agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_file: Option<String>,
-}
-
-impl Default for SshSettings {
-    /// What a server file without `agent.ssh` means.
-    fn default() -> Self {
-        SshSettings {
-            address: None,
-            user: default_ssh_user(),
-            port: default_ssh_port(),
-            host_key: None,
-            identity_file: None,
-        }
-    }
-}
-
-fn default_ssh_user() -> String {
-    "root".to_string()
-}
-
-fn default_ssh_port() -> u16 {
-    22
+    /// Run the agent as root with `sudo -n` (for a `user` other than root). The host needs
+    /// the sudoers rule `USER ALL=(root) NOPASSWD: /var/lib/clarity/agent/clarity-reconcile-*`
+    /// and `/var/lib/clarity/agent` owned by that user (see docs/operations.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sudo: bool,
+    /// The jump host (bastion) to reach this host through, as `[user@]host[:port]` or a `Host`
+    /// alias of the reconciler's ssh config; defaults to the ssh config's `ProxyJump` for this
+    /// host. `none` connects directly even when the ssh config names a jump host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_jump: Option<String>,
 }

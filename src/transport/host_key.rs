@@ -1,11 +1,13 @@
 //! Knowing that an SSH server is the one we mean before any credential leaves this process:
 //! public keys as known_hosts files and pinned `host_key` settings write them, OpenSSH
 //! fingerprints for messages, reading known_hosts files (`@revoked` included, hashed host names
-//! matched by libssh2) and, only when an operator asked for it, recording a new host's key.
+//! matched by libssh2, `@cert-authority` CA keys for host certificates checked by
+//! [`super::host_cert`]) and, only when an operator asked for it, recording a new host's key.
 //! Shared by the SSH transport (hosts) and the SFTP fetcher (artifact repositories), so both
 //! trust exactly the same things. Nothing here trusts a key on first use by itself.
 
 use super::base64;
+use super::host_cert::{self, Certificate};
 use sha2::{Digest, Sha256};
 use ssh2::{CheckResult, KnownHostFileKind, MethodType, Session};
 use std::io::Write;
@@ -83,6 +85,11 @@ impl PublicKey {
         &self.blob
     }
 
+    /// The key type name (`ssh-ed25519`, `ssh-ed25519-cert-v01@openssh.com`, ...).
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
     /// `ssh-ed25519 SHA256:...`, as `ssh-keygen -l` shows it.
     pub fn fingerprint(&self) -> String {
         format!(
@@ -120,8 +127,20 @@ impl Expected {
     pub fn negotiate(&self, session: &Session) {
         let preferred: Vec<&str> = match self {
             Expected::Pinned(k) => vec![k.algorithms()],
-            Expected::KnownHosts(k) if k.plain.is_empty() => vec![UNKNOWN_HOST_ALGORITHMS],
-            Expected::KnownHosts(k) => k.plain.iter().map(PublicKey::algorithms).collect(),
+            Expected::KnownHosts(k) => {
+                // A host with a CA is asked for its certificate first; its plain keys (or,
+                // knowing none, any) stay acceptable for a host that has no certificate.
+                let mut algorithms = Vec::new();
+                if !k.cas.is_empty() {
+                    algorithms.push(host_cert::CERT_ALGORITHMS);
+                }
+                if k.plain.is_empty() {
+                    algorithms.push(UNKNOWN_HOST_ALGORITHMS);
+                } else {
+                    algorithms.extend(k.plain.iter().map(PublicKey::algorithms));
+                }
+                algorithms
+            }
         };
         // Best effort: an algorithm this libssh2 lacks only means the default order is used.
         let _ = session.method_pref(MethodType::HostKey, &preferred.join(","));
@@ -137,6 +156,10 @@ pub struct KnownHosts {
     plain: Vec<PublicKey>,
     /// Keys marked `@revoked`: refused whatever else says.
     revoked: Vec<PublicKey>,
+    /// `@cert-authority` keys whose host patterns match this host.
+    cas: Vec<PublicKey>,
+    /// What a host certificate may name the host as: its address, and its server name.
+    names: Vec<String>,
 }
 
 impl KnownHosts {
@@ -160,6 +183,8 @@ impl KnownHosts {
             lines: Vec::new(),
             plain: Vec::new(),
             revoked: Vec::new(),
+            cas: Vec::new(),
+            names: vec![host.to_string()],
         };
         for file in files {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
@@ -172,8 +197,15 @@ impl KnownHosts {
                     found.revoked.extend(PublicKey::parse(rest));
                     continue;
                 }
+                if let Some(rest) = line.strip_prefix("@cert-authority") {
+                    let patterns = rest.split_whitespace().next().unwrap_or_default();
+                    if host_patterns_match(patterns, &name) {
+                        found.cas.extend(PublicKey::parse(rest));
+                    }
+                    continue;
+                }
                 if line.starts_with('@') {
-                    // `@cert-authority`: certificates are not supported, so it proves nothing.
+                    // Another marker this reader does not know proves nothing.
                     continue;
                 }
                 let patterns = line.split_whitespace().next().unwrap_or_default();
@@ -184,6 +216,12 @@ impl KnownHosts {
             }
         }
         found
+    }
+
+    /// Another name a host certificate may give the host (its server name).
+    pub fn also_named(mut self, name: &str) -> KnownHosts {
+        self.names.push(name.to_string());
+        self
     }
 
     /// `checked FILE and FILE`, for messages.
@@ -220,6 +258,30 @@ pub fn verify(
         Expected::Pinned(key) => Ok(Verdict::Mismatch {
             expected: format!("{} (pinned)", key.fingerprint()),
         }),
+        Expected::KnownHosts(known) if host_cert::is_certificate(presented.kind()) => {
+            let names: Vec<&str> = known.names.iter().map(String::as_str).collect();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let checked = Certificate::parse(presented.blob()).and_then(|cert| {
+                if known.revoked.contains(&cert.ca) {
+                    return Err(format!(
+                        "its CA {} is marked @revoked",
+                        cert.ca.fingerprint()
+                    ));
+                }
+                cert.check(&known.cas, &names, now)
+            });
+            Ok(match checked {
+                Ok(()) => Verdict::Trusted,
+                Err(why) => Verdict::Mismatch {
+                    expected: format!(
+                        "a valid host certificate from a CA known_hosts trusts, but {why} ({})",
+                        known.describe()
+                    ),
+                },
+            })
+        }
         Expected::KnownHosts(known) => {
             if known.revoked.contains(presented) {
                 return Ok(Verdict::Mismatch {
@@ -252,6 +314,20 @@ pub fn verify(
             })
         }
     }
+}
+
+/// Whether a known_hosts host field (`pattern,pattern`, `*` and `?` wildcards, `!negated`)
+/// matches `name` (as [`known_host_name`] writes it).
+fn host_patterns_match(patterns: &str, name: &str) -> bool {
+    let mut matched = false;
+    for p in patterns.split(',').map(str::to_ascii_lowercase) {
+        match p.strip_prefix('!') {
+            Some(neg) if super::ssh_config::glob(neg, name) => return false,
+            Some(_) => {}
+            None => matched |= super::ssh_config::glob(&p, name),
+        }
+    }
+    matched
 }
 
 /// The host field of a known_hosts line, as OpenSSH writes it: `host`, or `[host]:port` when
@@ -299,12 +375,12 @@ pub fn record(file: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::R
         r.read_exact(&mut last)?;
         last[0] != b'\n'
     };
-    let line = format!(
-        "{}{} {}\n",
-        if needs_newline { "\n" } else { "" },
-        known_host_name(host, port),
-        key.to_openssh()
-    );
+    let entry = format!("{} {}", known_host_name(host, port), key.to_openssh());
+    // Hosts behind one bastion all meet its key: the first to record it is enough.
+    if std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.trim() == entry)) {
+        return Ok(());
+    }
+    let line = format!("{}{entry}\n", if needs_newline { "\n" } else { "" });
     f.write_all(line.as_bytes())?;
     f.sync_all()
 }
@@ -372,8 +448,25 @@ mod tests {
         assert_eq!(k.plain.len(), 1);
         assert_eq!(k.revoked.len(), 1);
         assert_eq!(k.lines.len(), 3);
+        assert_eq!(k.cas.len(), 1, "the CA for `*`");
         let k = KnownHosts::read(Some(&f), "h", 22);
         assert_eq!(k.plain.len(), 1);
+    }
+
+    #[test]
+    fn cert_authority_patterns_match_like_openssh() {
+        assert!(host_patterns_match("10.0.0.*", "10.0.0.7"));
+        assert!(host_patterns_match(
+            "*.example,[10.0.0.*]:2222",
+            "[10.0.0.7]:2222"
+        ));
+        assert!(!host_patterns_match("10.0.0.*", "[10.0.0.7]:2222"));
+        assert!(!host_patterns_match("10.0.0.*,!10.0.0.7", "10.0.0.7"));
+        assert!(host_patterns_match("10.0.0.*,!10.0.0.7", "10.0.0.8"));
+        assert!(
+            !host_patterns_match("!10.0.0.7", "10.0.0.8"),
+            "only negations: no match"
+        );
     }
 
     #[test]
@@ -388,6 +481,8 @@ mod tests {
         )
         .unwrap();
         record(&f, "Web-1", 2222, &key).unwrap();
+        // Hosts behind one bastion each meet its key: it is recorded once.
+        record(&f, "web-1", 2222, &key).unwrap();
         let text = std::fs::read_to_string(&f).unwrap();
         assert_eq!(
             text,

@@ -1,14 +1,19 @@
 //! Reaching a host's agent. A transport starts the agent (the same binary) for one host and
 //! exchanges versioned JSON with it: `local` runs it on this machine against a sandbox
 //! directory (the `mock` profile), [`ssh`] on a real host over one SSH connection per host,
-//! installing the agent there first when its build ([`agent_binary`]) is missing. Host keys
-//! are checked by [`host_key`] before any credential is sent.
+//! installing the agent there first when its build ([`agent_binary`]) is missing, through a
+//! jump host when one is configured. Host keys (and host certificates, [`host_cert`]) are
+//! checked by [`host_key`] before any credential is sent; [`ssh_config`] reads the operator's
+//! OpenSSH client config for what a server file leaves out.
 
 pub mod agent_binary;
 pub(crate) mod base64;
+pub mod host_cert;
 pub mod host_key;
+mod jump;
 pub mod quote;
 pub mod ssh;
+pub mod ssh_config;
 
 use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
 use crate::model::host::{ActualHost, HOST_STATE_FORMAT};

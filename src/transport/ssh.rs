@@ -5,8 +5,12 @@
 //! Before any credential is sent the host must prove who it is ([`super::host_key`]): a pinned
 //! `agent.ssh.host_key`, or the known_hosts file. A different key is refused with both
 //! fingerprints; an unknown host is refused unless the operator passed
-//! `--accept-new-host-keys`, which records its key. Logging in uses the server's
-//! `identity_file`, else the reconciler's `--identity`, else ssh-agent.
+//! `--accept-new-host-keys`, which records its key (a host certificate from a CA known_hosts
+//! trusts is checked by [`super::host_cert`] and never recorded). Logging in uses the server's
+//! `identity_file`, else the ssh config's `IdentityFile`, else the reconciler's `--identity`,
+//! else ssh-agent. A host behind a bastion is reached through it (`jump.rs`: the
+//! bastion's key is verified and it is logged into first); a host whose SSH user is not root
+//! runs the agent as `sudo -n -- AGENT ...`, and a refusal names the sudoers line to add.
 //!
 //! The agent is this very binary, run on the host from a file named after this build,
 //! `/var/lib/clarity/agent/clarity-reconcile-<version>-<12 hex of its sha256>`
@@ -98,6 +102,16 @@ pub struct SshTarget {
     pub user: String,
     pub host_key: Option<String>,
     pub identity_file: Option<PathBuf>,
+    /// Run the agent as root with `sudo -n` (the SSH user is not root).
+    pub sudo: bool,
+    /// The bastion to reach the host through (its `host` is the server's, for messages; its
+    /// own `jump` is `None`: one hop).
+    pub jump: Option<Box<SshTarget>>,
+}
+
+/// The sudoers rule a sudo host needs for `user`: the agent builds and nothing else.
+pub fn sudoers_line(user: &str) -> String {
+    format!("{user} ALL=(root) NOPASSWD: {AGENT_DIR}/clarity-reconcile-*")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +171,26 @@ pub enum SshError {
         address: String,
         method: String,
         detail: String,
+    },
+    #[error(
+        "host {host}: sudo refused to run the agent as root for {user} ({detail}); add this \
+         line to the host's sudoers (`visudo -f /etc/sudoers.d/clarity`): {line}"
+    )]
+    Sudo {
+        host: String,
+        user: String,
+        detail: String,
+        line: String,
+    },
+    #[error("host {host}: jump host {jump}: {detail}")]
+    Jump {
+        host: String,
+        /// `user@address:port`.
+        jump: String,
+        /// The bastion's own error, without the host name.
+        detail: String,
+        hint: Option<String>,
+        unreachable: bool,
     },
     #[error("host {host}: no SSH key to log in with")]
     NoIdentity { host: String },
@@ -226,6 +260,7 @@ impl SshError {
             | SshError::Lost { .. }
             | SshError::Timeout { .. } => true,
             SshError::Disconnected { cause, .. } => cause.unreachable(),
+            SshError::Jump { unreachable, .. } => *unreachable,
             _ => false,
         }
     }
@@ -269,6 +304,10 @@ impl SshError {
             SshError::Disconnected { id, .. } => format!(
                 "apply {id} goes on, or was cut short, on the host: its events are in {APPLIES_DIR}/{id}/events.jsonl there, and the next apply rolls back whatever an interrupted one left unfinished"
             ),
+            SshError::Sudo { .. } => {
+                "sudo -n never asks for a password: the rule needs NOPASSWD, and the agent directory must be writable by the SSH user (`install -d -o USER -m 0755 /var/lib/clarity/agent`)".into()
+            }
+            SshError::Jump { hint, .. } => return hint.clone(),
             SshError::ApplyGone { .. } => {
                 "run again: the agent's journal makes the next apply roll back whatever the interrupted one started, then converge".into()
             }
@@ -286,6 +325,8 @@ impl SshError {
             | SshError::RecordHostKey { host, .. }
             | SshError::Auth { host, .. }
             | SshError::NoIdentity { host }
+            | SshError::Sudo { host, .. }
+            | SshError::Jump { host, .. }
             | SshError::Lost { host, .. }
             | SshError::Timeout { host, .. }
             | SshError::Command { host, .. }
@@ -382,7 +423,7 @@ impl Fleet {
 /// A session that says goodbye when dropped: a connection that just vanishes makes OpenSSH's
 /// per-connection process exit before it reaps its own child, leaving a zombie on hosts whose
 /// init does not reap them.
-struct Connection(Session);
+pub(super) struct Connection(pub(super) Session);
 
 impl Drop for Connection {
     fn drop(&mut self) {
@@ -425,7 +466,9 @@ impl SshHost {
         let args = ["agent", "inspect", "--root", "/"];
         let (agent, out) = self.run_agent(&args, deadline)?;
         if out.status != 0 {
-            return Err(self.command_failed(&agent_argv(&agent, &args), &out).into());
+            return Err(self
+                .command_failed(&agent_argv(self.target.sudo, &agent, &args), &out)
+                .into());
         }
         let host = self.host_state(&agent, &out.stdout)?;
         self.agent = Some(agent);
@@ -480,18 +523,22 @@ impl SshHost {
         // (mode 0600) only until the apply has read it.
         let body = serde_json::to_vec(req).expect("requests serialize");
         let lock = lock_timeout_s.to_string();
-        let start = [
-            agent.as_str(),
-            "agent",
-            "apply",
-            "--root",
-            "/",
-            "--lock-timeout",
-            &lock,
-            "--run",
-            &id,
-            "--detach",
-        ];
+        let sudo = self.target.sudo;
+        let start = agent_argv(
+            sudo,
+            &agent,
+            &[
+                "agent",
+                "apply",
+                "--root",
+                "/",
+                "--lock-timeout",
+                &lock,
+                "--run",
+                &id,
+                "--detach",
+            ],
+        );
         let mut started = false;
         let mut seen = 0u64;
         let mut log_seen = 0u64;
@@ -519,22 +566,25 @@ impl SshHost {
             } else {
                 let (from, log_from, idle_s) =
                     (seen.to_string(), log_seen.to_string(), idle.to_string());
-                let follow = [
-                    agent.as_str(),
-                    "agent",
-                    "events",
-                    "--root",
-                    "/",
-                    "--run",
-                    &id,
-                    "--from",
-                    &from,
-                    "--log-from",
-                    &log_from,
-                    "--follow",
-                    "--idle",
-                    &idle_s,
-                ];
+                let follow = agent_argv(
+                    sudo,
+                    &agent,
+                    &[
+                        "agent",
+                        "events",
+                        "--root",
+                        "/",
+                        "--run",
+                        &id,
+                        "--from",
+                        &from,
+                        "--log-from",
+                        &log_from,
+                        "--follow",
+                        "--idle",
+                        &idle_s,
+                    ],
+                );
                 let host = self.target.host.clone();
                 let mut bad_line = None;
                 let mut on_line = |line: &[u8]| match serde_json::from_slice::<AgentEvent>(line) {
@@ -631,7 +681,7 @@ impl SshHost {
         deadline: Instant,
     ) -> Result<(String, Output), SshError> {
         if let Some(agent) = self.agent.clone() {
-            let out = self.run_idempotent(&agent_argv(&agent, args), deadline)?;
+            let out = self.run_idempotent(&agent_argv(self.target.sudo, &agent, args), deadline)?;
             return Ok((agent, out));
         }
         // Connected first: a host that cannot be reached is that, whatever the binary.
@@ -644,9 +694,23 @@ impl SshHost {
                 detail,
             })?;
         let ours = format!("{AGENT_DIR}/{name}");
-        let argv = agent_argv(&ours, args);
-        let out = self.run_idempotent(&argv, deadline)?;
-        if out.status == 0 || !self.agent_missing(&ours, &out, deadline)? {
+        let argv = agent_argv(self.target.sudo, &ours, args);
+        let ran = match self.run_idempotent(&argv, deadline) {
+            // sudo matches its rule against files that exist: a build not installed yet is
+            // refused like a missing rule. Installing tells the two apart.
+            Err(SshError::Sudo { .. })
+                if self
+                    .run_idempotent(&["test", "-e", &ours], deadline)?
+                    .status
+                    != 0 =>
+            {
+                None
+            }
+            other => Some(other?),
+        };
+        if let Some(out) = ran
+            && (out.status == 0 || !self.agent_missing(&ours, &out, deadline)?)
+        {
             // It ran: the caller reads (or reports) what it said.
             return Ok((ours, out));
         }
@@ -743,7 +807,10 @@ impl SshHost {
             self.run_checked(&["chmod", "0755", "--", &versioned], deadline)?;
         }
         // It must run there and speak our formats before anything points at it.
-        let out = self.run_idempotent(&agent_argv(&versioned, &["agent", "version"]), deadline)?;
+        let out = self.run_idempotent(
+            &agent_argv(self.target.sudo, &versioned, &["agent", "version"]),
+            deadline,
+        )?;
         self.check_version(&versioned, &out)?;
         let previous = self
             .run_idempotent(&["readlink", "--", AGENT_LINK], deadline)
@@ -926,6 +993,7 @@ impl SshHost {
         mut on_line: Option<LineSink>,
     ) -> Result<Output, SshError> {
         let host = self.target.host.clone();
+        let user = self.target.user.clone();
         let command = command_line(argv);
         let ends = Instant::now() + timeout;
         let conn = self.connection(ends)?;
@@ -989,6 +1057,16 @@ impl SshHost {
                 Ok(s) if s.exit_signal.is_some() => 128,
                 _ => channel.exit_status().map_err(|e| fail(ssh(e)))?,
             };
+            if argv.first() == Some(&"sudo")
+                && let Some(detail) = sudo_refusal(status, &stderr)
+            {
+                return Err(SshError::Sudo {
+                    host: host.clone(),
+                    line: sudoers_line(&user),
+                    user: user.clone(),
+                    detail,
+                });
+            }
             Ok(Output {
                 status,
                 stdout,
@@ -1024,20 +1102,69 @@ impl SshHost {
         }
     }
 
-    /// Connects, checks the host key, logs in.
+    /// Connects (through the jump host, if there is one), checks the host key, logs in.
     fn connect(&self, deadline: Instant) -> Result<Connection, SshError> {
         let t = &self.target;
+        let timeout = self
+            .options
+            .connect_timeout
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1));
+        let Some(jump) = &t.jump else {
+            let tcp = self.tcp(t, timeout)?;
+            return self.session_over(t, tcp, timeout);
+        };
+        // The host's address is the bastion's to resolve; a documentation address is refused
+        // all the same.
+        if t.address
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(is_documentation_address)
+        {
+            return Err(SshError::DocumentationAddress {
+                host: t.host.clone(),
+                address: t.address.clone(),
+            });
+        }
+        let via = |e: SshError| SshError::Jump {
+            host: t.host.clone(),
+            jump: format!("{}@{}:{}", jump.user, jump.address, jump.port),
+            detail: e.without_host(),
+            hint: e.hint(),
+            unreachable: e.unreachable(),
+        };
+        let tcp = self.tcp(jump, timeout).map_err(via)?;
+        let watched = tcp.try_clone().map_err(|e| {
+            via(SshError::Connect {
+                host: t.host.clone(),
+                address: jump.address.clone(),
+                port: jump.port,
+                detail: e.to_string(),
+            })
+        })?;
+        let bastion = self.session_over(jump, tcp, timeout).map_err(via)?;
+        // The bastion session moves to the bridge's thread, which says goodbye itself.
+        let stream = super::jump::forward(bastion, watched, &t.address, t.port, timeout).map_err(
+            |detail| SshError::Connect {
+                host: t.host.clone(),
+                address: t.address.clone(),
+                port: t.port,
+                detail: format!(
+                    "through the jump host {}@{}:{}: {detail}",
+                    jump.user, jump.address, jump.port
+                ),
+            },
+        )?;
+        self.session_over(t, stream, timeout)
+    }
+
+    /// A TCP connection to `t`'s address and port.
+    fn tcp(&self, t: &SshTarget, timeout: Duration) -> Result<TcpStream, SshError> {
         let connect_error = |detail: String| SshError::Connect {
             host: t.host.clone(),
             address: t.address.clone(),
             port: t.port,
             detail,
         };
-        let timeout = self
-            .options
-            .connect_timeout
-            .min(deadline.saturating_duration_since(Instant::now()))
-            .max(Duration::from_millis(1));
         let addrs: Vec<_> = (t.address.as_str(), t.port)
             .to_socket_addrs()
             .map_err(|e| connect_error(format!("cannot resolve the address: {e}")))?
@@ -1066,6 +1193,16 @@ impl SshHost {
             )
         })?;
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    /// The SSH session with `t` over `stream`: handshake, host key check, login.
+    fn session_over<S: std::os::fd::AsRawFd + 'static>(
+        &self,
+        t: &SshTarget,
+        stream: S,
+        timeout: Duration,
+    ) -> Result<Connection, SshError> {
         let handshake_error = |detail: String| SshError::Handshake {
             host: t.host.clone(),
             address: t.address.clone(),
@@ -1088,14 +1225,20 @@ impl SshHost {
                     detail: "agent.ssh.host_key is not a known_hosts-style public key (`ssh-ed25519 AAAA...`)".into(),
                 }
             })?),
-            None => Expected::KnownHosts(KnownHosts::read(
-                self.options.known_hosts.as_deref(),
-                &t.address,
-                t.port,
-            )),
+            None => {
+                let known =
+                    KnownHosts::read(self.options.known_hosts.as_deref(), &t.address, t.port);
+                // A host certificate may name the server; a jump host's (which carries the
+                // server's name only for messages) must name the bastion's address.
+                Expected::KnownHosts(if std::ptr::eq(t, &self.target) {
+                    known.also_named(&t.host)
+                } else {
+                    known
+                })
+            }
         };
         expected.negotiate(&session);
-        session.set_tcp_stream(tcp);
+        session.set_tcp_stream(stream);
         session
             .handshake()
             .map_err(|e| handshake_error(e.message().to_string()))?;
@@ -1146,12 +1289,11 @@ impl SshHost {
             }
         }
         // Only now, talking to the right host, may a credential be used.
-        self.authenticate(&conn.0)?;
+        self.authenticate(t, &conn.0)?;
         Ok(conn)
     }
 
-    fn authenticate(&self, session: &Session) -> Result<(), SshError> {
-        let t = &self.target;
+    fn authenticate(&self, t: &SshTarget, session: &Session) -> Result<(), SshError> {
         let auth_error = |method: String, detail: String| SshError::Auth {
             host: t.host.clone(),
             user: t.user.clone(),
@@ -1242,9 +1384,13 @@ fn first_sha256(stdout: &[u8]) -> Option<String> {
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_lowercase())
 }
 
-/// `AGENT ARGS...` as one argv.
-fn agent_argv<'a>(agent: &'a str, args: &[&'a str]) -> Vec<&'a str> {
-    let mut argv = Vec::with_capacity(args.len() + 1);
+/// `AGENT ARGS...` as one argv; `sudo -n -- AGENT ARGS...` for a host whose SSH user runs the
+/// agent through sudo (`-n`: never wait for a password prompt nobody can answer).
+fn agent_argv<'a>(sudo: bool, agent: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = Vec::with_capacity(args.len() + 4);
+    if sudo {
+        argv.extend(["sudo", "-n", "--"]);
+    }
     argv.push(agent);
     argv.extend_from_slice(args);
     argv
@@ -1264,6 +1410,28 @@ fn apply_id(host: &str) -> String {
         .as_bytes(),
     );
     format!("{now}-{}", &nonce[..10])
+}
+
+/// Why sudo refused to run a command, when it did: sudo's own messages (exit 1), or no sudo
+/// at all (the shell's 127). A command sudo ran that failed, or a missing agent file ("command
+/// not found", which installing fixes), is not a refusal.
+fn sudo_refusal(status: i32, stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    let first = text.lines().next().unwrap_or_default().trim();
+    let refused = [
+        "a password is required",
+        "is not allowed to execute",
+        "is not in the sudoers file",
+        "may not run sudo",
+        "a terminal is required",
+    ];
+    match status {
+        127 if text.contains("sudo") && !text.contains("clarity-reconcile") => {
+            Some("sudo is not installed on the host".into())
+        }
+        1 if refused.iter().any(|r| text.contains(r)) => Some(first.to_string()),
+        _ => None,
+    }
 }
 
 fn exit_text(status: i32) -> String {
@@ -1370,6 +1538,8 @@ mod tests {
             user: "root".into(),
             host_key: None,
             identity_file: None,
+            sudo: false,
+            jump: None,
         }
     }
 
@@ -1433,8 +1603,12 @@ mod tests {
         };
         assert!(!old.speaks_ours());
         assert_eq!(
-            agent_argv("/a/b", &["agent", "inspect"]),
+            agent_argv(false, "/a/b", &["agent", "inspect"]),
             ["/a/b", "agent", "inspect"]
+        );
+        assert_eq!(
+            agent_argv(true, "/a/b", &["agent", "inspect"]),
+            ["sudo", "-n", "--", "/a/b", "agent", "inspect"]
         );
         let sha = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855";
         for out in [format!("{sha} */a/b\n"), format!("{sha}  /a/b\n")] {

@@ -39,6 +39,11 @@ pub const TESTBED: Range = Range::new(
     24,
 );
 
+/// The link between the reconciler's own namespace and the bastion in the ProxyJump test
+/// (`tests/fleet_bastion.rs`), only inside that test's namespaces.
+pub const BASTION_LINK: Range =
+    Range::new("bastion link (tests/fleet_bastion.rs)", [10, 231, 1, 0], 24);
+
 /// The SSH fleet benchmark's network (`benches/fleet_ssh.sh`, `FLEET_SSH_NET`), only inside the
 /// benchmark's namespaces.
 pub const BENCH_FLEET: Range = Range::new(
@@ -48,7 +53,7 @@ pub const BENCH_FLEET: Range = Range::new(
 );
 
 /// Ranges the harness creates inside namespaces of its own.
-pub const HARNESS: [Range; 2] = [TESTBED, BENCH_FLEET];
+pub const HARNESS: [Range; 3] = [TESTBED, BASTION_LINK, BENCH_FLEET];
 
 /// RFC 5737: reserved for documentation, routed nowhere. Every server that exists only on
 /// paper (the example repository's non-`mock` servers, addresses in docs) uses these.

@@ -35,7 +35,8 @@ pub const SUITE: &str = "bookworm";
 
 /// Packages of the base root filesystem. libssl3: the test binaries link the system OpenSSL.
 /// git: the reconciler's service follows its config repository with it.
-pub const INCLUDE: [&str; 9] = [
+/// sudo: hosts reached as a non-root SSH user run the agent with `sudo -n`.
+pub const INCLUDE: [&str; 10] = [
     "systemd",
     "systemd-sysv",
     "dbus",
@@ -45,6 +46,7 @@ pub const INCLUDE: [&str; 9] = [
     "python3",
     "libssl3",
     "git",
+    "sudo",
 ];
 
 /// Set in the environment of a test binary re-executed inside a container.
@@ -116,6 +118,8 @@ pub struct Testbed {
     run_dir: PathBuf,
     switch_netns: String,
     hosts: Vec<Host>,
+    /// Namespaces a test added ([`Testbed::add_netns`]), deleted with the testbed.
+    extra_netns: std::sync::Mutex<Vec<String>>,
 }
 
 /// One container.
@@ -180,6 +184,7 @@ impl Testbed {
             run_dir: run_dir.clone(),
             switch_netns: switch_netns.clone(),
             hosts: Vec::new(),
+            extra_netns: Default::default(),
         };
         record(&run_dir, "netns", &switch_netns);
         ip(&["netns", "add", &switch_netns]);
@@ -319,6 +324,22 @@ impl Testbed {
     /// The prefix of every resource of this testbed.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The namespace holding the hosts' bridge (`br0`), for a test that plugs more into it.
+    pub fn switch_netns(&self) -> &str {
+        &self.switch_netns
+    }
+
+    /// Creates a network namespace named after this testbed (`ctb-PREFIX-SUFFIX`, its
+    /// loopback up), deleted with the testbed, and by the sweep when the test died.
+    pub fn add_netns(&self, suffix: &str) -> String {
+        let name = format!("ctb-{}-{suffix}", self.prefix);
+        record(&self.run_dir, "netns", &name);
+        self.extra_netns.lock().unwrap().push(name.clone());
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        name
     }
 
     /// A command run in the switch namespace, which reaches every host's address (e.g. the
@@ -582,6 +603,9 @@ impl Drop for Testbed {
             if !host.netns.is_empty() {
                 let _ = quiet_ip(&["netns", "delete", &host.netns]);
             }
+        }
+        for ns in self.extra_netns.lock().unwrap().iter() {
+            let _ = quiet_ip(&["netns", "delete", ns]);
         }
         // The bridge and the veth ends go with the namespace.
         let _ = quiet_ip(&["netns", "delete", &self.switch_netns]);
