@@ -54,6 +54,7 @@ fn get(
         location,
         sha256,
         size: None,
+        max_size: None,
     };
     fetch(source, &artifact, cache, &quick(), &mut |_| {})
 }
@@ -74,6 +75,7 @@ fn python_http_server_without_auth() {
         location: "app/app 1.0.jar",
         sha256: &sha.to_uppercase(),
         size: Some(bytes.len() as u64),
+        max_size: None,
     };
     let mut seen: Vec<Progress> = Vec::new();
     let f = fetch(&source, &artifact, &cache, &Retry::default(), &mut |p| {

@@ -301,6 +301,7 @@ impl Runner<'_> {
             location: &dep.artifact.location,
             sha256: &dep.artifact.sha256,
             size: dep.artifact.size,
+            max_size: dep.artifact.max_size,
         };
         let mut last = Instant::now();
         let name = dep.name.clone();
@@ -606,9 +607,17 @@ fn fetch_source(w: &WireSource) -> Result<crate::fetch::Source, String> {
             username,
             password,
             token,
+            header,
         } => Source::Http {
             base_url: base_url.clone(),
             auth: match (username, password, token) {
+                _ if header.is_some() => {
+                    let (name, value) = header.as_ref().expect("checked");
+                    HttpAuth::Header {
+                        name: name.clone(),
+                        value: secret(value),
+                    }
+                }
                 (Some(u), Some(p), _) => HttpAuth::Basic {
                     username: u.clone(),
                     password: secret(p),

@@ -245,6 +245,9 @@ fn wire_source(
             username: auth.and_then(|a| a.username.clone()),
             password: auth.and_then(|a| secret(&a.password)),
             token: auth.and_then(|a| secret(&a.token)),
+            header: auth
+                .filter(|a| a.kind == crate::model::AuthType::Header)
+                .and_then(|a| Some((a.header.clone()?, secret(&a.value)?))),
         },
         RepositoryType::Sftp => WireSource::Sftp {
             host: repo.host.clone().unwrap_or_default(),
@@ -531,6 +534,7 @@ fn deployment(
                     display: source_display(&repo.value, &version.location),
                     wire,
                     missing_credentials,
+                    max_size: repo.value.max_download_size,
                 }
             },
         },

@@ -16,11 +16,12 @@ mod http;
 mod retry;
 mod sftp;
 
-pub use cache::{Cache, PruneReport, sha256_file};
+pub use cache::{Cache, DEFAULT_MAX_UNDECLARED, PruneReport, sha256_file};
 pub use error::{FetchError, Received};
 pub use retry::Retry;
 
 use crate::secret::SecretString;
+use cache::Incoming;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -70,6 +71,11 @@ pub enum HttpAuth {
     Bearer {
         token: SecretString,
     },
+    /// A named header whose whole value is a secret (`X-JFrog-Art-Api: <key>`).
+    Header {
+        name: String,
+        value: SecretString,
+    },
 }
 
 /// SSH authentication.
@@ -91,6 +97,9 @@ pub struct Artifact<'a> {
     pub sha256: &'a str,
     /// Expected size in bytes, when the artifact declares one.
     pub size: Option<u64>,
+    /// The most bytes accepted when no size is declared (the repository's
+    /// `max_download_size`); `None` means [`DEFAULT_MAX_UNDECLARED`].
+    pub max_size: Option<u64>,
 }
 
 /// How far a download has come.
@@ -106,8 +115,12 @@ pub struct Progress {
 pub struct Fetched {
     /// The cache file, named by its sha256.
     pub path: PathBuf,
-    /// Bytes transferred by the attempt that succeeded (0 from the cache).
+    /// Bytes transferred by the attempt that succeeded (0 from the cache); a resumed download
+    /// counts only the rest it fetched.
     pub downloaded_bytes: u64,
+    /// Bytes an earlier, interrupted download had left that this one went on from (0 when it
+    /// started from the first byte).
+    pub resumed_from: u64,
     pub from_cache: bool,
     /// Download attempts made (0 when the cache had it).
     pub attempts: u32,
@@ -233,6 +246,7 @@ pub fn fetch(
         return Ok(Fetched {
             path,
             downloaded_bytes: 0,
+            resumed_from: 0,
             from_cache: true,
             attempts: 0,
         });
@@ -242,10 +256,11 @@ pub fn fetch(
     let mut mismatches = 0;
     for attempt in 1..=attempts {
         let error = match attempt_once(source, artifact, &sha256, &url, cache, progress) {
-            Ok((path, downloaded_bytes)) => {
+            Ok((path, downloaded_bytes, resumed_from)) => {
                 return Ok(Fetched {
                     path,
                     downloaded_bytes,
+                    resumed_from,
                     from_cache: false,
                     attempts: attempt,
                 });
@@ -279,6 +294,7 @@ pub fn fetch(
             return Ok(Fetched {
                 path,
                 downloaded_bytes: 0,
+                resumed_from: 0,
                 from_cache: true,
                 attempts: attempt,
             });
@@ -295,21 +311,26 @@ fn attempt_once(
     url: &str,
     cache: &Cache,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(PathBuf, u64), FetchError> {
+) -> Result<(PathBuf, u64, u64), FetchError> {
     let repository = artifact.repository;
-    let mut incoming =
-        cache
-            .incoming(sha256, artifact.size, progress)
-            .map_err(|(path, source)| FetchError::Cache {
-                repository: repository.to_string(),
-                path,
-                source,
-            })?;
+    let mut incoming = cache
+        .incoming(
+            sha256,
+            artifact.size,
+            artifact.max_size.unwrap_or(DEFAULT_MAX_UNDECLARED),
+            progress,
+        )
+        .map_err(|(path, source)| FetchError::Cache {
+            repository: repository.to_string(),
+            path,
+            source,
+        })?;
     let job = Job {
         repository,
         location: artifact.location,
         url,
         size: artifact.size,
+        max_size: artifact.max_size.unwrap_or(DEFAULT_MAX_UNDECLARED),
         sha256,
     };
     match source {
@@ -352,39 +373,43 @@ fn attempt_once(
             &mut incoming,
         )?,
     }
-    incoming.finish(sha256, artifact.size).map_err(|e| match e {
-        cache::FinishError::Mismatch {
-            sha256: actual,
-            size,
-        } => {
-            if artifact.size.is_some_and(|s| s != size) {
-                FetchError::Size {
-                    repository: repository.to_string(),
-                    url: url.to_string(),
-                    expected: sha256.to_string(),
-                    expected_size: artifact.size.unwrap_or_default(),
-                    received: Received::Complete {
-                        sha256: actual,
-                        size,
-                    },
-                }
-            } else {
-                FetchError::Checksum {
-                    repository: repository.to_string(),
-                    url: url.to_string(),
-                    expected: sha256.to_string(),
-                    expected_size: artifact.size,
-                    actual,
-                    actual_size: size,
+    let resumed_from = incoming.resumed_from();
+    let finished = incoming.finish(sha256, artifact.size);
+    finished
+        .map(|(path, n)| (path, n, resumed_from))
+        .map_err(|e| match e {
+            cache::FinishError::Mismatch {
+                sha256: actual,
+                size,
+            } => {
+                if artifact.size.is_some_and(|s| s != size) {
+                    FetchError::Size {
+                        repository: repository.to_string(),
+                        url: url.to_string(),
+                        expected: sha256.to_string(),
+                        expected_size: artifact.size.unwrap_or_default(),
+                        received: Received::Complete {
+                            sha256: actual,
+                            size,
+                        },
+                    }
+                } else {
+                    FetchError::Checksum {
+                        repository: repository.to_string(),
+                        url: url.to_string(),
+                        expected: sha256.to_string(),
+                        expected_size: artifact.size,
+                        actual,
+                        actual_size: size,
+                    }
                 }
             }
-        }
-        cache::FinishError::Io(path, source) => FetchError::Cache {
-            repository: repository.to_string(),
-            path,
-            source,
-        },
-    })
+            cache::FinishError::Io(path, source) => FetchError::Cache {
+                repository: repository.to_string(),
+                path,
+                source,
+            },
+        })
 }
 
 /// What every protocol needs to know about the download at hand.
@@ -394,6 +419,8 @@ struct Job<'a> {
     /// The credential-free URL or path, for messages.
     url: &'a str,
     size: Option<u64>,
+    /// The cap on a download without a declared size.
+    max_size: u64,
     sha256: &'a str,
 }
 
@@ -448,7 +475,31 @@ impl Job<'_> {
                 expected_size: limit,
                 received: Received::MoreThanDeclared,
             },
+            cache::CopyError::OverCap { cap } => FetchError::OverCap {
+                repository: self.repository.to_string(),
+                url: self.url.to_string(),
+                cap,
+            },
         }
+    }
+
+    /// The error for a temporary file that could not be restarted or positioned.
+    fn cache_error(&self, incoming: &Incoming, e: std::io::Error) -> FetchError {
+        FetchError::Cache {
+            repository: self.repository.to_string(),
+            path: incoming.path().to_path_buf(),
+            source: e,
+        }
+    }
+
+    /// Starts the download over from the first byte, for a source that cannot resume.
+    fn restart(&self, incoming: &mut Incoming) -> Result<(), FetchError> {
+        if incoming.offset() == 0 {
+            return Ok(());
+        }
+        incoming
+            .restart()
+            .map_err(|e| self.cache_error(incoming, e))
     }
 
     /// A size the server announced before sending anything that differs from the declared
@@ -461,6 +512,11 @@ impl Job<'_> {
                 expected: self.sha256.to_string(),
                 expected_size: expected,
                 received: Received::Announced(actual),
+            }),
+            (None, Some(actual)) if actual > self.max_size => Err(FetchError::OverCap {
+                repository: self.repository.to_string(),
+                url: self.url.to_string(),
+                cap: self.max_size,
             }),
             _ => Ok(()),
         }
@@ -580,6 +636,7 @@ mod tests {
             location: "a",
             sha256: "../../etc/passwd",
             size: None,
+            max_size: None,
         };
         let e = fetch(
             &Source::File {

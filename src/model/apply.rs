@@ -135,6 +135,10 @@ pub struct WireArtifact {
     pub location: String,
     pub repository: String,
     pub source: WireSource,
+    /// The most bytes accepted when `size` is not declared (the repository's
+    /// `max_download_size`); absent means the agent's default.
+    #[serde(default)]
+    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +155,9 @@ pub enum WireSource {
         password: Option<WireSecret>,
         #[serde(default)]
         token: Option<WireSecret>,
+        /// A named header carrying a secret (`header` auth).
+        #[serde(default)]
+        header: Option<(String, WireSecret)>,
     },
     Sftp {
         host: String,

@@ -179,6 +179,7 @@ pub fn fetch_once(
         location,
         sha256,
         size: Some(bytes.len() as u64),
+        max_size: None,
     };
     let r = fetch(
         source,
