@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Debian packages: build prerequisites (OpenSSL headers for libssh2), then what the tests
 # exercise for real: git, the age CLI (secrets interop), python3 and a JRE (the example repo's
 # demo artifacts).
-packages=(build-essential pkg-config libssl-dev git age python3 default-jre-headless postgresql nginx apache2-utils vsftpd openssh-server curl supervisor systemd-container debootstrap gnupg openssh-client)
+packages=(build-essential pkg-config libssl-dev git age python3 python3-venv default-jre-headless postgresql nginx apache2-utils vsftpd openssh-server curl supervisor systemd-container debootstrap gnupg openssh-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -18,6 +18,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Test servers that come from PyPI (moto's S3-compatible server), in a venv of their own:
+# pip's configured index, no host named here.
+export CLARITY_TEST_VENV="${CLARITY_TEST_VENV:-/opt/clarity-test-venv}"
+if [ ! -x "$CLARITY_TEST_VENV/bin/moto_server" ]; then
+  echo "creating $CLARITY_TEST_VENV (moto[server])"
+  /usr/bin/python3 -m venv "$CLARITY_TEST_VENV"
+  "$CLARITY_TEST_VENV/bin/pip" install -q 'moto[server]'
 fi
 
 # Tests run git; make sure commits work on a machine without a global identity.

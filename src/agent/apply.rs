@@ -664,6 +664,30 @@ fn fetch_source(w: &WireSource) -> Result<crate::fetch::Source, String> {
             },
             passive: *passive,
         },
+        WireSource::S3 {
+            endpoint,
+            bucket,
+            region,
+            prefix,
+            path_style,
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => Source::S3 {
+            endpoint: endpoint.clone(),
+            bucket: bucket.clone(),
+            region: region.clone(),
+            prefix: prefix.clone(),
+            path_style: *path_style,
+            credentials: match (access_key_id, secret_access_key) {
+                (Some(id), Some(key)) => Some(crate::fetch::S3Credentials {
+                    access_key_id: secret(id),
+                    secret_access_key: secret(key),
+                    session_token: session_token.as_ref().map(secret),
+                }),
+                _ => None,
+            },
+        },
         WireSource::Unsupported { kind } => {
             return Err(format!(
                 "this agent cannot fetch from `{kind}` repositories yet"

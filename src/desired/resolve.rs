@@ -266,7 +266,17 @@ fn wire_source(
             password: secret(&repo.password),
             passive: repo.passive.unwrap_or(true),
         },
-        RepositoryType::S3 | RepositoryType::GoogleDrive => WireSource::Unsupported {
+        RepositoryType::S3 => WireSource::S3 {
+            endpoint: repo.endpoint.clone(),
+            bucket: repo.bucket.clone().unwrap_or_default(),
+            region: repo.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            prefix: repo.prefix.clone().unwrap_or_default(),
+            path_style: repo.path_style.unwrap_or(false),
+            access_key_id: secret(&repo.access_key_id),
+            secret_access_key: secret(&repo.secret_access_key),
+            session_token: secret(&repo.session_token),
+        },
+        RepositoryType::GoogleDrive => WireSource::Unsupported {
             kind: repo.kind.as_str().to_string(),
         },
     };

@@ -146,7 +146,7 @@ fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
     Some((first.trim().parse().ok()?, total))
 }
 
-fn agent() -> ureq::Agent {
+pub(super) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -163,7 +163,7 @@ fn agent() -> ureq::Agent {
 
 /// Whether an error from `ureq` is worth another attempt, and what to say about it. Its own
 /// `Display` is not used for `BadUri`, which would repeat the URL with its query.
-fn describe(e: &ureq::Error) -> (String, bool) {
+pub(super) fn describe(e: &ureq::Error) -> (String, bool) {
     match e {
         ureq::Error::Io(io) => (io.to_string(), super::is_transient_io(io)),
         ureq::Error::Timeout(t) => (format!("timed out ({t})"), true),
@@ -263,10 +263,7 @@ pub(super) fn download(
                 url = next;
                 continue;
             }
-            200 => {
-                // A server that ignores Range sends everything again.
-                job.restart(incoming)?;
-            }
+            200 => {}
             206 if offset > 0 => {}
             416 if offset > 0 => {
                 // What is on disk is not a prefix the server can continue: start over.
@@ -311,34 +308,53 @@ pub(super) fn download(
                 url: shown.clone(),
             });
         }
-        let mut announced = headers
-            .get("content-length")
+        if receive(response, offset, &job, incoming)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Takes a 200 or 206 answer's body into the download, hashing it on the way. A 200 is the
+/// whole artifact, so a resumed download starts over; a 206 must continue exactly at
+/// `offset`, or it cannot continue this file: the download then starts over and `false` says
+/// the request must be made again (without `Range`). Shared by the HTTP-based repositories.
+pub(super) fn receive(
+    response: ureq::http::Response<ureq::Body>,
+    offset: u64,
+    job: &Job,
+    incoming: &mut Incoming,
+) -> Result<bool, FetchError> {
+    let headers = response.headers();
+    let mut announced = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if response.status().as_u16() == 206 {
+        let range = headers
+            .get("content-range")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if status == 206 {
-            let range = headers
-                .get("content-range")
-                .and_then(|v| v.to_str().ok())
-                .and_then(content_range);
-            match range {
-                Some((first, total)) if first == offset => {
-                    announced = total.or(announced.map(|rest| rest + offset));
-                }
-                // Another part than the one asked for cannot continue this file.
-                _ => {
-                    job.restart(incoming)?;
-                    continue;
-                }
+            .and_then(content_range);
+        match range {
+            Some((first, total)) if first == offset && offset > 0 => {
+                announced = total.or(announced.map(|rest| rest + offset));
+            }
+            // Another part than the one asked for cannot continue this file.
+            _ => {
+                job.restart(incoming)?;
+                return Ok(false);
             }
         }
-        job.check_announced_size(announced)?;
-        incoming.announce(announced);
-        let mut body = response.into_body().into_reader();
-        incoming
-            .copy_from(&mut body)
-            .map_err(|e| job.copy_error(e))?;
-        return Ok(());
+    } else {
+        // A server that ignores Range sends everything again.
+        job.restart(incoming)?;
     }
+    job.check_announced_size(announced)?;
+    incoming.announce(announced);
+    let mut body = response.into_body().into_reader();
+    incoming
+        .copy_from(&mut body)
+        .map_err(|e| job.copy_error(e))?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -14,11 +14,14 @@ mod file;
 mod ftp;
 mod http;
 mod retry;
+mod s3;
 mod sftp;
+mod sigv4;
 
 pub use cache::{Cache, DEFAULT_MAX_UNDECLARED, PruneReport, sha256_file};
 pub use error::{FetchError, Received};
 pub use retry::Retry;
+pub use s3::S3Credentials;
 
 use crate::secret::SecretString;
 use cache::Incoming;
@@ -57,6 +60,19 @@ pub enum Source {
         login: Option<(String, SecretString)>,
         /// Passive mode (the client connects for data); `false` is active mode.
         passive: bool,
+    },
+    /// An S3 bucket (Amazon S3 or an S3-compatible store).
+    S3 {
+        /// Base URL of the store; `None` is AWS's endpoint for the region.
+        endpoint: Option<String>,
+        bucket: String,
+        region: String,
+        /// Key prefix that locations are under ("" for none).
+        prefix: String,
+        /// `<endpoint>/<bucket>/<key>` rather than `<bucket>.<endpoint host>/<key>`.
+        path_style: bool,
+        /// `None` sends unsigned requests (a public bucket).
+        credentials: Option<S3Credentials>,
     },
 }
 
@@ -169,6 +185,22 @@ impl fmt::Debug for Source {
                 .field("login", login)
                 .field("passive", passive)
                 .finish(),
+            Source::S3 {
+                endpoint,
+                bucket,
+                region,
+                prefix,
+                path_style,
+                credentials,
+            } => f
+                .debug_struct("S3")
+                .field("endpoint", endpoint)
+                .field("bucket", bucket)
+                .field("region", region)
+                .field("prefix", prefix)
+                .field("path_style", path_style)
+                .field("credentials", &credentials.as_ref().map(|_| "(sensitive)"))
+                .finish(),
         }
     }
 }
@@ -193,6 +225,9 @@ impl Source {
                 authority(host, *port),
                 remote_path(dir, location, true)
             ),
+            Source::S3 { bucket, prefix, .. } => {
+                format!("s3://{bucket}/{}", s3::key(prefix, location))
+            }
         }
     }
 }
@@ -372,6 +407,35 @@ fn attempt_once(
             &job,
             &mut incoming,
         )?,
+        Source::S3 {
+            endpoint,
+            bucket,
+            region,
+            prefix,
+            path_style,
+            credentials,
+        } => {
+            let default_endpoint;
+            let endpoint = match endpoint {
+                Some(e) => e.as_str(),
+                None => {
+                    default_endpoint = s3::default_endpoint(region);
+                    &default_endpoint
+                }
+            };
+            s3::download(
+                &s3::Bucket {
+                    endpoint,
+                    bucket,
+                    region,
+                    prefix,
+                    path_style: *path_style,
+                    credentials: credentials.as_ref(),
+                },
+                &job,
+                &mut incoming,
+            )?
+        }
     }
     let resumed_from = incoming.resumed_from();
     let finished = incoming.finish(sha256, artifact.size);

@@ -181,7 +181,21 @@ pub enum WireSource {
         password: Option<WireSecret>,
         passive: bool,
     },
-    /// A kind this agent cannot fetch from (s3, google-drive): the step fails with this text.
+    S3 {
+        #[serde(default)]
+        endpoint: Option<String>,
+        bucket: String,
+        region: String,
+        prefix: String,
+        path_style: bool,
+        #[serde(default)]
+        access_key_id: Option<WireSecret>,
+        #[serde(default)]
+        secret_access_key: Option<WireSecret>,
+        #[serde(default)]
+        session_token: Option<WireSecret>,
+    },
+    /// A kind this agent cannot fetch from: the step fails with this text.
     Unsupported {
         kind: String,
     },

@@ -9,6 +9,7 @@
 
 use crate::support::{self, Server, free_port, wait_for_port};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -647,5 +648,131 @@ impl LocalUser {
 impl Drop for LocalUser {
     fn drop(&mut self) {
         let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+/// The Python virtual environment that scripts/test.sh fills with the test servers that come
+/// from PyPI (`moto[server]`).
+pub fn test_venv() -> PathBuf {
+    std::env::var_os("CLARITY_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/clarity-test-venv"))
+}
+
+/// Prepares a moto server the way an S3 administrator would: an IAM user with a policy and an
+/// access key (the first three calls, which moto allows unauthenticated), then a bucket and
+/// objects put with that key. Objects are `key=path` (a file) or `key=@N:SEED` (N
+/// pseudo-random bytes made here, so the test process never holds a large object). Prints
+/// JSON: the key and the sha256 and size of each object.
+const MOTO_SETUP: &str = r#"
+import boto3, hashlib, json, random, sys
+url, bucket = sys.argv[1], sys.argv[2]
+anon = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")
+iam = boto3.client("iam", **anon)
+iam.create_user(UserName="clarity")
+iam.put_user_policy(UserName="clarity", PolicyName="all", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+key = iam.create_access_key(UserName="clarity")["AccessKey"]
+s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+    aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+s3.create_bucket(Bucket=bucket)
+objects = {}
+for spec in sys.argv[3:]:
+    name, source = spec.split("=", 1)
+    if source.startswith("@"):
+        n, seed = source[1:].split(":")
+        data = random.Random(int(seed)).randbytes(int(n))
+    else:
+        data = open(source, "rb").read()
+    s3.put_object(Bucket=bucket, Key=name, Body=data)
+    objects[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    del data
+print(json.dumps({"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"], "objects": objects}))
+"#;
+
+/// A real S3-compatible server: `moto_server` on a free loopback port, with IAM
+/// authentication on (so a wrong signature is refused as S3 refuses it).
+pub struct Moto {
+    pub daemon: Daemon,
+    venv: PathBuf,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// An object the setup put, with its sha256 and size.
+#[derive(Debug, Clone)]
+pub struct S3Object {
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl Moto {
+    /// Starts moto and puts `objects` (see [`MOTO_SETUP`]) in `bucket`; `None` (a skip
+    /// outside CI) when the venv is missing.
+    pub fn start(bucket: &str, objects: &[String]) -> Option<(Moto, BTreeMap<String, S3Object>)> {
+        let venv = test_venv();
+        let server = venv.join("bin/moto_server");
+        if !support::require(
+            server.is_file(),
+            &format!("{} (pip `moto[server]`)", server.display()),
+        ) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap().keep();
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("moto.log")).unwrap();
+        let daemon = started(
+            "moto_server",
+            Command::new(&server)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                // IAM authentication on after the setup's three IAM calls.
+                .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+            port,
+            &dir,
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let out = Command::new(venv.join("bin/python"))
+            .arg("-c")
+            .arg(MOTO_SETUP)
+            .arg(&url)
+            .arg(bucket)
+            .args(objects)
+            .output()
+            .expect("the venv's python runs");
+        assert!(
+            out.status.success(),
+            "moto setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let objects = v["objects"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, o)| {
+                (
+                    k.clone(),
+                    S3Object {
+                        sha256: o["sha256"].as_str().unwrap().to_string(),
+                        size: o["size"].as_u64().unwrap(),
+                    },
+                )
+            })
+            .collect();
+        Some((
+            Moto {
+                daemon,
+                venv,
+                access_key_id: v["access_key_id"].as_str().unwrap().to_string(),
+                secret_access_key: v["secret_access_key"].as_str().unwrap().to_string(),
+            },
+            objects,
+        ))
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.daemon.port)
     }
 }
