@@ -688,6 +688,38 @@ fn fetch_source(w: &WireSource) -> Result<crate::fetch::Source, String> {
                 _ => None,
             },
         },
+        WireSource::GoogleDrive {
+            api_url,
+            token_url,
+            folder_id,
+            client_id,
+            client_secret,
+            refresh_token,
+            service_account,
+        } => Source::GoogleDrive {
+            api_url: api_url.clone(),
+            token_url: token_url.clone(),
+            folder_id: folder_id.clone(),
+            auth: match (service_account, client_id, client_secret, refresh_token) {
+                (Some(key), ..) => crate::fetch::DriveAuth::ServiceAccount {
+                    key_json: secret(key),
+                },
+                (None, Some(id), Some(client_secret), Some(refresh)) => {
+                    crate::fetch::DriveAuth::OAuth {
+                        client_id: secret(id),
+                        client_secret: secret(client_secret),
+                        refresh_token: secret(refresh),
+                    }
+                }
+                _ => {
+                    return Err(
+                        "google-drive repository without a service account key or OAuth \
+                         client id, client secret and refresh token"
+                            .into(),
+                    );
+                }
+            },
+        },
         WireSource::Unsupported { kind } => {
             return Err(format!(
                 "this agent cannot fetch from `{kind}` repositories yet"

@@ -276,8 +276,23 @@ fn wire_source(
             secret_access_key: secret(&repo.secret_access_key),
             session_token: secret(&repo.session_token),
         },
-        RepositoryType::GoogleDrive => WireSource::Unsupported {
-            kind: repo.kind.as_str().to_string(),
+        RepositoryType::GoogleDrive => WireSource::GoogleDrive {
+            api_url: repo
+                .api_url
+                .clone()
+                .unwrap_or_else(|| crate::fetch::DEFAULT_API_URL.into()),
+            token_url: repo
+                .token_url
+                .clone()
+                .unwrap_or_else(|| crate::fetch::DEFAULT_TOKEN_URL.into()),
+            folder_id: repo.folder_id.clone(),
+            client_id: auth.and_then(|a| secret(&a.client_id)),
+            client_secret: auth.and_then(|a| secret(&a.client_secret)),
+            refresh_token: auth.and_then(|a| secret(&a.refresh_token)),
+            service_account: match auth {
+                Some(a) => secret(&a.key),
+                None => secret(&repo.service_account),
+            },
         },
     };
     (wire, missing)
@@ -308,10 +323,9 @@ fn source_display(repo: &Repository, location: &str) -> String {
             repo.bucket.as_deref().unwrap_or(""),
             join(repo.prefix.as_deref().unwrap_or("")).trim_start_matches('/')
         ),
-        RepositoryType::GoogleDrive => format!(
-            "google-drive:{}/{location}",
-            repo.folder_id.as_deref().unwrap_or("")
-        ),
+        RepositoryType::GoogleDrive => {
+            crate::fetch::drive_location(repo.folder_id.as_deref(), location)
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod cache;
 mod error;
 mod file;
 mod ftp;
+mod gdrive;
 mod http;
 mod retry;
 mod s3;
@@ -20,6 +21,7 @@ mod sigv4;
 
 pub use cache::{Cache, DEFAULT_MAX_UNDECLARED, PruneReport, sha256_file};
 pub use error::{FetchError, Received};
+pub use gdrive::{DEFAULT_API_URL, DEFAULT_TOKEN_URL, DriveAuth, describe as drive_location};
 pub use retry::Retry;
 pub use s3::S3Credentials;
 
@@ -73,6 +75,16 @@ pub enum Source {
         path_style: bool,
         /// `None` sends unsigned requests (a public bucket).
         credentials: Option<S3Credentials>,
+    },
+    /// Google Drive (API v3).
+    GoogleDrive {
+        /// Drive API base URL ([`DEFAULT_API_URL`] for Google's).
+        api_url: String,
+        /// OAuth2 token endpoint ([`DEFAULT_TOKEN_URL`] for Google's).
+        token_url: String,
+        /// The folder that locations by name are below.
+        folder_id: Option<String>,
+        auth: DriveAuth,
     },
 }
 
@@ -201,6 +213,18 @@ impl fmt::Debug for Source {
                 .field("path_style", path_style)
                 .field("credentials", &credentials.as_ref().map(|_| "(sensitive)"))
                 .finish(),
+            Source::GoogleDrive {
+                api_url,
+                token_url,
+                folder_id,
+                auth,
+            } => f
+                .debug_struct("GoogleDrive")
+                .field("api_url", api_url)
+                .field("token_url", token_url)
+                .field("folder_id", folder_id)
+                .field("auth", auth)
+                .finish(),
         }
     }
 }
@@ -227,6 +251,9 @@ impl Source {
             ),
             Source::S3 { bucket, prefix, .. } => {
                 format!("s3://{bucket}/{}", s3::key(prefix, location))
+            }
+            Source::GoogleDrive { folder_id, .. } => {
+                gdrive::describe(folder_id.as_deref(), location)
             }
         }
     }
@@ -436,6 +463,21 @@ fn attempt_once(
                 &mut incoming,
             )?
         }
+        Source::GoogleDrive {
+            api_url,
+            token_url,
+            folder_id,
+            auth,
+        } => gdrive::download(
+            &gdrive::Drive {
+                api_url,
+                token_url,
+                folder_id: folder_id.as_deref(),
+                auth,
+            },
+            &job,
+            &mut incoming,
+        )?,
     }
     let resumed_from = incoming.resumed_from();
     let finished = incoming.finish(sha256, artifact.size);

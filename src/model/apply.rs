@@ -195,6 +195,20 @@ pub enum WireSource {
         #[serde(default)]
         session_token: Option<WireSecret>,
     },
+    GoogleDrive {
+        api_url: String,
+        token_url: String,
+        #[serde(default)]
+        folder_id: Option<String>,
+        #[serde(default)]
+        client_id: Option<WireSecret>,
+        #[serde(default)]
+        client_secret: Option<WireSecret>,
+        #[serde(default)]
+        refresh_token: Option<WireSecret>,
+        #[serde(default)]
+        service_account: Option<WireSecret>,
+    },
     /// A kind this agent cannot fetch from: the step fails with this text.
     Unsupported {
         kind: String,

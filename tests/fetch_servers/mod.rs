@@ -776,3 +776,116 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.daemon.port)
     }
 }
+
+/// A file or folder in the Drive stand-in.
+#[derive(Debug, Clone)]
+pub struct DriveItem {
+    pub id: String,
+    pub name: String,
+    pub parent: String,
+    /// `None` for a folder.
+    pub content: Option<PathBuf>,
+}
+
+/// The STAND-IN for Google Drive API v3 and Google's OAuth2 token endpoint
+/// (`drive_standin.py`, python stdlib): no Google service can be reached from a test machine,
+/// so this server follows Google's documented behaviour, stricter where that catches client
+/// mistakes. `settings` is merged into its configuration (`client`, `service_account`,
+/// `expires_in`, `stale_after_uses`, `rate_limit_first`, `page_size`, `ignore_range`).
+pub struct DriveStandin {
+    pub daemon: Daemon,
+    log: PathBuf,
+}
+
+impl DriveStandin {
+    pub fn start(items: &[DriveItem], settings: serde_json::Value) -> Option<DriveStandin> {
+        let python = python()?;
+        let dir = tempfile::tempdir().unwrap().keep();
+        let port = free_port();
+        let log = dir.join("requests.jsonl");
+        std::fs::write(&log, "").unwrap();
+        let mut config = serde_json::json!({
+            "port": port,
+            "log": log,
+            "token_url": format!("http://127.0.0.1:{port}/token"),
+            "expires_in": 3600,
+            "files": items.iter().map(|i| serde_json::json!({
+                "id": i.id,
+                "name": i.name,
+                "parent": i.parent,
+                "folder": i.content.is_none(),
+                "content": i.content,
+            })).collect::<Vec<_>>(),
+        });
+        for (k, v) in settings.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let config_path = dir.join("config.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fetch_servers/drive_standin.py");
+        let daemon = started(
+            "drive stand-in",
+            Command::new(python).arg(script).arg(&config_path),
+            port,
+            &dir,
+        );
+        Some(DriveStandin { daemon, log })
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.daemon.port)
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}/drive/v3", self.daemon.port)
+    }
+
+    /// Every request so far, as the stand-in logged it.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// A 2048-bit RSA service account key made with `openssl`: the JSON key file Google would hand
+/// out (`client_email`, `private_key` in PKCS#8 PEM) and the modulus in hex for the stand-in.
+pub fn service_account_key(dir: &Path, email: &str, token_url: &str) -> Option<(String, String)> {
+    let openssl = support::require_program("openssl")?;
+    let pem = dir.join("sa.pem");
+    let status = Command::new(&openssl)
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&pem)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl genpkey failed");
+    let out = Command::new(&openssl)
+        .args(["rsa", "-noout", "-modulus", "-in"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    let modulus = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .strip_prefix("Modulus=")
+        .unwrap()
+        .to_string();
+    let key = serde_json::json!({
+        "type": "service_account",
+        "client_email": email,
+        "private_key": std::fs::read_to_string(&pem).unwrap(),
+        "token_uri": token_url,
+    });
+    Some((key.to_string(), modulus))
+}
