@@ -238,6 +238,12 @@ pub enum Fault {
     TruncateUnannounced,
     /// Answer with an HTML login page.
     Html,
+    /// Send the body slowly (64 KiB every 20 ms), so a test can interrupt a download.
+    Slow,
+    /// Send the file gzip-compressed with `Content-Encoding: gzip`, asked for or not.
+    Gzip,
+    /// Send zeros without a length, without end.
+    Endless,
 }
 
 impl Fault {
@@ -248,14 +254,19 @@ impl Fault {
             Fault::Truncate => "truncate",
             Fault::TruncateUnannounced => "truncate-unannounced",
             Fault::Html => "html",
+            Fault::Slow => "slow",
+            Fault::Gzip => "gzip",
+            Fault::Endless => "endless",
         }
     }
 }
 
 /// A small HTTP server (python stdlib only) that serves `root` but fails its first `failures`
-/// requests in the given way, and logs every request (`n path auth=yes|no`) to `log`.
+/// requests in the given way, and logs every request (`n path auth=yes|no`, then ` range=R`,
+/// ` x-api-key=V` and ` accept-encoding=E` when sent) to `log`. Outside its faults it
+/// answers `Range: bytes=N-` with 206, as real servers do.
 const FLAKY_SERVER: &str = r#"
-import http.server, os, socket, struct, sys, threading
+import gzip, http.server, os, socket, struct, sys, threading, time
 port, root, fault, failures, log = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 lock = threading.Lock()
 count = [0]
@@ -272,7 +283,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             n = count[0]
             with open(log, "a") as f:
                 auth = "yes" if self.headers.get("Authorization") else "no"
-                f.write(f"{n} {self.path} auth={auth}\n")
+                extra = ""
+                for h in ("Range", "X-Api-Key", "Accept-Encoding"):
+                    if self.headers.get(h):
+                        extra += f" {h.lower()}={self.headers.get(h)}"
+                f.write(f"{n} {self.path} auth={auth}{extra}\n")
         path = os.path.join(root, self.path.lstrip("/"))
         try:
             with open(path, "rb") as f:
@@ -311,11 +326,53 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 self.close_connection = True
                 return
-        self.send_response(200)
+        if fault == "endless":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                while True:
+                    self.wfile.write(bytes(65536))
+            except OSError:
+                return
+        if fault == "gzip":
+            body = gzip.compress(data, mtime=0)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        first = 0
+        r = self.headers.get("Range")
+        if r and r.startswith("bytes=") and r.endswith("-"):
+            first = int(r[6:-1])
+            if first >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {first}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", str(len(data) - first))
         self.end_headers()
-        self.wfile.write(data)
+        if fault == "slow":
+            try:
+                for i in range(first, len(data), 65536):
+                    self.wfile.write(data[i:i + 65536])
+                    self.wfile.flush()
+                    time.sleep(0.02)
+            except OSError:
+                pass
+            return
+        self.wfile.write(data[first:])
 
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 "#;
