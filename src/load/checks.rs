@@ -472,7 +472,11 @@ fn repository(_name: &str, doc: &Doc<Repository>, out: &mut Out) {
         ("username", r.username.is_some(), &[T::Sftp, T::Ftp]),
         ("password", r.password.is_some(), &[T::Ftp]),
         ("passive", r.passive.is_some(), &[T::Ftp]),
-        ("auth", r.auth.is_some(), &[T::Http, T::Sftp]),
+        (
+            "auth",
+            r.auth.is_some(),
+            &[T::Http, T::Sftp, T::GoogleDrive],
+        ),
         ("host_key", r.host_key.is_some(), &[T::Sftp]),
         ("bucket", r.bucket.is_some(), &[T::S3]),
         ("region", r.region.is_some(), &[T::S3]),
