@@ -92,6 +92,7 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
         backend: backend.as_ref(),
         steps_done: 0,
         kill_after: opts.kill_after_steps,
+        fetch_attempts: std::cell::Cell::new(None),
     };
     for (i, dep) in req.deployments.iter().enumerate() {
         match runner.deployment(dep, &mut state, emit) {
@@ -110,6 +111,7 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
                                 dep.name
                             )),
                             bytes: None,
+                            attempts: None,
                         });
                     }
                 }
@@ -163,6 +165,7 @@ fn step_event(
             Err(e) => Some(e.clone()),
         },
         bytes,
+        attempts: None,
     }
 }
 
@@ -171,6 +174,8 @@ struct Runner<'a> {
     backend: &'a dyn ServiceBackend,
     steps_done: usize,
     kill_after: Option<usize>,
+    /// Download attempts of the last fetch, for its step event (and the retry metrics).
+    fetch_attempts: std::cell::Cell<Option<u32>>,
 }
 
 impl Runner<'_> {
@@ -251,14 +256,20 @@ impl Runner<'_> {
                 Action::RemoveDeployment => Ok(Some("handled after the deployments".into())),
             };
             let failed = result.is_err();
-            emit(step_event(
+            let mut event = step_event(
                 &dep.name,
                 step.action,
                 &step.target,
                 &result,
                 started,
                 bytes,
-            ));
+            );
+            if let AgentEvent::Step { attempts, .. } = &mut event
+                && step.action == Action::FetchArtifact
+            {
+                *attempts = self.fetch_attempts.take();
+            }
+            emit(event);
             self.steps_done += 1;
             if self.kill_after == Some(self.steps_done) {
                 let _ = nix::sys::signal::kill(
@@ -322,8 +333,13 @@ impl Runner<'_> {
             &cache,
             &crate::fetch::Retry::default(),
             &mut progress,
-        )
-        .map_err(|e| e.to_string())?;
+        );
+        self.fetch_attempts.set(Some(match &f {
+            Ok(f) => f.attempts,
+            Err(crate::fetch::FetchError::GaveUp { attempts, .. }) => *attempts,
+            Err(_) => 1,
+        }));
+        let f = f.map_err(|e| e.to_string())?;
         Ok((f.path, f.downloaded_bytes, f.from_cache))
     }
 

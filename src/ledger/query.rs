@@ -395,6 +395,8 @@ impl Ledger {
                 duration_ms: uint(r.get(5).map_err(err)?),
                 message: r.get(6).map_err(err)?,
                 bytes: r.get::<_, Option<i64>>(7).map_err(err)?.map(uint),
+                repository_kind: None,
+                retries: None,
             };
             self.host_at(&mut hosts, id, r)?.steps.push(step);
         }

@@ -262,6 +262,9 @@ pub enum AgentEvent {
         message: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bytes: Option<u64>,
+        /// Download attempts a `fetch_artifact` step made (1 when the first one did it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempts: Option<u32>,
     },
     Progress {
         deployment: String,

@@ -85,6 +85,15 @@ pub struct StepRecord {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// The repository kind a `fetch_artifact` step downloaded from (`http`, `s3`, ...), for
+    /// the per-kind metrics of the run that is observing it: in memory only, never in the
+    /// ledger or the API (which show the record as stored).
+    #[serde(skip)]
+    pub repository_kind: Option<String>,
+    /// Download retries of a `fetch_artifact` step (attempts after the first); in memory only,
+    /// like `repository_kind`.
+    #[serde(skip)]
+    pub retries: Option<u32>,
 }
 
 /// One difference between what a host should run and what it runs, found by a detect-only
