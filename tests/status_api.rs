@@ -41,7 +41,6 @@ fn step(
         duration_ms,
         message: (status == StepStatus::Failed).then(|| "HTTP 500 from /health".to_string()),
         bytes,
-        // In memory only, as the watch loop observes its own runs.
         repository_kind: (action == Action::FetchArtifact).then(|| "http".into()),
         retries: (action == Action::FetchArtifact).then_some(1),
     }

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: V4,
         backfill: None,
     },
+    Migration {
+        description: "the repository kind and retries of fetch_artifact steps",
+        sql: V_FETCH_KIND,
+        backfill: None,
+    },
 ];
 
 /// The version this build writes and reads.
@@ -150,6 +155,13 @@ CREATE TABLE pins (
 
 /// Version 4: the run-level message of a refused run.
 const V4: &str = "ALTER TABLE runs ADD COLUMN message TEXT;";
+
+/// The repository kind a `fetch_artifact` step downloaded from and the retries it needed, for
+/// the per-kind download metrics.
+const V_FETCH_KIND: &str = "
+ALTER TABLE run_steps ADD COLUMN repository_kind TEXT;
+ALTER TABLE run_steps ADD COLUMN retries INTEGER;
+";
 
 /// Replays the apply runs a version-1 ledger holds, oldest first, into `deployment_state`:
 /// a deployment's `since` is when its current version and release first became current.

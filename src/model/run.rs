@@ -85,14 +85,11 @@ pub struct StepRecord {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
-    /// The repository kind a `fetch_artifact` step downloaded from (`http`, `s3`, ...), for
-    /// the per-kind metrics of the run that is observing it: in memory only, never in the
-    /// ledger or the API (which show the record as stored).
-    #[serde(skip)]
+    /// The repository kind a `fetch_artifact` step downloaded from (`http`, `s3`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository_kind: Option<String>,
-    /// Download retries of a `fetch_artifact` step (attempts after the first); in memory only,
-    /// like `repository_kind`.
-    #[serde(skip)]
+    /// Download retries of a `fetch_artifact` step (attempts after the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
 }
 
