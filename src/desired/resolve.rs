@@ -301,7 +301,9 @@ fn wire_source(
 fn source_display(repo: &Repository, location: &str) -> String {
     let join = |base: &str| format!("{}/{}", base.trim_end_matches('/'), location);
     match repo.kind {
-        RepositoryType::Http => join(repo.url.as_deref().unwrap_or("")),
+        // Credentials or a signed query in a URL never reach a plan (validation and the agent
+        // refuse them anyway).
+        RepositoryType::Http => crate::fetch::display_url(&join(repo.url.as_deref().unwrap_or(""))),
         RepositoryType::Sftp | RepositoryType::Ftp => {
             let scheme = repo.kind.as_str();
             let user = repo

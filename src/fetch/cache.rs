@@ -341,7 +341,7 @@ impl<'p> Incoming<'p> {
     }
 
     /// Bytes already in the file: the offset a resuming transfer asks the source for.
-    pub(super) fn offset(&self) -> u64 {
+    pub(super) fn resume_at(&self) -> u64 {
         self.written
     }
 
@@ -609,13 +609,13 @@ mod tests {
         let mut p2 = |_: Progress| {};
         let first = cache.incoming(&sha, None, 1 << 20, &mut p1).unwrap();
         let second = cache.incoming(&sha, None, 1 << 20, &mut p2).unwrap();
-        assert_eq!((first.offset(), second.offset()), (5000, 0));
+        assert_eq!((first.resume_at(), second.resume_at()), (5000, 0));
         drop(second);
         drop(first);
 
         let mut progress = |_: Progress| {};
         let mut inc = cache.incoming(&sha, None, 1 << 20, &mut progress).unwrap();
-        assert_eq!(inc.offset(), 5000);
+        assert_eq!(inc.resume_at(), 5000);
         inc.copy_from(&mut &content[5000..]).unwrap();
         let (path, transferred) = inc.finish(&sha, Some(9000)).unwrap();
         assert_eq!(transferred, 4000);
@@ -630,7 +630,7 @@ mod tests {
         std::fs::write(dir.path().join(format!("{PARTIAL}{EMPTY}")), b"junk").unwrap();
         let mut progress = |_: Progress| {};
         let inc = cache.incoming(EMPTY, None, 1 << 20, &mut progress).unwrap();
-        assert_eq!(inc.offset(), 4);
+        assert_eq!(inc.resume_at(), 4);
         assert!(matches!(
             inc.finish(EMPTY, None),
             Err(FinishError::Mismatch { size: 4, .. })

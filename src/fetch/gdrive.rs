@@ -478,7 +478,7 @@ pub(super) fn download(
         encode(&id)
     );
     loop {
-        let offset = incoming.offset();
+        let offset = incoming.resume_at();
         let range = (offset > 0).then(|| format!("bytes={offset}-"));
         let response = session.get(&url, range.as_deref())?;
         match response.status().as_u16() {

@@ -234,7 +234,7 @@ pub(super) fn download(
         {
             request = request.header(name.as_str(), value.expose());
         }
-        let offset = incoming.offset();
+        let offset = incoming.resume_at();
         if offset > 0 {
             request = request.header("Range", format!("bytes={offset}-"));
         }

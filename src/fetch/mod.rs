@@ -259,6 +259,12 @@ impl Source {
     }
 }
 
+/// A URL as messages and plans show it: without `user:password@` and with any query string
+/// replaced by `?…`.
+pub fn display_url(url: &str) -> String {
+    http::display_url(url)
+}
+
 /// `host:port`, with brackets around an IPv6 address.
 fn authority(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -600,7 +606,7 @@ impl Job<'_> {
 
     /// Starts the download over from the first byte, for a source that cannot resume.
     fn restart(&self, incoming: &mut Incoming) -> Result<(), FetchError> {
-        if incoming.offset() == 0 {
+        if incoming.resume_at() == 0 {
             return Ok(());
         }
         incoming

@@ -93,7 +93,7 @@ pub(super) fn download(b: &Bucket, job: &Job, incoming: &mut Incoming) -> Result
         .map_err(|_| job.source_problem(format!("`{}` is not a usable URL", job.url)))?;
     let agent = http::agent();
     loop {
-        let offset = incoming.offset();
+        let offset = incoming.resume_at();
         let range = (offset > 0).then(|| format!("bytes={offset}-"));
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

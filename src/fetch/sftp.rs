@@ -147,7 +147,7 @@ pub(super) fn download(
     incoming.announce(size);
     // Resume with an offset read when an interrupted download left a prefix; a file that is
     // not longer than that prefix cannot continue it, so start over.
-    let offset = incoming.offset();
+    let offset = incoming.resume_at();
     if offset > 0 {
         if size.is_some_and(|s| s > offset) {
             file.seek(SeekFrom::Start(offset))
