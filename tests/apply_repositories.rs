@@ -82,6 +82,27 @@ fn cache_files(f: &Fixture) -> Vec<String> {
     v
 }
 
+/// The repository kind, retries and bytes of the newest apply run's `fetch_artifact` step,
+/// from the ledger.
+fn newest_fetch(f: &Fixture) -> (Option<String>, Option<u32>, Option<u64>) {
+    use clarity::ledger::{Ledger, RunFilter};
+    let ledger = Ledger::open(&f.work.join(clarity::ledger::FILE_NAME)).unwrap();
+    let newest = ledger
+        .runs(&RunFilter {
+            limit: Some(1),
+            ..RunFilter::default()
+        })
+        .unwrap();
+    let run = ledger.run(&newest[0].id).unwrap().unwrap();
+    let step = run.hosts[0]
+        .steps
+        .iter()
+        .find(|s| s.action == clarity::model::apply::Action::FetchArtifact)
+        .expect("a fetch_artifact step")
+        .clone();
+    (step.repository_kind, step.retries, step.bytes)
+}
+
 #[test]
 fn s3_then_google_drive_artifacts_deploy_and_their_failures_leave_the_host_as_it_was() {
     let Some(f) = Fixture::new() else { return };
@@ -140,6 +161,12 @@ fn s3_then_google_drive_artifacts_deploy_and_their_failures_leave_the_host_as_it
     assert_eq!(f.get("/").map(|r| r.1), Some("s3:hello\n".into()));
     let release_1 = f.current().unwrap();
     assert_eq!(cache_files(&f), vec![sha256(v1.as_bytes())]);
+    // The run record keeps the download's repository kind and retries (what the per-kind
+    // metrics count) and the bytes it transferred.
+    assert_eq!(
+        newest_fetch(&f),
+        (Some("s3".to_string()), Some(0), Some(v1.len() as u64))
+    );
 
     // A wrong secret key: the apply fails naming bucket and key, the host keeps 1.0.0.
     f.write("repositories/store.yml", &s3_repo("s3_wrong_secret"));
@@ -216,6 +243,14 @@ fn s3_then_google_drive_artifacts_deploy_and_their_failures_leave_the_host_as_it
     let o = f.run(&[], &env);
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert_eq!(f.get("/").map(|r| r.1), Some("drive:hello\n".into()));
+    assert_eq!(
+        newest_fetch(&f),
+        (
+            Some("google-drive".to_string()),
+            Some(0),
+            Some(v3.len() as u64)
+        )
+    );
     assert_ne!(f.current().as_deref(), Some(release_1.as_str()));
     let mut expected = vec![sha256(v1.as_bytes()), sha256(v3.as_bytes())];
     expected.sort();
