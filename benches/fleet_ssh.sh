@@ -31,7 +31,9 @@ root_dir=$(cd "$benches/.." && pwd)
 assets=$benches/fleet_ssh
 hosts_n=${FLEET_SSH_HOSTS:-50}
 bench=${FLEET_SSH_DIR:-$root_dir/target/fleet_ssh}
-net=${FLEET_SSH_NET:-10.77.0}          # a /24 that exists only inside the namespaces below
+# shellcheck source=harness_net.sh
+. "$benches/harness_net.sh"
+net=${FLEET_SSH_NET:-$HARNESS_BENCH_FLEET_NET}   # a /24 that exists only inside the namespaces below
 deadline=${FLEET_SSH_DEADLINE:-3600}   # the whole run stops by itself after this many seconds
 cold_timeout=${FLEET_SSH_COLD_TIMEOUT:-900}
 ctl=cbctl

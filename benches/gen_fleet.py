@@ -41,7 +41,9 @@ for c in range(a.clients):
     for s in range(a.servers):
         host = f"{cid}-srv-{s:03d}"
         hosts.append(host)
-        ip = f"10.{(c >> 8) & 255}.{c & 255}.{s + 1}"
+        # RFC 2544's benchmarking range (benches/harness_net.sh): planned, never contacted.
+        n = c * a.servers + s + 1
+        ip = f"198.{18 + ((n >> 16) & 1)}.{(n >> 8) & 255}.{n & 255}"
         write(f"clients/{cid}/servers/{host}.yml",
               f"hostname: {host}\ndatacenter: dc-{cid}\nip_addresses:\n  - address: {ip}\n"
               f"specifications: {{cpu_cores: 8, ram_gb: 32, disk_gb: 500}}\nvirtualization: vm\n"

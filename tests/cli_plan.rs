@@ -127,12 +127,34 @@ fn mock_dry_run_on_empty_sandboxes_lists_every_step_and_exits_2() {
 
 #[test]
 fn hosts_that_cannot_be_reached_fail_the_dry_run_unless_allowed() {
+    // A copy of the example whose Oslo SMS host points at a loopback port nothing listens on:
+    // unreachable without ever leaving the machine (the example's own addresses are paper
+    // addresses, refused before any connection; tests/example_addresses.rs).
     let work = tempfile::tempdir().unwrap();
-    let repo = example();
-    // The example's real hosts have documentation addresses that nothing answers on.
+    let repo = tempfile::tempdir().unwrap();
+    support::copy_dir(&example(), repo.path());
+    let server = repo
+        .path()
+        .join("clients/nordtel/servers/nt-osl1-sms01.yml");
+    let text_of = std::fs::read_to_string(&server).unwrap();
+    let closed = support::free_port();
+    let text_of = text_of.replace(
+        "    address: 192.0.2.43\n",
+        &format!("    address: 127.0.0.1\n    port: {closed}\n"),
+    );
+    assert!(text_of.contains("127.0.0.1"), "{text_of}");
+    std::fs::write(&server, text_of).unwrap();
+    support::git(repo.path(), &["init", "-q"]);
+    support::git(repo.path(), &["add", "-A"]);
+    support::git(
+        repo.path(),
+        &["commit", "-q", "-m", "example with a closed port"],
+    );
     let base = [
         "--repo",
-        repo.to_str().unwrap(),
+        repo.path().to_str().unwrap(),
+        "--server",
+        "nt-osl1-sms01",
         "--dry-run",
         "--work-dir",
         work.path().to_str().unwrap(),

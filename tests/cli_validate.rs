@@ -309,3 +309,50 @@ fn deny_warnings_turns_a_warning_into_failure() {
         strict.show()
     );
 }
+
+#[test]
+fn template_errors_are_reported_once_each_with_their_position_and_hint() {
+    // A syntax error in one template and an undefined variable in the other: `validate` renders
+    // every template for every host that uses it and reports each problem once, at the line in
+    // the template, with its hint. The whole output is a snapshot, hints included.
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&example_repo(), dir.path());
+    let (syntax_line, _) = inject(
+        dir.path(),
+        "templates/smsgateway/gateway.properties.j2",
+        "http.port={{ config.http_port }}",
+        "http.port={{ config.http_port }\n",
+        "{{ config.http_port }",
+    );
+    let (render_line, _) = inject(
+        dir.path(),
+        "templates/monitoring-stack/exporter.conf.j2",
+        "{{ server.hostname }}",
+        "{{ server.hostname }} {{ config.no_such_value }}",
+        "{{ config.no_such_value }}",
+    );
+    let run = validate(&["--repo", path_arg(dir.path())]);
+    assert_eq!(run.code, 1, "{}", run.show());
+    let diagnostics = run.diagnostics("error");
+    assert_eq!(
+        diagnostics,
+        [
+            format!(
+                "templates/monitoring-stack/exporter.conf.j2:{render_line}:1: error[template-render]:"
+            ),
+            format!(
+                "templates/smsgateway/gateway.properties.j2:{syntax_line}:1: error[template-syntax]:"
+            ),
+        ],
+        "{}",
+        run.show()
+    );
+    let normalised = run
+        .stdout
+        .replace(path_arg(dir.path()), "<repo>")
+        .lines()
+        .filter(|l| !l.starts_with("invalid:") && !l.starts_with("valid:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!("validate_template_errors", normalised);
+}

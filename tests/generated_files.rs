@@ -40,6 +40,31 @@ fn cli_reference_matches_the_arguments() {
 }
 
 #[test]
+fn man_pages_match_the_arguments() {
+    let pages = clarity::cli::completions::man_pages();
+    assert!(pages.iter().any(|(name, _)| name == "clarity-reconcile.1"));
+    assert!(
+        pages
+            .iter()
+            .any(|(name, _)| name == "clarity-reconcile-validate.1")
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    for (name, text) in &pages {
+        check(&format!("man/{name}"), text);
+    }
+    // No page is left behind for a command that no longer exists.
+    if std::env::var_os("CLARITY_UPDATE_GENERATED").is_none() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let file = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                pages.iter().any(|(name, _)| *name == file),
+                "man/{file} belongs to no command: remove it"
+            );
+        }
+    }
+}
+
+#[test]
 fn config_reference_documents_every_field() {
     // Every property of every schema appears as a row, so no field goes undocumented.
     let doc = clarity::model::docs::config_reference();

@@ -1,8 +1,10 @@
 //! Secrets against the real world: interop with the `age` command-line tool in both
 //! directions (what `age -a -r` encrypts, Clarity decrypts; what `clarity-reconcile secret
 //! set` writes, `age -d -i` decrypts), and a canary value that must never show up in any
-//! output except `secret get`'s. Without `age` installed these tests skip, unless CI=true,
+//! output except `secret get`'s. Without `age` installed these tests skip, unless CI=true (or 1),
 //! where a missing `age` is a failure (the test script installs it).
+
+mod support;
 
 use clarity::secret::{Identities, decrypt, file};
 use std::io::Write;
@@ -23,7 +25,7 @@ fn age_available() -> bool {
     if works("age") && works("age-keygen") {
         return true;
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
+    if support::in_ci() {
         panic!(
             "the age CLI (`age`, `age-keygen`) is not installed, and CI=true: install the Debian \
              package `age` (scripts/test.sh does)"

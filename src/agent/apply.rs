@@ -54,6 +54,9 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
             )),
         );
     }
+    if let Err(e) = super::names::check_request(req) {
+        return done(emit, HostOutcome::Failed, Some(e));
+    }
     let _lock = match HostLock::acquire(
         &layout.state_dir().join("lock"),
         &req.host,
@@ -82,6 +85,9 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
                 journal.previous_release.as_deref().unwrap_or("(none)")
             )),
         );
+    }
+    if let Err(e) = super::owner::claim(layout, req) {
+        return done(emit, HostOutcome::Failed, Some(e));
     }
     let mut state = match AgentState::load(&layout.state_file()) {
         Ok(s) => s,

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod detached;
+pub mod extract;
 pub mod files;
 pub mod health;
 pub mod inspect;
@@ -11,6 +12,8 @@ pub mod layout;
 pub mod lock;
 pub mod migrate;
 pub mod migrate_step;
+pub mod names;
+pub mod owner;
 pub mod release;
 pub mod state;
 

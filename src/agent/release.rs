@@ -4,12 +4,15 @@
 //! rename; switching to it is an atomic symlink replacement.
 //!
 //! Archive extraction refuses every entry that could write outside the release: absolute
-//! paths, `..`, device files, FIFOs, and links pointing out of the release.
+//! paths, `..`, device files, FIFOs, links resolving out of the release through any chain of
+//! the archive's own links, entries beneath a link, and entries replacing an earlier one; see
+//! `agent::extract`, which also does the writing without following links.
 
+use super::extract::{Beneath, EntryKind, ReleaseTree, normal_path};
 use crate::model::ArtifactType;
 use std::fs;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
@@ -17,7 +20,7 @@ pub enum ReleaseError {
     UnsafeEntry {
         archive: String,
         entry: String,
-        reason: &'static str,
+        reason: String,
     },
     #[error("archive {archive} cannot be read: {message}")]
     Archive { archive: String, message: String },
@@ -85,42 +88,8 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<(), ReleaseError> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", path))
 }
 
-/// A relative path inside the release, or why it is not one.
-fn inside(entry: &Path) -> Result<PathBuf, &'static str> {
-    let mut out = PathBuf::new();
-    for c in entry.components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            Component::ParentDir => return Err("contains `..`"),
-            Component::RootDir | Component::Prefix(_) => return Err("is an absolute path"),
-        }
-    }
-    Ok(out)
-}
-
-/// Whether a link at `link` (relative to the release) pointing to `target` stays inside.
-fn link_stays_inside(link: &Path, target: &Path) -> bool {
-    if target.is_absolute() {
-        return false;
-    }
-    let mut depth: i64 = link.components().count() as i64 - 1;
-    for c in target.components() {
-        match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => return false,
-        }
-        if depth < 0 {
-            return false;
-        }
-    }
-    true
-}
-
 fn extract_tar(reader: impl io::Read, archive: &str, dir: &Path) -> Result<(), ReleaseError> {
-    let unsafe_entry = |entry: &Path, reason| ReleaseError::UnsafeEntry {
+    let unsafe_entry = |entry: &Path, reason: String| ReleaseError::UnsafeEntry {
         archive: archive.to_string(),
         entry: entry.display().to_string(),
         reason,
@@ -130,77 +99,60 @@ fn extract_tar(reader: impl io::Read, archive: &str, dir: &Path) -> Result<(), R
         message: e.to_string(),
     };
     let mut tar = tar::Archive::new(reader);
-    tar.set_preserve_permissions(true);
-    tar.set_unpack_xattrs(false);
-    tar.set_overwrite(false);
-    // Validate every entry before writing any, so a bad archive leaves nothing behind.
+    // Check every entry against what the earlier ones built before writing any, so a bad
+    // archive leaves nothing behind.
+    let mut tree = ReleaseTree::new();
     let mut entries = Vec::new();
     for entry in tar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let path = entry.path().map_err(bad)?.into_owned();
-        let rel = inside(&path).map_err(|reason| unsafe_entry(&path, reason))?;
         let kind = entry.header().entry_type();
         use tar::EntryType as E;
-        let link = match kind {
-            E::Regular | E::Continuous | E::GNUSparse => None,
-            E::Directory => None,
-            E::Symlink | E::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(bad)?
-                    .ok_or_else(|| unsafe_entry(&path, "is a link without a target"))?
-                    .into_owned();
-                let ok = if kind == E::Link {
-                    inside(&target).is_ok()
-                } else {
-                    link_stays_inside(&rel, &target)
-                };
-                if !ok {
-                    return Err(unsafe_entry(
-                        &path,
-                        "is a link pointing outside the release",
-                    ));
-                }
-                Some(target)
-            }
+        let link_target = |entry: &tar::Entry<_>| -> Result<PathBuf, ReleaseError> {
+            Ok(entry
+                .link_name()
+                .map_err(bad)?
+                .map(|l| l.into_owned())
+                .unwrap_or_default())
+        };
+        let what = match kind {
+            E::Regular | E::Continuous | E::GNUSparse => EntryKind::File,
+            E::Directory => EntryKind::Dir,
+            E::Symlink => EntryKind::Symlink(link_target(&entry)?),
+            E::Link => EntryKind::HardLink(link_target(&entry)?),
             E::XGlobalHeader | E::XHeader | E::GNULongName | E::GNULongLink => continue,
             _ => {
                 return Err(unsafe_entry(
                     &path,
-                    "is a device file, FIFO or other special file",
+                    "is a device file, FIFO or other special file".into(),
                 ));
             }
         };
+        let rel = tree
+            .add(&path, &what)
+            .map_err(|r| unsafe_entry(&path, r.to_string()))?;
         let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
         let mut data = Vec::new();
-        if matches!(kind, E::Regular | E::Continuous | E::GNUSparse) {
+        if what == EntryKind::File {
             io::Read::read_to_end(&mut entry, &mut data).map_err(bad)?;
         }
-        entries.push((rel, kind, link, mode, data));
+        entries.push((rel, what, mode, data));
     }
-    for (rel, kind, link, mode, data) in entries {
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
+    tree.check_links()
+        .map_err(|(p, r)| unsafe_entry(&p, r.to_string()))?;
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let out = Beneath::open(dir).map_err(io_err("open", dir))?;
+    for (rel, what, mode, data) in entries {
         let target = dir.join(&rel);
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-        }
-        match kind {
-            tar::EntryType::Directory => {
-                fs::create_dir_all(&target).map_err(io_err("create", &target))?
-            }
-            tar::EntryType::Symlink => {
-                std::os::unix::fs::symlink(link.unwrap_or_default(), &target)
-                    .map_err(io_err("link", &target))?
-            }
-            tar::EntryType::Link => {
-                let source = dir.join(inside(&link.unwrap_or_default()).unwrap_or_default());
-                fs::hard_link(&source, &target).map_err(io_err("link", &target))?
-            }
-            _ => {
-                fs::write(&target, &data).map_err(io_err("write", &target))?;
-                set_mode(&target, mode)?;
+        match what {
+            EntryKind::Dir => out.dir(&rel).map_err(io_err("create", &target))?,
+            EntryKind::File => out
+                .file(&rel, mode, &mut &data[..])
+                .map_err(io_err("write", &target))?,
+            EntryKind::Symlink(to) => out.symlink(&rel, &to).map_err(io_err("link", &target))?,
+            EntryKind::HardLink(to) => {
+                let to = normal_path(&to).unwrap_or_default();
+                out.hard_link(&rel, &to).map_err(io_err("link", &target))?
             }
         }
     }
@@ -212,38 +164,43 @@ fn extract_zip(file: fs::File, archive: &str, dir: &Path) -> Result<(), ReleaseE
         archive: archive.to_string(),
         message: e.to_string(),
     };
+    let unsafe_entry = |entry: &str, reason: String| ReleaseError::UnsafeEntry {
+        archive: archive.to_string(),
+        entry: entry.to_string(),
+        reason,
+    };
     let mut zip = zip::ZipArchive::new(file).map_err(bad)?;
+    let mut tree = ReleaseTree::new();
     let mut plan = Vec::new();
     for i in 0..zip.len() {
         let f = zip.by_index(i).map_err(bad)?;
-        let name = PathBuf::from(f.name());
-        let rel = inside(&name).map_err(|reason| ReleaseError::UnsafeEntry {
-            archive: archive.to_string(),
-            entry: f.name().to_string(),
-            reason,
-        })?;
         if f.is_symlink() {
-            return Err(ReleaseError::UnsafeEntry {
-                archive: archive.to_string(),
-                entry: f.name().to_string(),
-                reason: "is a symbolic link (not allowed in zip artifacts)",
-            });
+            return Err(unsafe_entry(
+                f.name(),
+                "is a symbolic link (not allowed in zip artifacts)".into(),
+            ));
         }
-        plan.push((i, rel, f.is_dir(), f.unix_mode().unwrap_or(0o644) & 0o777));
+        let what = if f.is_dir() {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        };
+        let rel = tree
+            .add(Path::new(f.name()), &what)
+            .map_err(|r| unsafe_entry(f.name(), r.to_string()))?;
+        plan.push((i, rel, what, f.unix_mode().unwrap_or(0o644) & 0o777));
     }
-    for (i, rel, is_dir, mode) in plan {
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let out = Beneath::open(dir).map_err(io_err("open", dir))?;
+    for (i, rel, what, mode) in plan {
         let target = dir.join(&rel);
-        if is_dir {
-            fs::create_dir_all(&target).map_err(io_err("create", &target))?;
+        if what == EntryKind::Dir {
+            out.dir(&rel).map_err(io_err("create", &target))?;
             continue;
         }
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-        }
         let mut f = zip.by_index(i).map_err(bad)?;
-        let mut out = fs::File::create(&target).map_err(io_err("create", &target))?;
-        io::copy(&mut f, &mut out).map_err(io_err("write", &target))?;
-        set_mode(&target, mode)?;
+        out.file(&rel, mode, &mut f)
+            .map_err(io_err("write", &target))?;
     }
     Ok(())
 }
@@ -395,10 +352,129 @@ mod tests {
         assert!(!dir.path().join("evil").exists());
     }
 
+    /// Extracts into `<tmp>/a/b/rel` with a victim file at `<tmp>/victim`; checks that a
+    /// refused archive wrote nothing anywhere: the victim is intact and `rel` does not exist.
+    fn refused(entries: &[(&str, tar::EntryType, Option<&str>)]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("victim"), b"keep").unwrap();
+        let rel = dir.path().join("a/b/rel");
+        fs::create_dir_all(rel.parent().unwrap()).unwrap();
+        let e = extract_tar(&tar_with(entries)[..], "evil.tar", &rel).unwrap_err();
+        assert_eq!(fs::read(dir.path().join("victim")).unwrap(), b"keep");
+        assert!(!rel.exists(), "nothing is extracted from a refused archive");
+        let mut all: Vec<_> = Vec::new();
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() && !p.is_symlink() {
+                    stack.push(p.clone());
+                }
+                all.push(p.strip_prefix(dir.path()).unwrap().display().to_string());
+            }
+        }
+        all.sort();
+        assert_eq!(all, ["a", "a/b", "victim"], "{e}");
+        e.to_string()
+    }
+
+    use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as S};
+
     #[test]
-    fn link_depth_rules() {
-        assert!(link_stays_inside(Path::new("a/b/l"), Path::new("../c")));
-        assert!(!link_stays_inside(Path::new("l"), Path::new("../c")));
-        assert!(link_stays_inside(Path::new("l"), Path::new("x/../y")));
+    fn a_symlink_chain_through_a_link_to_dot_is_refused() {
+        // The review's exploit: `a` is the release, so `a/a/b -> ../..` climbs out two levels,
+        // and a later regular entry is written through it.
+        let e = refused(&[
+            ("a", S, Some(".")),
+            ("a/a/b", S, Some("../../..")),
+            ("a/a/b/victim", F, None),
+        ]);
+        assert!(
+            e.contains("entry `a/a/b` lies beneath `a`, which is a symbolic link"),
+            "{e}"
+        );
+        let e = refused(&[("a", S, Some(".")), ("b", S, Some("a/a/../../victim"))]);
+        assert!(
+            e.contains("entry `b` is a link pointing outside the release"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn links_to_dot_dot_are_refused_and_to_dot_accepted() {
+        let e = refused(&[("up", S, Some(".."))]);
+        assert!(e.contains("`up` is a link pointing outside"), "{e}");
+        let (dir, r) = extract(tar_with(&[("self", S, Some(".")), ("d/up", S, Some(".."))]));
+        r.unwrap();
+        assert_eq!(
+            fs::read_link(dir.path().join("rel/self")).unwrap(),
+            Path::new(".")
+        );
+    }
+
+    #[test]
+    fn a_file_through_a_symlinked_directory_is_refused() {
+        let e = refused(&[("d", D, None), ("l", S, Some("d")), ("l/f", F, None)]);
+        assert!(
+            e.contains("`l/f` lies beneath `l`, which is a symbolic link"),
+            "{e}"
+        );
+        let e = refused(&[("l", S, Some("../../../")), ("l/victim", F, None)]);
+        assert!(e.contains("`l` is a link pointing outside"), "{e}");
+    }
+
+    #[test]
+    fn hard_links_to_outside_or_overwritten_through_are_refused() {
+        let e = refused(&[("h", H, Some("../../../victim"))]);
+        assert!(e.contains("`h` is a link pointing outside"), "{e}");
+        let e = refused(&[("h", H, Some("/etc/passwd"))]);
+        assert!(e.contains("`h` is a link pointing outside"), "{e}");
+        // A hard link to an earlier entry, then a regular entry of the same name: writing it
+        // would overwrite the linked file.
+        let e = refused(&[("f", F, None), ("h", H, Some("f")), ("h", F, None)]);
+        assert!(
+            e.contains("`h` would replace a file an earlier entry created"),
+            "{e}"
+        );
+        let e = refused(&[("h", H, Some("missing"))]);
+        assert!(e.contains("not a file an earlier entry created"), "{e}");
+        let (dir, r) = extract(tar_with(&[("f", F, None), ("h", H, Some("f"))]));
+        r.unwrap();
+        assert_eq!(fs::read(dir.path().join("rel/h")).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn an_entry_replacing_a_symlink_is_refused() {
+        let e = refused(&[("l", S, Some("x")), ("l", D, None), ("l/f", F, None)]);
+        assert!(
+            e.contains("`l` would replace a symbolic link an earlier entry created"),
+            "{e}"
+        );
+        let e = refused(&[("l", S, Some("x")), ("l", F, None)]);
+        assert!(e.contains("`l` would replace a symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn zip_duplicates_and_nesting_under_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip_path = dir.path().join("evil.zip");
+        let mut z = zip::ZipWriter::new(fs::File::create(&zip_path).unwrap());
+        z.start_file("f", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.start_file("f/g", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.finish().unwrap();
+        let e = place_artifact(
+            ArtifactType::Tarball,
+            &zip_path,
+            "evil.zip",
+            &dir.path().join("rel"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`f/g` lies beneath `f`, which is a file"),
+            "{e}"
+        );
     }
 }

@@ -110,6 +110,7 @@ pub fn request(
     Ok(ApplyRequest {
         format: APPLY_FORMAT.to_string(),
         host: desired.server.clone(),
+        client: desired.client.clone(),
         service_manager: desired.service_manager,
         deployments,
         remove,

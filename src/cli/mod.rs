@@ -1,9 +1,11 @@
 //! The command line: one file per command, each with its `<Verb>Args` (whose doc comment is the
 //! `--help` text) and a `run` function. This module parses arguments, turns errors into
 //! `error:` / `caused by:` / `hint:` lines and maps outcomes to exit codes:
-//! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found.
+//! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found, 64 a
+//! usage error.
 
 mod agent;
+pub mod completions;
 pub(crate) mod drift;
 mod history;
 mod reach;
@@ -74,10 +76,12 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     Schema(schema::SchemaArgs),
     Secret(secret::SecretArgs),
+    #[command(hide = true)]
     Agent(agent::AgentArgs),
     History(history::HistoryArgs),
     Drift(drift::DriftArgs),
     Rollback(rollback::RollbackArgs),
+    Completions(completions::CompletionsArgs),
 }
 
 /// How a command ended, mapped to the process exit code.
@@ -197,8 +201,24 @@ pub fn cli_reference() -> String {
     out
 }
 
+/// The exit code of a usage error (unknown option, missing argument), as `sysexits.h`'s
+/// `EX_USAGE`: never 1 (error) or 2 (changes pending, drift found), which scripts and the drift
+/// unit's `SuccessExitStatus=2` read as results.
+pub const EXIT_USAGE: u8 = 64;
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                // --help and --version print to stdout and succeed.
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match run(cli) {
         Ok(exit) => exit.into(),
         Err(e) => {
@@ -217,6 +237,7 @@ pub fn run(cli: Cli) -> CliResult {
         Some(Command::History(args)) => history::run(&cli.global, &args),
         Some(Command::Drift(args)) => drift::run(&cli.global, &args),
         Some(Command::Rollback(args)) => rollback::run(&cli.global, &args),
+        Some(Command::Completions(args)) => completions::run(&args),
         None if cli.watch.watch => watch::run(&cli.global, &cli.reconcile, &cli.watch),
         None => reconcile::run(&cli.global, &cli.reconcile),
     }

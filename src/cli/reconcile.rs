@@ -206,7 +206,14 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         if s.hosts_failed > 0 || unreachable_fails {
             return Ok(Exit::Failed);
         }
-        return Ok(if s.hosts_to_change > 0 {
+        // A host that could not be inspected may have changes pending: never "nothing to do".
+        if s.hosts_unreachable > 0 {
+            eprintln!(
+                "note: {} host(s) could not be inspected; changes may be pending there (exit 2)",
+                s.hosts_unreachable
+            );
+        }
+        return Ok(if s.hosts_to_change > 0 || s.hosts_unreachable > 0 {
             Exit::Changes
         } else {
             Exit::Ok

@@ -1,6 +1,6 @@
 //! Artifact fetching on a host: one entry point, [`fetch`], that gets a release artifact from
-//! any repository kind (a host directory, HTTP, SFTP, FTP) into the host's content-addressed
-//! cache. A download streams into a temporary file while it is hashed, and only a file whose
+//! any repository kind (a host directory, HTTP, SFTP, FTP, S3, Google Drive) into the host's
+//! content-addressed cache, resuming a transfer that an earlier attempt left unfinished. A download streams into a temporary file while it is hashed, and only a file whose
 //! sha256 (and declared size) matched is renamed to its final `<sha256>` name, so nothing
 //! unverified ever carries an artifact's name. This module must not write outside the cache
 //! directory, must not trust an artifact location that is absolute or climbs with `..` (whatever

@@ -45,6 +45,7 @@ pub(super) fn run(
     }
     port_conflicts(inv, &mut out);
     profile_conflicts(inv, &mut out);
+    super::checks_identity::run(inv, &mut out);
     out
 }
 
@@ -873,7 +874,7 @@ fn agent_settings(a: &AgentSettings, doc: &Doc<super::super::model::Server>, out
             if !has_address {
                 out.push(
                     Diagnostic::error("missing-field", &doc.file, doc.pos(&[K("agent")]), "transport `ssh` needs an address: set `ip_addresses` or `agent.ssh.address`")
-                        .with_hint("add `ip_addresses: [{address: 10.0.0.5}]`"),
+                        .with_hint("add `ip_addresses: [{address: 192.0.2.5}]`"),
                 );
             }
             if a.service_manager == Some(ServiceManager::Process) {

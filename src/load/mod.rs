@@ -4,6 +4,7 @@
 //! `source::Snapshot` already in memory.
 
 mod checks;
+mod checks_identity;
 mod repository_kinds;
 pub mod schema;
 pub mod yaml;

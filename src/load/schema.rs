@@ -198,7 +198,7 @@ fn diagnose(
                         "`{field}` value {value} does not match the expected format `{pattern}`"
                     ),
                 )
-                .with_hint(format_hint(last_key)),
+                .with_hint(format_hint(last_key, &field)),
             ]
         }
         ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. }
@@ -363,10 +363,17 @@ fn type_hint(found: &serde_json::Value, expected: &str) -> String {
     }
 }
 
-fn format_hint(key: Option<&str>) -> String {
+fn format_hint(key: Option<&str>, field: &str) -> String {
+    if field.starts_with("volumes[") && key == Some("name") {
+        return "a volume name is one directory name: letters, digits, `_`, `.` and `-`, not starting with `.` or `-`".into();
+    }
     match key {
         Some("id") | Some("code") | Some("name") | Some("hostname") => {
             "use lowercase letters, digits and dashes (client `code` uses uppercase)".into()
+        }
+        Some("artifact") => "an artifact id: lowercase letters, digits and dashes".into(),
+        Some("version") => {
+            "a version names a directory on hosts: letters, digits, `.`, `_`, `+` and `-`, starting with a letter or digit (no `/`), in quotes, e.g. \"2.4.1\"".into()
         }
         Some("mode") => "write an octal mode in quotes, e.g. \"0640\"".into(),
         _ => "see docs/config-reference.md for the accepted format".into(),

@@ -49,6 +49,9 @@ impl WireSecret {
 pub struct ApplyRequest {
     pub format: String,
     pub host: String,
+    /// The client the host's deployments are applied for; the agent records it in each
+    /// deployment directory and refuses another client's apply there.
+    pub client: String,
     pub service_manager: ServiceManager,
     /// In plan order (dependencies first).
     pub deployments: Vec<ApplyDeployment>,

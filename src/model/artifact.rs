@@ -50,7 +50,10 @@ pub enum ArtifactType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactVersion {
-    /// Version string as deployments refer to it (quote it: `"2.4.1"`).
+    /// Version string as deployments refer to it (quote it: `"2.4.1"`). It names the release
+    /// directory on hosts, so it is one name: letters, digits, `.`, `_`, `+`, `-`, starting
+    /// with a letter or digit, at most 100 characters.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$"))]
     pub version: String,
     /// SHA-256 of the file, 64 lowercase or uppercase hex characters; checked before anything
     /// points at the download.

@@ -8,11 +8,14 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
-    /// Artifact id; must equal the folder name.
+    /// Artifact id; must equal the folder name. It names the deployment's directory and
+    /// service on hosts.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]*$"))]
     pub artifact: String,
     /// Profile; must equal the file name and be one of `clarity.yml` `profiles`.
     pub profile: String,
-    /// One of the artifact's `versions` (quote it: `"2.4.1"`).
+    /// One of the artifact's `versions` (quote it: `"2.4.1"`); one name, as there.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$"))]
     pub version: String,
     /// Repository override for this profile (e.g. a local `file` repository for `mock`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,8 +143,9 @@ pub enum Protocol {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Volume {
-    /// Name of the persistent directory (kept under the deployment's `shared/` directory).
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    /// Name of the persistent directory (kept under the deployment's `shared/` directory):
+    /// one name, never `.` or `..`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
     pub name: String,
     /// Relative path inside each release where the volume appears.
     pub mount: String,

@@ -102,6 +102,11 @@ pub struct SshTarget {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
+    #[error(
+        "host {host}: {address} is a documentation address (RFC 5737 / RFC 3849): this server \
+         exists only on paper, so Clarity does not connect to it"
+    )]
+    DocumentationAddress { host: String, address: String },
     #[error("host {host}: cannot connect to {address}:{port}: {detail}")]
     Connect {
         host: String,
@@ -237,6 +242,9 @@ impl SshError {
     /// What to do about it.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
+            SshError::DocumentationAddress { .. } => {
+                "the example repository's non-`mock` servers do not exist: plan them with --dry-run --assume-empty-hosts, or give the server its real address".into()
+            }
             SshError::Connect { .. } => {
                 "is the host up and sshd listening on that address and port (agent.ssh.address, agent.ssh.port)?".into()
             }
@@ -270,7 +278,8 @@ impl SshError {
 
     fn host(&self) -> &str {
         match self {
-            SshError::Connect { host, .. }
+            SshError::DocumentationAddress { host, .. }
+            | SshError::Connect { host, .. }
             | SshError::Handshake { host, .. }
             | SshError::HostKeyMismatch { host, .. }
             | SshError::HostKeyUnknown { host, .. }
@@ -1033,6 +1042,12 @@ impl SshHost {
             .to_socket_addrs()
             .map_err(|e| connect_error(format!("cannot resolve the address: {e}")))?
             .collect();
+        if addrs.iter().any(|a| is_documentation_address(a.ip())) {
+            return Err(SshError::DocumentationAddress {
+                host: t.host.clone(),
+                address: t.address.clone(),
+            });
+        }
         let mut last = None;
         let mut tcp = None;
         for addr in addrs {
@@ -1263,9 +1278,39 @@ fn millis(d: Duration) -> u32 {
     d.as_millis().clamp(1, u128::from(u32::MAX)) as u32
 }
 
+/// The address ranges reserved for documentation (RFC 5737 for IPv4, RFC 3849 for IPv6).
+/// Examples use them so that a mistaken flag never reaches a real machine; the transport
+/// refuses them so that it cannot even try.
+pub fn is_documentation_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => matches!(
+            v4.octets(),
+            [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _]
+        ),
+        std::net::IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0x0db8],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documentation_ranges_are_exactly_rfc_5737_and_3849() {
+        for doc in ["192.0.2.1", "198.51.100.254", "203.0.113.0", "2001:db8::1"] {
+            assert!(is_documentation_address(doc.parse().unwrap()), "{doc}");
+        }
+        for real in [
+            "192.0.3.1",
+            "198.51.101.1",
+            "203.0.114.1",
+            "10.0.0.1",
+            "127.0.0.1",
+            "2001:db9::1",
+        ] {
+            assert!(!is_documentation_address(real.parse().unwrap()), "{real}");
+        }
+    }
 
     #[test]
     fn apply_ids_are_valid_agent_ids_and_distinct() {

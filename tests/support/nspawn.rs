@@ -50,9 +50,15 @@ pub const INSIDE_ENV: &str = "CLARITY_TESTBED_INSIDE";
 
 /// The network inside every testbed (private, and only ever configured inside the testbed's
 /// own namespaces, so every testbed can use the same one).
-pub const SUBNET_PREFIX: [u8; 3] = [10, 231, 0];
+pub const SUBNET_PREFIX: [u8; 3] = {
+    let [a, b, c, _] = super::net::TESTBED.base.octets();
+    [a, b, c]
+};
 /// The switch namespace's own address on the bridge.
-pub const SWITCH_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 231, 0, 1);
+pub const SWITCH_ADDRESS: Ipv4Addr = {
+    let [a, b, c] = SUBNET_PREFIX;
+    Ipv4Addr::new(a, b, c, 1)
+};
 
 const MARKER: &str = ".clarity-testbed";
 
