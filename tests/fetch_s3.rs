@@ -144,11 +144,15 @@ fn s3_objects_under_a_prefix_and_what_goes_wrong() {
 
     // An interrupted download left the first half: the next one asks S3 for the rest only.
     let half = (two.size / 2) as usize;
-    let first = get(&good, "app/app-2.0.jar", &two.sha256, Some(two.size), &{
-        // A full copy elsewhere gives the bytes to plant as the partial file.
-        let other = tempfile::tempdir().unwrap().keep();
-        Cache::new(other)
-    })
+    // A full copy elsewhere gives the bytes to plant as the partial file.
+    let other = tempfile::tempdir().unwrap();
+    let first = get(
+        &good,
+        "app/app-2.0.jar",
+        &two.sha256,
+        Some(two.size),
+        &Cache::new(other.path()),
+    )
     .unwrap();
     let bytes = std::fs::read(&first.path).unwrap();
     std::fs::write(
