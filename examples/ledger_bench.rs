@@ -59,6 +59,9 @@ fn run_record(i: usize, commit: &str) -> RunRecord {
                             message: (action == Action::WriteFile)
                                 .then(|| "3 lines changed; 1 secret value redacted".to_string()),
                             bytes: (action == Action::FetchArtifact).then_some(48_000_000),
+                            repository_kind: (action == Action::FetchArtifact)
+                                .then(|| "http".to_string()),
+                            retries: (action == Action::FetchArtifact).then_some(0),
                         })
                     })
                     .collect(),

@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 # One package a line, so that additions merge cleanly.
 packages=(
   build-essential dpkg-dev pkg-config libssl-dev
-  git age gnupg openssh-client openssh-server curl
-  python3 default-jre-headless
+  git age gnupg openssh-client openssh-server curl openssl
+  python3 python3-venv default-jre-headless
   postgresql nginx apache2-utils vsftpd supervisor
   systemd-container debootstrap
   zsh fish
@@ -26,6 +26,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Test servers that come from PyPI (moto's S3-compatible server), in a venv of their own:
+# pip's configured index, no host named here.
+export CLARITY_TEST_VENV="${CLARITY_TEST_VENV:-/opt/clarity-test-venv}"
+if [ ! -x "$CLARITY_TEST_VENV/bin/moto_server" ]; then
+  echo "creating $CLARITY_TEST_VENV (moto[server])"
+  /usr/bin/python3 -m venv "$CLARITY_TEST_VENV"
+  "$CLARITY_TEST_VENV/bin/pip" install -q 'moto[server]'
 fi
 
 # Tests run git; make sure commits work on a machine without a global identity.

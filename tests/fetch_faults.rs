@@ -42,6 +42,7 @@ fn get(
         location,
         sha256,
         size,
+        max_size: None,
     };
     fetch(source, &artifact, cache, retry, &mut |_| {})
 }

@@ -54,6 +54,7 @@ fn get(
         location,
         sha256,
         size: None,
+        max_size: None,
     };
     fetch(source, &artifact, cache, &quick(), &mut |_| {})
 }
@@ -74,6 +75,7 @@ fn python_http_server_without_auth() {
         location: "app/app 1.0.jar",
         sha256: &sha.to_uppercase(),
         size: Some(bytes.len() as u64),
+        max_size: None,
     };
     let mut seen: Vec<Progress> = Vec::new();
     let f = fetch(&source, &artifact, &cache, &Retry::default(), &mut |p| {
@@ -213,7 +215,10 @@ fn redirects_keep_credentials_on_the_same_host_only() {
     )
     .unwrap();
     assert_eq!(std::fs::read(&f.path).unwrap(), bytes);
-    assert_eq!(away.requests(), vec!["1 /lib.jar auth=no".to_string()]);
+    assert_eq!(
+        away.requests(),
+        vec!["1 /lib.jar auth=no accept-encoding=identity".to_string()]
+    );
 
     // A redirect to a missing file names both URLs.
     let (_dir, cache) = new_cache();

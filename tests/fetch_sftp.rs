@@ -107,6 +107,38 @@ fn key_authentication_with_a_pinned_host_key() {
 }
 
 #[test]
+fn an_interrupted_download_resumes_with_an_offset_read() {
+    let Some(s) = setup() else { return };
+    let pinned = s.sshd.host_key.clone();
+    let source = s.source(s.key(), Some(pinned), None);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let kept = 400_000;
+    std::fs::write(
+        cache_dir.path().join(format!(".partial-{}", s.sha)),
+        &s.bytes[..kept],
+    )
+    .unwrap();
+    let artifact = clarity::fetch::Artifact {
+        repository: "sftp-releases",
+        location: "app/app-2.0.jar",
+        sha256: &s.sha,
+        size: Some(s.bytes.len() as u64),
+        max_size: None,
+    };
+    let f = clarity::fetch::fetch(
+        &source,
+        &artifact,
+        &clarity::fetch::Cache::new(cache_dir.path()),
+        &clarity::fetch::Retry::none(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(f.resumed_from, kept as u64);
+    assert_eq!(f.downloaded_bytes, (s.bytes.len() - kept) as u64);
+    assert_eq!(std::fs::read(&f.path).unwrap(), s.bytes);
+}
+
+#[test]
 fn a_wrong_pinned_host_key_is_refused_with_both_fingerprints() {
     let Some(s) = setup() else { return };
     let other_key = s.dir.path().join("other_host_key");

@@ -466,6 +466,7 @@ fn wire_seeds() -> (String, String) {
         duration_ms: 12,
         message: Some("fetched".into()),
         bytes: Some(4096),
+        attempts: Some(1),
     })
     .unwrap();
     let host = serde_json::to_string(&clarity::model::host::ActualHost::empty(

@@ -41,6 +41,8 @@ fn step(deployment: &str, action: Action, target: &str, message: Option<&str>) -
         duration_ms: 420,
         message: message.map(str::to_string),
         bytes: (action == Action::FetchArtifact).then_some(12_345_678),
+        repository_kind: None,
+        retries: None,
     }
 }
 

@@ -189,6 +189,8 @@ fn failed_run() -> RunRecord {
         duration_ms: 10,
         message: message.map(str::to_string),
         bytes: None,
+        repository_kind: None,
+        retries: None,
     };
     RunRecord {
         format: RUN_FORMAT.into(),

@@ -41,6 +41,8 @@ fn step(
         duration_ms,
         message: (status == StepStatus::Failed).then(|| "HTTP 500 from /health".to_string()),
         bytes,
+        repository_kind: (action == Action::FetchArtifact).then(|| "http".into()),
+        retries: (action == Action::FetchArtifact).then_some(1),
     }
 }
 
@@ -826,6 +828,9 @@ fn metrics_show_observed_runs() {
         "clarity_deployment_applies_total{deployment=\"billing\",outcome=\"rolled_back\"} 1",
         "clarity_artifact_download_bytes_total 10192",
         "clarity_artifact_download_seconds_total 2.75",
+        "clarity_repository_download_bytes_total{kind=\"http\"} 10192",
+        "clarity_repository_download_seconds_total{kind=\"http\"} 2.75",
+        "clarity_repository_download_retries_total{kind=\"http\"} 4",
         "clarity_health_check_failures_total{deployment=\"billing\"} 1",
         "clarity_rollbacks_total{deployment=\"billing\",outcome=\"rolled_back\"} 1",
         "clarity_drift_findings{kind=\"file_modified\"} 2",

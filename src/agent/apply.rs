@@ -98,6 +98,7 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
         backend: backend.as_ref(),
         steps_done: 0,
         kill_after: opts.kill_after_steps,
+        fetch_attempts: std::cell::Cell::new(None),
     };
     for (i, dep) in req.deployments.iter().enumerate() {
         match runner.deployment(dep, &mut state, emit) {
@@ -116,6 +117,7 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
                                 dep.name
                             )),
                             bytes: None,
+                            attempts: None,
                         });
                     }
                 }
@@ -169,6 +171,7 @@ fn step_event(
             Err(e) => Some(e.clone()),
         },
         bytes,
+        attempts: None,
     }
 }
 
@@ -177,6 +180,8 @@ struct Runner<'a> {
     backend: &'a dyn ServiceBackend,
     steps_done: usize,
     kill_after: Option<usize>,
+    /// Download attempts of the last fetch, for its step event (and the retry metrics).
+    fetch_attempts: std::cell::Cell<Option<u32>>,
 }
 
 impl Runner<'_> {
@@ -257,14 +262,20 @@ impl Runner<'_> {
                 Action::RemoveDeployment => Ok(Some("handled after the deployments".into())),
             };
             let failed = result.is_err();
-            emit(step_event(
+            let mut event = step_event(
                 &dep.name,
                 step.action,
                 &step.target,
                 &result,
                 started,
                 bytes,
-            ));
+            );
+            if let AgentEvent::Step { attempts, .. } = &mut event
+                && step.action == Action::FetchArtifact
+            {
+                *attempts = self.fetch_attempts.take();
+            }
+            emit(event);
             self.steps_done += 1;
             if self.kill_after == Some(self.steps_done) {
                 let _ = nix::sys::signal::kill(
@@ -307,6 +318,7 @@ impl Runner<'_> {
             location: &dep.artifact.location,
             sha256: &dep.artifact.sha256,
             size: dep.artifact.size,
+            max_size: dep.artifact.max_size,
         };
         let mut last = Instant::now();
         let name = dep.name.clone();
@@ -327,8 +339,13 @@ impl Runner<'_> {
             &cache,
             &crate::fetch::Retry::default(),
             &mut progress,
-        )
-        .map_err(|e| e.to_string())?;
+        );
+        self.fetch_attempts.set(Some(match &f {
+            Ok(f) => f.attempts,
+            Err(crate::fetch::FetchError::GaveUp { attempts, .. }) => *attempts,
+            Err(_) => 1,
+        }));
+        let f = f.map_err(|e| e.to_string())?;
         Ok((f.path, f.downloaded_bytes, f.from_cache))
     }
 
@@ -612,9 +629,17 @@ fn fetch_source(w: &WireSource) -> Result<crate::fetch::Source, String> {
             username,
             password,
             token,
+            header,
         } => Source::Http {
             base_url: base_url.clone(),
             auth: match (username, password, token) {
+                _ if header.is_some() => {
+                    let (name, value) = header.as_ref().expect("checked");
+                    HttpAuth::Header {
+                        name: name.clone(),
+                        value: secret(value),
+                    }
+                }
                 (Some(u), Some(p), _) => HttpAuth::Basic {
                     username: u.clone(),
                     password: secret(p),
@@ -660,6 +685,62 @@ fn fetch_source(w: &WireSource) -> Result<crate::fetch::Source, String> {
                 _ => None,
             },
             passive: *passive,
+        },
+        WireSource::S3 {
+            endpoint,
+            bucket,
+            region,
+            prefix,
+            path_style,
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => Source::S3 {
+            endpoint: endpoint.clone(),
+            bucket: bucket.clone(),
+            region: region.clone(),
+            prefix: prefix.clone(),
+            path_style: *path_style,
+            credentials: match (access_key_id, secret_access_key) {
+                (Some(id), Some(key)) => Some(crate::fetch::S3Credentials {
+                    access_key_id: secret(id),
+                    secret_access_key: secret(key),
+                    session_token: session_token.as_ref().map(secret),
+                }),
+                _ => None,
+            },
+        },
+        WireSource::GoogleDrive {
+            api_url,
+            token_url,
+            folder_id,
+            client_id,
+            client_secret,
+            refresh_token,
+            service_account,
+        } => Source::GoogleDrive {
+            api_url: api_url.clone(),
+            token_url: token_url.clone(),
+            folder_id: folder_id.clone(),
+            auth: match (service_account, client_id, client_secret, refresh_token) {
+                (Some(key), ..) => crate::fetch::DriveAuth::ServiceAccount {
+                    key_json: secret(key),
+                },
+                (None, Some(id), Some(client_secret), Some(refresh)) => {
+                    crate::fetch::DriveAuth::OAuth {
+                        client_id: secret(id),
+                        client_secret: secret(client_secret),
+                        refresh_token: secret(refresh),
+                    }
+                }
+                _ => {
+                    return Err(
+                        "google-drive repository without a service account key or OAuth \
+                         client id, client secret and refresh token"
+                            .into(),
+                    );
+                }
+            },
         },
         WireSource::Unsupported { kind } => {
             return Err(format!(

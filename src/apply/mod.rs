@@ -150,6 +150,7 @@ fn deployment(d: &DesiredDeployment, plan: &crate::plan::DeploymentPlan) -> Appl
             location: d.artifact.source.location.clone(),
             repository: d.artifact.source.repository.clone(),
             source: d.artifact.source.wire.clone(),
+            max_size: d.artifact.source.max_size,
         },
         release_files: d.release_files.iter().map(wire_file).collect(),
         host_files: d.host_files.iter().map(wire_file).collect(),

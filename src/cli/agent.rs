@@ -222,6 +222,7 @@ pub fn run(args: &AgentArgs) -> CliResult {
                 location,
                 sha256,
                 size: *size,
+                max_size: None,
             };
             let fetched = crate::fetch::fetch(
                 &source,

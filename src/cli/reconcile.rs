@@ -841,7 +841,9 @@ fn run_agent(
                 message,
                 duration_ms,
                 bytes,
+                attempts,
             } => {
+                let fetch = *action == crate::model::apply::Action::FetchArtifact;
                 steps.push(crate::model::run::StepRecord {
                     deployment: deployment.clone(),
                     action: *action,
@@ -850,6 +852,12 @@ fn run_agent(
                     duration_ms: *duration_ms,
                     message: message.clone(),
                     bytes: *bytes,
+                    repository_kind: d
+                        .deployments
+                        .iter()
+                        .find(|x| fetch && x.name == *deployment)
+                        .map(|x| x.artifact.source.kind.as_str().to_string()),
+                    retries: attempts.map(|a| a.saturating_sub(1)),
                 });
                 let mark = match status {
                     StepStatus::Ok => "ok",

@@ -122,6 +122,9 @@ pub struct SourceSpec {
     /// Secrets the source needs that could not be decrypted (apply refuses; dry-run is fine).
     #[serde(skip)]
     pub missing_credentials: Vec<String>,
+    /// The repository's cap on a download without a declared size.
+    #[serde(skip)]
+    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

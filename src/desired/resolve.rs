@@ -268,6 +268,9 @@ fn wire_source(
             username: auth.and_then(|a| a.username.clone()),
             password: auth.and_then(|a| secret(&a.password)),
             token: auth.and_then(|a| secret(&a.token)),
+            header: auth
+                .filter(|a| a.kind == crate::model::AuthType::Header)
+                .and_then(|a| Some((a.header.clone()?, secret(&a.value)?))),
         },
         RepositoryType::Sftp => WireSource::Sftp {
             host: repo.host.clone().unwrap_or_default(),
@@ -286,8 +289,33 @@ fn wire_source(
             password: secret(&repo.password),
             passive: repo.passive.unwrap_or(true),
         },
-        RepositoryType::S3 | RepositoryType::GoogleDrive => WireSource::Unsupported {
-            kind: repo.kind.as_str().to_string(),
+        RepositoryType::S3 => WireSource::S3 {
+            endpoint: repo.endpoint.clone(),
+            bucket: repo.bucket.clone().unwrap_or_default(),
+            region: repo.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            prefix: repo.prefix.clone().unwrap_or_default(),
+            path_style: repo.path_style.unwrap_or(false),
+            access_key_id: secret(&repo.access_key_id),
+            secret_access_key: secret(&repo.secret_access_key),
+            session_token: secret(&repo.session_token),
+        },
+        RepositoryType::GoogleDrive => WireSource::GoogleDrive {
+            api_url: repo
+                .api_url
+                .clone()
+                .unwrap_or_else(|| crate::fetch::DEFAULT_API_URL.into()),
+            token_url: repo
+                .token_url
+                .clone()
+                .unwrap_or_else(|| crate::fetch::DEFAULT_TOKEN_URL.into()),
+            folder_id: repo.folder_id.clone(),
+            client_id: auth.and_then(|a| secret(&a.client_id)),
+            client_secret: auth.and_then(|a| secret(&a.client_secret)),
+            refresh_token: auth.and_then(|a| secret(&a.refresh_token)),
+            service_account: match auth {
+                Some(a) => secret(&a.key),
+                None => secret(&repo.service_account),
+            },
         },
     };
     (wire, missing)
@@ -296,7 +324,9 @@ fn wire_source(
 fn source_display(repo: &Repository, location: &str) -> String {
     let join = |base: &str| format!("{}/{}", base.trim_end_matches('/'), location);
     match repo.kind {
-        RepositoryType::Http => join(repo.url.as_deref().unwrap_or("")),
+        // Credentials or a signed query in a URL never reach a plan (validation and the agent
+        // refuse them anyway).
+        RepositoryType::Http => crate::fetch::display_url(&join(repo.url.as_deref().unwrap_or(""))),
         RepositoryType::Sftp | RepositoryType::Ftp => {
             let scheme = repo.kind.as_str();
             let user = repo
@@ -318,10 +348,9 @@ fn source_display(repo: &Repository, location: &str) -> String {
             repo.bucket.as_deref().unwrap_or(""),
             join(repo.prefix.as_deref().unwrap_or("")).trim_start_matches('/')
         ),
-        RepositoryType::GoogleDrive => format!(
-            "google-drive:{}/{location}",
-            repo.folder_id.as_deref().unwrap_or("")
-        ),
+        RepositoryType::GoogleDrive => {
+            crate::fetch::drive_location(repo.folder_id.as_deref(), location)
+        }
     }
 }
 
@@ -555,6 +584,7 @@ fn deployment(
                     display: source_display(&repo.value, &version.location),
                     wire,
                     missing_credentials,
+                    max_size: repo.value.max_download_size,
                 }
             },
         },

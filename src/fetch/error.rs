@@ -95,6 +95,17 @@ pub enum FetchError {
         expected_size: u64,
         received: Received,
     },
+    #[error(
+        "repository `{repository}`: {url}: the artifact declares no size and the server sent \
+         (or announced) more than {cap} bytes, the repository's limit; the transfer was stopped \
+         and nothing was kept (declare the version's `size`, or raise the repository's \
+         `max_download_size`)"
+    )]
+    OverCap {
+        repository: String,
+        url: String,
+        cap: u64,
+    },
     #[error("repository `{repository}`: artifact cache {}: {source}", .path.display())]
     Cache {
         repository: String,
@@ -177,6 +188,7 @@ impl FetchError {
             | FetchError::HostKeyUnknown { repository, .. }
             | FetchError::Checksum { repository, .. }
             | FetchError::Size { repository, .. }
+            | FetchError::OverCap { repository, .. }
             | FetchError::Cache { repository, .. } => repository,
             FetchError::GaveUp { last, .. } => last.repository(),
         }

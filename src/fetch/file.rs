@@ -29,6 +29,8 @@ pub(super) fn download(
     }
     job.check_announced_size(Some(meta.len()))?;
     incoming.announce(Some(meta.len()));
+    // A local copy is cheap: resuming would only add a way to go wrong.
+    job.restart(incoming)?;
     incoming
         .copy_from(&mut file)
         .map_err(|e| job.copy_error(e))?;

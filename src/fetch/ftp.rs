@@ -117,6 +117,9 @@ pub(super) fn download(
     let size = ftp.size(&path).ok().map(|s| s as u64);
     job.check_announced_size(size)?;
     incoming.announce(size);
+    // FTP's REST is not offered by every server, and its failure modes differ by server:
+    // an FTP download starts from the first byte.
+    job.restart(incoming)?;
     let mut stream = ftp.retr_as_stream(&path).map_err(|e| {
         let (detail, transient) = describe(&e);
         match status(&e) {

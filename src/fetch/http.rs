@@ -1,7 +1,12 @@
-//! `http` repositories, with `ureq` (rustls): no authentication, basic or bearer. Redirects are
+//! `http` repositories, with `ureq` (rustls): no authentication, basic, bearer, or a named
+//! header carrying a secret (Artifactory's `X-JFrog-Art-Api`, say). Redirects are
 //! followed here rather than by `ureq`, so the credential rule is ours and visible: the
-//! `Authorization` header goes only to the base URL's own scheme, host and port (or the same
-//! host upgraded to https), never to another host a redirect points at. A `text/html` answer
+//! credential header goes only to the base URL's own scheme, host and port (or the same
+//! host upgraded to https), never to another host a redirect points at. Artifacts are asked
+//! for with `Accept-Encoding: identity` and hashed exactly as they arrive: a body the server
+//! compresses anyway is never decoded (a small gzip must not become a huge file). An
+//! interrupted download goes on with `Range`; a server that ignores it (200) or finds it
+//! unsatisfiable (416) makes the download start over from the first byte. A `text/html` answer
 //! for an artifact that is not an HTML file is refused as the login or error page it nearly
 //! always is. URLs in messages never show user information or query strings, and credentials
 //! written into the base URL are refused rather than used.
@@ -111,29 +116,46 @@ fn resolve(current: &Uri, location: &str) -> Option<String> {
     Some(format!("{scheme}://{authority}{dir}{location}"))
 }
 
-fn authorization(auth: &HttpAuth) -> Option<SecretString> {
+/// The credential header's name and value.
+fn authorization(auth: &HttpAuth) -> Option<(String, SecretString)> {
+    let authorization = |v: String| Some(("Authorization".to_string(), SecretString::new(v)));
     match auth {
         HttpAuth::None => None,
         HttpAuth::Basic { username, password } => {
             let pair = SecretString::new(format!("{username}:{}", password.expose()));
-            Some(SecretString::new(format!(
+            authorization(format!(
                 "Basic {}",
                 base64::encode(pair.expose().as_bytes(), true)
-            )))
+            ))
         }
-        HttpAuth::Bearer { token } => Some(SecretString::new(format!("Bearer {}", token.expose()))),
+        HttpAuth::Bearer { token } => authorization(format!("Bearer {}", token.expose())),
+        HttpAuth::Header { name, value } => Some((name.clone(), value.clone())),
     }
 }
 
-fn agent() -> ureq::Agent {
+/// The first byte a `Content-Range: bytes FIRST-LAST/TOTAL` answer starts at, and the total
+/// when the server knows it.
+fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (first, _) = range.split_once('-')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((first.trim().parse().ok()?, total))
+}
+
+pub(super) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_recv_response(Some(RESPONSE_TIMEOUT))
         .timeout_per_read(Some(READ_TIMEOUT))
-        // Artifacts are compressed already; a compressed transfer would only cost CPU twice.
-        .accept_encoding("")
+        // The sha256 is of the file as stored: ask for it unencoded. (`ureq` is built without
+        // its decoders, so a server that encodes anyway is hashed as it sent the bytes.)
+        .accept_encoding("identity")
         .user_agent(concat!("clarity/", env!("CARGO_PKG_VERSION")))
         .build()
         .new_agent()
@@ -141,7 +163,7 @@ fn agent() -> ureq::Agent {
 
 /// Whether an error from `ureq` is worth another attempt, and what to say about it. Its own
 /// `Display` is not used for `BadUri`, which would repeat the URL with its query.
-fn describe(e: &ureq::Error) -> (String, bool) {
+pub(super) fn describe(e: &ureq::Error) -> (String, bool) {
     match e {
         ureq::Error::Io(io) => (io.to_string(), super::is_transient_io(io)),
         ureq::Error::Timeout(t) => (format!("timed out ({t})"), true),
@@ -207,10 +229,14 @@ pub(super) fn download(
         let target = Origin::of(&uri)
             .ok_or_else(|| job.transfer("redirected to something that is not http(s)", false))?;
         let mut request = agent.get(&uri);
-        if let Some(value) = &authorization
+        if let Some((name, value)) = &authorization
             && origin.trusts(&target)
         {
-            request = request.header("Authorization", value.expose());
+            request = request.header(name.as_str(), value.expose());
+        }
+        let offset = incoming.resume_at();
+        if offset > 0 {
+            request = request.header("Range", format!("bytes={offset}-"));
         }
         let response = request.call().map_err(|e| {
             let (detail, transient) = describe(&e);
@@ -238,6 +264,12 @@ pub(super) fn download(
                 continue;
             }
             200 => {}
+            206 if offset > 0 => {}
+            416 if offset > 0 => {
+                // What is on disk is not a prefix the server can continue: start over.
+                job.restart(incoming)?;
+                continue;
+            }
             404 | 410 => return Err(job.not_found()),
             401 | 403 => {
                 return Err(job.auth(match (&authorization, origin.trusts(&target)) {
@@ -276,18 +308,53 @@ pub(super) fn download(
                 url: shown.clone(),
             });
         }
-        let announced = headers
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        job.check_announced_size(announced)?;
-        incoming.announce(announced);
-        let mut body = response.into_body().into_reader();
-        incoming
-            .copy_from(&mut body)
-            .map_err(|e| job.copy_error(e))?;
-        return Ok(());
+        if receive(response, offset, &job, incoming)? {
+            return Ok(());
+        }
     }
+}
+
+/// Takes a 200 or 206 answer's body into the download, hashing it on the way. A 200 is the
+/// whole artifact, so a resumed download starts over; a 206 must continue exactly at
+/// `offset`, or it cannot continue this file: the download then starts over and `false` says
+/// the request must be made again (without `Range`). Shared by the HTTP-based repositories.
+pub(super) fn receive(
+    response: ureq::http::Response<ureq::Body>,
+    offset: u64,
+    job: &Job,
+    incoming: &mut Incoming,
+) -> Result<bool, FetchError> {
+    let headers = response.headers();
+    let mut announced = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if response.status().as_u16() == 206 {
+        let range = headers
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(content_range);
+        match range {
+            Some((first, total)) if first == offset && offset > 0 => {
+                announced = total.or(announced.map(|rest| rest + offset));
+            }
+            // Another part than the one asked for cannot continue this file.
+            _ => {
+                job.restart(incoming)?;
+                return Ok(false);
+            }
+        }
+    } else {
+        // A server that ignores Range sends everything again.
+        job.restart(incoming)?;
+    }
+    job.check_announced_size(announced)?;
+    incoming.announce(announced);
+    let mut body = response.into_body().into_reader();
+    incoming
+        .copy_from(&mut body)
+        .map_err(|e| job.copy_error(e))?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -345,6 +412,15 @@ mod tests {
             password: SecretString::new("open sesame".into()),
         })
         .unwrap();
-        assert_eq!(a.expose(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert_eq!(a.0, "Authorization");
+        assert_eq!(a.1.expose(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+    }
+
+    #[test]
+    fn content_ranges_are_parsed() {
+        assert_eq!(content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(content_range("bytes */200"), None);
+        assert_eq!(content_range("items 1-2/3"), None);
     }
 }

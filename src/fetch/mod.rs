@@ -1,6 +1,6 @@
 //! Artifact fetching on a host: one entry point, [`fetch`], that gets a release artifact from
-//! any repository kind (a host directory, HTTP, SFTP, FTP) into the host's content-addressed
-//! cache. A download streams into a temporary file while it is hashed, and only a file whose
+//! any repository kind (a host directory, HTTP, SFTP, FTP, S3, Google Drive) into the host's
+//! content-addressed cache, resuming a transfer that an earlier attempt left unfinished. A download streams into a temporary file while it is hashed, and only a file whose
 //! sha256 (and declared size) matched is renamed to its final `<sha256>` name, so nothing
 //! unverified ever carries an artifact's name. This module must not write outside the cache
 //! directory, must not trust an artifact location that is absolute or climbs with `..` (whatever
@@ -12,15 +12,21 @@ mod cache;
 mod error;
 mod file;
 mod ftp;
+mod gdrive;
 mod http;
 mod retry;
+mod s3;
 mod sftp;
+mod sigv4;
 
-pub use cache::{Cache, PruneReport, sha256_file};
+pub use cache::{Cache, DEFAULT_MAX_UNDECLARED, PruneReport, sha256_file};
 pub use error::{FetchError, Received};
+pub use gdrive::{DEFAULT_API_URL, DEFAULT_TOKEN_URL, DriveAuth, describe as drive_location};
 pub use retry::Retry;
+pub use s3::S3Credentials;
 
 use crate::secret::SecretString;
+use cache::Incoming;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -57,6 +63,29 @@ pub enum Source {
         /// Passive mode (the client connects for data); `false` is active mode.
         passive: bool,
     },
+    /// An S3 bucket (Amazon S3 or an S3-compatible store).
+    S3 {
+        /// Base URL of the store; `None` is AWS's endpoint for the region.
+        endpoint: Option<String>,
+        bucket: String,
+        region: String,
+        /// Key prefix that locations are under ("" for none).
+        prefix: String,
+        /// `<endpoint>/<bucket>/<key>` rather than `<bucket>.<endpoint host>/<key>`.
+        path_style: bool,
+        /// `None` sends unsigned requests (a public bucket).
+        credentials: Option<S3Credentials>,
+    },
+    /// Google Drive (API v3).
+    GoogleDrive {
+        /// Drive API base URL ([`DEFAULT_API_URL`] for Google's).
+        api_url: String,
+        /// OAuth2 token endpoint ([`DEFAULT_TOKEN_URL`] for Google's).
+        token_url: String,
+        /// The folder that locations by name are below.
+        folder_id: Option<String>,
+        auth: DriveAuth,
+    },
 }
 
 /// HTTP authentication.
@@ -69,6 +98,11 @@ pub enum HttpAuth {
     },
     Bearer {
         token: SecretString,
+    },
+    /// A named header whose whole value is a secret (`X-JFrog-Art-Api: <key>`).
+    Header {
+        name: String,
+        value: SecretString,
     },
 }
 
@@ -91,6 +125,9 @@ pub struct Artifact<'a> {
     pub sha256: &'a str,
     /// Expected size in bytes, when the artifact declares one.
     pub size: Option<u64>,
+    /// The most bytes accepted when no size is declared (the repository's
+    /// `max_download_size`); `None` means [`DEFAULT_MAX_UNDECLARED`].
+    pub max_size: Option<u64>,
 }
 
 /// How far a download has come.
@@ -106,8 +143,12 @@ pub struct Progress {
 pub struct Fetched {
     /// The cache file, named by its sha256.
     pub path: PathBuf,
-    /// Bytes transferred by the attempt that succeeded (0 from the cache).
+    /// Bytes transferred by the attempt that succeeded (0 from the cache); a resumed download
+    /// counts only the rest it fetched.
     pub downloaded_bytes: u64,
+    /// Bytes an earlier, interrupted download had left that this one went on from (0 when it
+    /// started from the first byte).
+    pub resumed_from: u64,
     pub from_cache: bool,
     /// Download attempts made (0 when the cache had it).
     pub attempts: u32,
@@ -156,6 +197,34 @@ impl fmt::Debug for Source {
                 .field("login", login)
                 .field("passive", passive)
                 .finish(),
+            Source::S3 {
+                endpoint,
+                bucket,
+                region,
+                prefix,
+                path_style,
+                credentials,
+            } => f
+                .debug_struct("S3")
+                .field("endpoint", endpoint)
+                .field("bucket", bucket)
+                .field("region", region)
+                .field("prefix", prefix)
+                .field("path_style", path_style)
+                .field("credentials", &credentials.as_ref().map(|_| "(sensitive)"))
+                .finish(),
+            Source::GoogleDrive {
+                api_url,
+                token_url,
+                folder_id,
+                auth,
+            } => f
+                .debug_struct("GoogleDrive")
+                .field("api_url", api_url)
+                .field("token_url", token_url)
+                .field("folder_id", folder_id)
+                .field("auth", auth)
+                .finish(),
         }
     }
 }
@@ -180,8 +249,20 @@ impl Source {
                 authority(host, *port),
                 remote_path(dir, location, true)
             ),
+            Source::S3 { bucket, prefix, .. } => {
+                format!("s3://{bucket}/{}", s3::key(prefix, location))
+            }
+            Source::GoogleDrive { folder_id, .. } => {
+                gdrive::describe(folder_id.as_deref(), location)
+            }
         }
     }
+}
+
+/// A URL as messages and plans show it: without `user:password@` and with any query string
+/// replaced by `?…`.
+pub fn display_url(url: &str) -> String {
+    http::display_url(url)
 }
 
 /// `host:port`, with brackets around an IPv6 address.
@@ -233,6 +314,7 @@ pub fn fetch(
         return Ok(Fetched {
             path,
             downloaded_bytes: 0,
+            resumed_from: 0,
             from_cache: true,
             attempts: 0,
         });
@@ -242,10 +324,11 @@ pub fn fetch(
     let mut mismatches = 0;
     for attempt in 1..=attempts {
         let error = match attempt_once(source, artifact, &sha256, &url, cache, progress) {
-            Ok((path, downloaded_bytes)) => {
+            Ok((path, downloaded_bytes, resumed_from)) => {
                 return Ok(Fetched {
                     path,
                     downloaded_bytes,
+                    resumed_from,
                     from_cache: false,
                     attempts: attempt,
                 });
@@ -279,6 +362,7 @@ pub fn fetch(
             return Ok(Fetched {
                 path,
                 downloaded_bytes: 0,
+                resumed_from: 0,
                 from_cache: true,
                 attempts: attempt,
             });
@@ -295,21 +379,26 @@ fn attempt_once(
     url: &str,
     cache: &Cache,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(PathBuf, u64), FetchError> {
+) -> Result<(PathBuf, u64, u64), FetchError> {
     let repository = artifact.repository;
-    let mut incoming =
-        cache
-            .incoming(sha256, artifact.size, progress)
-            .map_err(|(path, source)| FetchError::Cache {
-                repository: repository.to_string(),
-                path,
-                source,
-            })?;
+    let mut incoming = cache
+        .incoming(
+            sha256,
+            artifact.size,
+            artifact.max_size.unwrap_or(DEFAULT_MAX_UNDECLARED),
+            progress,
+        )
+        .map_err(|(path, source)| FetchError::Cache {
+            repository: repository.to_string(),
+            path,
+            source,
+        })?;
     let job = Job {
         repository,
         location: artifact.location,
         url,
         size: artifact.size,
+        max_size: artifact.max_size.unwrap_or(DEFAULT_MAX_UNDECLARED),
         sha256,
     };
     match source {
@@ -351,40 +440,88 @@ fn attempt_once(
             &job,
             &mut incoming,
         )?,
-    }
-    incoming.finish(sha256, artifact.size).map_err(|e| match e {
-        cache::FinishError::Mismatch {
-            sha256: actual,
-            size,
+        Source::S3 {
+            endpoint,
+            bucket,
+            region,
+            prefix,
+            path_style,
+            credentials,
         } => {
-            if artifact.size.is_some_and(|s| s != size) {
-                FetchError::Size {
-                    repository: repository.to_string(),
-                    url: url.to_string(),
-                    expected: sha256.to_string(),
-                    expected_size: artifact.size.unwrap_or_default(),
-                    received: Received::Complete {
-                        sha256: actual,
-                        size,
-                    },
+            let default_endpoint;
+            let endpoint = match endpoint {
+                Some(e) => e.as_str(),
+                None => {
+                    default_endpoint = s3::default_endpoint(region);
+                    &default_endpoint
                 }
-            } else {
-                FetchError::Checksum {
-                    repository: repository.to_string(),
-                    url: url.to_string(),
-                    expected: sha256.to_string(),
-                    expected_size: artifact.size,
-                    actual,
-                    actual_size: size,
+            };
+            s3::download(
+                &s3::Bucket {
+                    endpoint,
+                    bucket,
+                    region,
+                    prefix,
+                    path_style: *path_style,
+                    credentials: credentials.as_ref(),
+                },
+                &job,
+                &mut incoming,
+            )?
+        }
+        Source::GoogleDrive {
+            api_url,
+            token_url,
+            folder_id,
+            auth,
+        } => gdrive::download(
+            &gdrive::Drive {
+                api_url,
+                token_url,
+                folder_id: folder_id.as_deref(),
+                auth,
+            },
+            &job,
+            &mut incoming,
+        )?,
+    }
+    let resumed_from = incoming.resumed_from();
+    let finished = incoming.finish(sha256, artifact.size);
+    finished
+        .map(|(path, n)| (path, n, resumed_from))
+        .map_err(|e| match e {
+            cache::FinishError::Mismatch {
+                sha256: actual,
+                size,
+            } => {
+                if artifact.size.is_some_and(|s| s != size) {
+                    FetchError::Size {
+                        repository: repository.to_string(),
+                        url: url.to_string(),
+                        expected: sha256.to_string(),
+                        expected_size: artifact.size.unwrap_or_default(),
+                        received: Received::Complete {
+                            sha256: actual,
+                            size,
+                        },
+                    }
+                } else {
+                    FetchError::Checksum {
+                        repository: repository.to_string(),
+                        url: url.to_string(),
+                        expected: sha256.to_string(),
+                        expected_size: artifact.size,
+                        actual,
+                        actual_size: size,
+                    }
                 }
             }
-        }
-        cache::FinishError::Io(path, source) => FetchError::Cache {
-            repository: repository.to_string(),
-            path,
-            source,
-        },
-    })
+            cache::FinishError::Io(path, source) => FetchError::Cache {
+                repository: repository.to_string(),
+                path,
+                source,
+            },
+        })
 }
 
 /// What every protocol needs to know about the download at hand.
@@ -394,6 +531,8 @@ struct Job<'a> {
     /// The credential-free URL or path, for messages.
     url: &'a str,
     size: Option<u64>,
+    /// The cap on a download without a declared size.
+    max_size: u64,
     sha256: &'a str,
 }
 
@@ -448,7 +587,31 @@ impl Job<'_> {
                 expected_size: limit,
                 received: Received::MoreThanDeclared,
             },
+            cache::CopyError::OverCap { cap } => FetchError::OverCap {
+                repository: self.repository.to_string(),
+                url: self.url.to_string(),
+                cap,
+            },
         }
+    }
+
+    /// The error for a temporary file that could not be restarted or positioned.
+    fn cache_error(&self, incoming: &Incoming, e: std::io::Error) -> FetchError {
+        FetchError::Cache {
+            repository: self.repository.to_string(),
+            path: incoming.path().to_path_buf(),
+            source: e,
+        }
+    }
+
+    /// Starts the download over from the first byte, for a source that cannot resume.
+    fn restart(&self, incoming: &mut Incoming) -> Result<(), FetchError> {
+        if incoming.resume_at() == 0 {
+            return Ok(());
+        }
+        incoming
+            .restart()
+            .map_err(|e| self.cache_error(incoming, e))
     }
 
     /// A size the server announced before sending anything that differs from the declared
@@ -461,6 +624,11 @@ impl Job<'_> {
                 expected: self.sha256.to_string(),
                 expected_size: expected,
                 received: Received::Announced(actual),
+            }),
+            (None, Some(actual)) if actual > self.max_size => Err(FetchError::OverCap {
+                repository: self.repository.to_string(),
+                url: self.url.to_string(),
+                cap: self.max_size,
             }),
             _ => Ok(()),
         }
@@ -580,6 +748,7 @@ mod tests {
             location: "a",
             sha256: "../../etc/passwd",
             size: None,
+            max_size: None,
         };
         let e = fetch(
             &Source::File {

@@ -8,6 +8,7 @@
 use super::{FetchError, Job, SshAuth, cache::Incoming};
 use crate::transport::host_key::{self, Expected, KnownHosts, PublicKey, Verdict};
 use ssh2::{ErrorCode, Session};
+use std::io::{Seek, SeekFrom};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
@@ -144,6 +145,17 @@ pub(super) fn download(
     let size = file.stat().ok().and_then(|s| s.size);
     job.check_announced_size(size)?;
     incoming.announce(size);
+    // Resume with an offset read when an interrupted download left a prefix; a file that is
+    // not longer than that prefix cannot continue it, so start over.
+    let offset = incoming.resume_at();
+    if offset > 0 {
+        if size.is_some_and(|s| s > offset) {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| job.transfer(format!("cannot seek: {e}"), false))?;
+        } else {
+            job.restart(incoming)?;
+        }
+    }
     incoming
         .copy_from(&mut file)
         .map_err(|e| job.copy_error(e))?;

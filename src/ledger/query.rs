@@ -379,7 +379,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT host_ordinal, deployment, action, target, status, duration_ms, message,
-                        bytes
+                        bytes, repository_kind, retries
                    FROM run_steps WHERE run_id = ?1 ORDER BY host_ordinal, ordinal",
             )
             .map_err(err)?;
@@ -395,6 +395,8 @@ impl Ledger {
                 duration_ms: uint(r.get(5).map_err(err)?),
                 message: r.get(6).map_err(err)?,
                 bytes: r.get::<_, Option<i64>>(7).map_err(err)?.map(uint),
+                repository_kind: r.get(8).map_err(err)?,
+                retries: r.get(9).map_err(err)?,
             };
             self.host_at(&mut hosts, id, r)?.steps.push(step);
         }

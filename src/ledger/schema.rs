@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: V5,
         backfill: Some(backfill_approval_bases_v5),
     },
+    Migration {
+        description: "the repository kind and retries of fetch_artifact steps",
+        sql: V6,
+        backfill: None,
+    },
 ];
 
 /// The version this build writes and reads.
@@ -184,6 +189,13 @@ fn backfill_approval_bases_v5(conn: &Connection) -> rusqlite::Result<()> {
                               AND x.outcome <> 'refused')",
     )
 }
+
+/// Version 6: the repository kind a `fetch_artifact` step downloaded from and the retries it
+/// needed, for the per-kind download metrics.
+const V6: &str = "
+ALTER TABLE run_steps ADD COLUMN repository_kind TEXT;
+ALTER TABLE run_steps ADD COLUMN retries INTEGER;
+";
 
 /// Replays the apply runs a version-1 ledger holds, oldest first, into `deployment_state`:
 /// a deployment's `since` is when its current version and release first became current.

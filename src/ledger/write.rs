@@ -145,8 +145,8 @@ fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
     )?;
     let mut step_stmt = tx.prepare_cached(
         "INSERT INTO run_steps (run_id, host_ordinal, ordinal, deployment, action, target, status,
-                                duration_ms, message, bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                duration_ms, message, bytes, repository_kind, retries)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     for (h, host) in run.hosts.iter().enumerate() {
         let h = h as i64;
@@ -182,7 +182,9 @@ fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
                 enum_text(&step.status),
                 int(step.duration_ms),
                 step.message,
-                step.bytes.map(int)
+                step.bytes.map(int),
+                step.repository_kind,
+                step.retries
             ])?;
         }
     }

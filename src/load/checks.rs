@@ -413,18 +413,18 @@ fn unknown(
 }
 
 /// Fields that must be set, and fields that do not apply, for one `type` value.
-struct FieldRule<'a> {
-    file: &'a str,
-    doc: &'a super::Node,
-    base: Vec<Step<'a>>,
-    what: String,
+pub(super) struct FieldRule<'a> {
+    pub(super) file: &'a str,
+    pub(super) doc: &'a super::Node,
+    pub(super) base: Vec<Step<'a>>,
+    pub(super) what: String,
 }
 
 impl FieldRule<'_> {
     fn pos(&self) -> Pos {
         self.doc.pos_at(&self.base)
     }
-    fn require(&self, out: &mut Out, present: bool, field: &str) {
+    pub(super) fn require(&self, out: &mut Out, present: bool, field: &str) {
         if !present {
             out.push(
                 Diagnostic::error(
@@ -437,7 +437,7 @@ impl FieldRule<'_> {
             );
         }
     }
-    fn forbid(&self, out: &mut Out, present: bool, field: &str) {
+    pub(super) fn forbid(&self, out: &mut Out, present: bool, field: &str) {
         if present {
             let mut path = self.base.clone();
             path.push(K(field));
@@ -473,7 +473,11 @@ fn repository(_name: &str, doc: &Doc<Repository>, out: &mut Out) {
         ("username", r.username.is_some(), &[T::Sftp, T::Ftp]),
         ("password", r.password.is_some(), &[T::Ftp]),
         ("passive", r.passive.is_some(), &[T::Ftp]),
-        ("auth", r.auth.is_some(), &[T::Http, T::Sftp]),
+        (
+            "auth",
+            r.auth.is_some(),
+            &[T::Http, T::Sftp, T::GoogleDrive],
+        ),
         ("host_key", r.host_key.is_some(), &[T::Sftp]),
         ("bucket", r.bucket.is_some(), &[T::S3]),
         ("region", r.region.is_some(), &[T::S3]),
@@ -536,17 +540,24 @@ fn repository(_name: &str, doc: &Doc<Repository>, out: &mut Out) {
             }
         }
         T::S3 => rule.require(out, r.bucket.is_some(), "bucket"),
-        T::GoogleDrive => rule.require(out, r.folder_id.is_some(), "folder_id"),
+        T::GoogleDrive => {}
     }
+    super::repository_kinds::check(doc, &rule, out);
     if let Some(auth) = &r.auth {
         let rule = FieldRule {
             file: &doc.file,
             doc: &doc.node,
             base: vec![K("auth")],
-            what: format!("`{}` auth", format!("{:?}", auth.kind).to_lowercase()),
+            what: format!("`{}` auth", auth.kind.as_str()),
         };
         let allowed: &[AuthType] = match t {
-            T::Http => &[AuthType::None, AuthType::Basic, AuthType::Bearer],
+            T::Http => &[
+                AuthType::None,
+                AuthType::Basic,
+                AuthType::Bearer,
+                AuthType::Header,
+            ],
+            T::GoogleDrive => &[AuthType::Oauth, AuthType::ServiceAccount],
             _ => &[AuthType::Password, AuthType::Key],
         };
         if !allowed.contains(&auth.kind) {
@@ -556,8 +567,8 @@ fn repository(_name: &str, doc: &Doc<Repository>, out: &mut Out) {
                     &doc.file,
                     doc.pos(&[K("auth"), K("type")]),
                     format!(
-                        "auth type `{:?}` is not available for a `{}` repository",
-                        auth.kind,
+                        "auth type `{}` is not available for a `{}` repository",
+                        auth.kind.as_str(),
                         t.as_str()
                     )
                     .to_lowercase(),
@@ -566,7 +577,7 @@ fn repository(_name: &str, doc: &Doc<Repository>, out: &mut Out) {
                     "use one of: {}",
                     allowed
                         .iter()
-                        .map(|a| format!("{a:?}").to_lowercase())
+                        .map(|a| a.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
                 )),
@@ -598,7 +609,8 @@ fn repository(_name: &str, doc: &Doc<Repository>, out: &mut Out) {
             AuthType::Bearer => rule.require(out, auth.token.is_some(), "token"),
             AuthType::Password => rule.require(out, auth.password.is_some(), "password"),
             AuthType::Key => rule.require(out, auth.private_key.is_some(), "private_key"),
-            AuthType::None => {}
+            // Checked with the repository kinds that use them (repository_kinds.rs).
+            AuthType::None | AuthType::Header | AuthType::Oauth | AuthType::ServiceAccount => {}
         }
     }
 }
@@ -610,6 +622,7 @@ fn repository_secrets(r: &Repository) -> Vec<(Vec<Step<'static>>, &SecretRef)> {
         ("password", &r.password),
         ("access_key_id", &r.access_key_id),
         ("secret_access_key", &r.secret_access_key),
+        ("session_token", &r.session_token),
         ("service_account", &r.service_account),
     ];
     for (k, s) in top {
@@ -622,6 +635,11 @@ fn repository_secrets(r: &Repository) -> Vec<(Vec<Step<'static>>, &SecretRef)> {
             ("password", &a.password),
             ("token", &a.token),
             ("private_key", &a.private_key),
+            ("value", &a.value),
+            ("client_id", &a.client_id),
+            ("client_secret", &a.client_secret),
+            ("refresh_token", &a.refresh_token),
+            ("key", &a.key),
         ] {
             if let Some(s) = s {
                 v.push((vec![K("auth"), K(k), K("secret")], s));

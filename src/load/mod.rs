@@ -7,6 +7,7 @@ mod checks;
 mod checks_identity;
 pub mod env_refs;
 pub mod operator_policy;
+mod repository_kinds;
 pub mod schema;
 mod ssh_reach;
 pub mod yaml;

@@ -138,6 +138,10 @@ pub struct WireArtifact {
     pub location: String,
     pub repository: String,
     pub source: WireSource,
+    /// The most bytes accepted when `size` is not declared (the repository's
+    /// `max_download_size`); absent means the agent's default.
+    #[serde(default)]
+    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +158,9 @@ pub enum WireSource {
         password: Option<WireSecret>,
         #[serde(default)]
         token: Option<WireSecret>,
+        /// A named header carrying a secret (`header` auth).
+        #[serde(default)]
+        header: Option<(String, WireSecret)>,
     },
     Sftp {
         host: String,
@@ -177,7 +184,35 @@ pub enum WireSource {
         password: Option<WireSecret>,
         passive: bool,
     },
-    /// A kind this agent cannot fetch from (s3, google-drive): the step fails with this text.
+    S3 {
+        #[serde(default)]
+        endpoint: Option<String>,
+        bucket: String,
+        region: String,
+        prefix: String,
+        path_style: bool,
+        #[serde(default)]
+        access_key_id: Option<WireSecret>,
+        #[serde(default)]
+        secret_access_key: Option<WireSecret>,
+        #[serde(default)]
+        session_token: Option<WireSecret>,
+    },
+    GoogleDrive {
+        api_url: String,
+        token_url: String,
+        #[serde(default)]
+        folder_id: Option<String>,
+        #[serde(default)]
+        client_id: Option<WireSecret>,
+        #[serde(default)]
+        client_secret: Option<WireSecret>,
+        #[serde(default)]
+        refresh_token: Option<WireSecret>,
+        #[serde(default)]
+        service_account: Option<WireSecret>,
+    },
+    /// A kind this agent cannot fetch from: the step fails with this text.
     Unsupported {
         kind: String,
     },
@@ -230,6 +265,9 @@ pub enum AgentEvent {
         message: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bytes: Option<u64>,
+        /// Download attempts a `fetch_artifact` step made (1 when the first one did it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempts: Option<u32>,
     },
     Progress {
         deployment: String,

@@ -12,8 +12,9 @@ pub struct Repository {
     pub name: String,
     /// Protocol. Fields that apply: `http` url, auth; `sftp` host, port, path, username, auth,
     /// host_key; `ftp` host, port, path, username, password, passive; `file` path; `s3` bucket,
-    /// region, endpoint, prefix, access_key_id, secret_access_key; `google-drive` folder_id,
-    /// service_account.
+    /// region, endpoint, path_style, prefix, access_key_id, secret_access_key, session_token;
+    /// `google-drive` folder_id, auth (`oauth` or `service-account`), token_url, api_url.
+    /// Every kind: max_download_size. See docs/repositories.md.
     #[serde(rename = "type")]
     pub kind: RepositoryType,
     /// Base URL (`http`); artifact locations are appended to it.
@@ -50,9 +51,14 @@ pub struct Repository {
     /// Region (`s3`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// Endpoint URL for S3-compatible stores (`s3`).
+    /// Endpoint URL for S3-compatible stores (`s3`); default
+    /// `https://s3.<region>.amazonaws.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Path-style addressing, `<endpoint>/<bucket>/<key>` (`s3`); default false (the bucket is
+    /// a subdomain of the endpoint), true is what most S3-compatible stores want.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
     /// Key prefix (`s3`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
@@ -62,12 +68,27 @@ pub struct Repository {
     /// Secret access key secret (`s3`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<SecretRef>,
-    /// Folder id (`google-drive`).
+    /// Session token secret for temporary credentials (`s3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<SecretRef>,
+    /// Folder id that locations are names in (`google-drive`); a location `id:<file id>`
+    /// needs no folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folder_id: Option<String>,
-    /// Service account JSON key secret (`google-drive`).
+    /// Service account JSON key secret (`google-drive`); the same as
+    /// `auth: {type: service-account, key: ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<SecretRef>,
+    /// OAuth2 token endpoint (`google-drive`); default `https://oauth2.googleapis.com/token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// Drive API base URL (`google-drive`); default `https://www.googleapis.com/drive/v3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// The most bytes a download of a version without a declared `size` may have (every
+    /// kind); default 4294967296 (4 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_download_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -94,7 +115,8 @@ impl RepositoryType {
     }
 }
 
-/// Authentication for `http` (`none`, `basic`, `bearer`) and `sftp` (`password`, `key`).
+/// Authentication for `http` (`none`, `basic`, `bearer`, `header`), `sftp` (`password`, `key`)
+/// and `google-drive` (`oauth`, `service-account`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryAuth {
@@ -113,14 +135,50 @@ pub struct RepositoryAuth {
     /// Private key secret, OpenSSH format (`key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<SecretRef>,
+    /// Header name (`header`), e.g. `X-JFrog-Art-Api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Secret that is the header's whole value (`header`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<SecretRef>,
+    /// OAuth2 client id secret (`oauth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<SecretRef>,
+    /// OAuth2 client secret (`oauth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<SecretRef>,
+    /// OAuth2 refresh token secret (`oauth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<SecretRef>,
+    /// Service account JSON key secret (`service-account`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretRef>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum AuthType {
     None,
     Basic,
     Bearer,
+    Header,
     Password,
     Key,
+    Oauth,
+    ServiceAccount,
+}
+
+impl AuthType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::None => "none",
+            AuthType::Basic => "basic",
+            AuthType::Bearer => "bearer",
+            AuthType::Header => "header",
+            AuthType::Password => "password",
+            AuthType::Key => "key",
+            AuthType::Oauth => "oauth",
+            AuthType::ServiceAccount => "service-account",
+        }
+    }
 }

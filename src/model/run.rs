@@ -85,6 +85,12 @@ pub struct StepRecord {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// The repository kind a `fetch_artifact` step downloaded from (`http`, `s3`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_kind: Option<String>,
+    /// Download retries of a `fetch_artifact` step (attempts after the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 /// One difference between what a host should run and what it runs, found by a detect-only

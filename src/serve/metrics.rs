@@ -13,6 +13,9 @@
 //! | `clarity_deployment_applies_total` | counter | `deployment`, `outcome` (`converged`, `failed`, `rolled_back`) | apply runs: each deployment a host ran steps for |
 //! | `clarity_artifact_download_bytes_total` | counter | | `fetch_artifact` steps' `bytes` |
 //! | `clarity_artifact_download_seconds_total` | counter | | `fetch_artifact` steps' `duration_ms` |
+//! | `clarity_repository_download_bytes_total` | counter | `kind` | the same bytes, by repository kind |
+//! | `clarity_repository_download_seconds_total` | counter | `kind` | the same time, by repository kind |
+//! | `clarity_repository_download_retries_total` | counter | `kind` | `fetch_artifact` steps' retries (attempts after the first) |
 //! | `clarity_health_check_failures_total` | counter | `deployment` | failed `health_check` steps |
 //! | `clarity_rollbacks_total` | counter | `deployment`, `outcome` (`rolled_back`, `restore_failed`) | hosts of apply runs that rolled back |
 //! | `clarity_drift_findings` | gauge | `kind` | findings of the newest drift run |
@@ -71,6 +74,21 @@ pub const SERIES: &[(&str, &str, &str)] = &[
         "Time spent in fetch_artifact steps.",
     ),
     (
+        "clarity_repository_download_bytes_total",
+        "counter",
+        "Bytes of artifacts downloaded by fetch_artifact steps, by repository kind (http, sftp, ftp, file, s3, google-drive).",
+    ),
+    (
+        "clarity_repository_download_seconds_total",
+        "counter",
+        "Time spent in fetch_artifact steps, by repository kind.",
+    ),
+    (
+        "clarity_repository_download_retries_total",
+        "counter",
+        "Download attempts after the first in fetch_artifact steps, by repository kind.",
+    ),
+    (
         "clarity_health_check_failures_total",
         "counter",
         "Failed health_check steps, by deployment.",
@@ -125,6 +143,8 @@ struct Inner {
     deployment_applies: BTreeMap<(String, String), u64>,
     download_bytes: u64,
     download_ms: u64,
+    /// Bytes, milliseconds and retries by repository kind.
+    downloads_by_kind: BTreeMap<String, (u64, u64, u64)>,
     health_failures: BTreeMap<String, u64>,
     rollbacks: BTreeMap<(String, String), u64>,
     drift_findings: BTreeMap<String, u64>,
@@ -242,6 +262,12 @@ impl Metrics {
                 if step.action == Action::FetchArtifact && step.status != StepStatus::Skipped {
                     m.download_bytes += step.bytes.unwrap_or(0);
                     m.download_ms += step.duration_ms;
+                    if let Some(kind) = &step.repository_kind {
+                        let k = m.downloads_by_kind.entry(kind.clone()).or_default();
+                        k.0 += step.bytes.unwrap_or(0);
+                        k.1 += step.duration_ms;
+                        k.2 += u64::from(step.retries.unwrap_or(0));
+                    }
                 }
                 if step.action == Action::HealthCheck && step.status == StepStatus::Failed {
                     *m.health_failures
@@ -359,6 +385,21 @@ impl Metrics {
                 }
                 "clarity_artifact_download_seconds_total" => {
                     sample(&mut out, name, &[], m.download_ms as f64 / 1000.0);
+                }
+                "clarity_repository_download_bytes_total" => {
+                    for (kind, v) in &m.downloads_by_kind {
+                        sample(&mut out, name, &[("kind", kind)], v.0);
+                    }
+                }
+                "clarity_repository_download_seconds_total" => {
+                    for (kind, v) in &m.downloads_by_kind {
+                        sample(&mut out, name, &[("kind", kind)], v.1 as f64 / 1000.0);
+                    }
+                }
+                "clarity_repository_download_retries_total" => {
+                    for (kind, v) in &m.downloads_by_kind {
+                        sample(&mut out, name, &[("kind", kind)], v.2);
+                    }
                 }
                 "clarity_health_check_failures_total" => {
                     for (dep, v) in &m.health_failures {

@@ -9,6 +9,7 @@
 
 use crate::support::{self, Server, free_port, wait_for_port};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -179,6 +180,7 @@ pub fn fetch_once(
         location,
         sha256,
         size: Some(bytes.len() as u64),
+        max_size: None,
     };
     let r = fetch(
         source,
@@ -236,6 +238,12 @@ pub enum Fault {
     TruncateUnannounced,
     /// Answer with an HTML login page.
     Html,
+    /// Send the body slowly (64 KiB every 20 ms), so a test can interrupt a download.
+    Slow,
+    /// Send the file gzip-compressed with `Content-Encoding: gzip`, asked for or not.
+    Gzip,
+    /// Send zeros without a length, without end.
+    Endless,
 }
 
 impl Fault {
@@ -246,14 +254,19 @@ impl Fault {
             Fault::Truncate => "truncate",
             Fault::TruncateUnannounced => "truncate-unannounced",
             Fault::Html => "html",
+            Fault::Slow => "slow",
+            Fault::Gzip => "gzip",
+            Fault::Endless => "endless",
         }
     }
 }
 
 /// A small HTTP server (python stdlib only) that serves `root` but fails its first `failures`
-/// requests in the given way, and logs every request (`n path auth=yes|no`) to `log`.
+/// requests in the given way, and logs every request (`n path auth=yes|no`, then ` range=R`,
+/// ` x-api-key=V` and ` accept-encoding=E` when sent) to `log`. Outside its faults it
+/// answers `Range: bytes=N-` with 206, as real servers do.
 const FLAKY_SERVER: &str = r#"
-import http.server, os, socket, struct, sys, threading
+import gzip, http.server, os, socket, struct, sys, threading, time
 port, root, fault, failures, log = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 lock = threading.Lock()
 count = [0]
@@ -270,7 +283,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             n = count[0]
             with open(log, "a") as f:
                 auth = "yes" if self.headers.get("Authorization") else "no"
-                f.write(f"{n} {self.path} auth={auth}\n")
+                extra = ""
+                for h in ("Range", "X-Api-Key", "Accept-Encoding"):
+                    if self.headers.get(h):
+                        extra += f" {h.lower()}={self.headers.get(h)}"
+                f.write(f"{n} {self.path} auth={auth}{extra}\n")
         path = os.path.join(root, self.path.lstrip("/"))
         try:
             with open(path, "rb") as f:
@@ -309,11 +326,53 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 self.close_connection = True
                 return
-        self.send_response(200)
+        if fault == "endless":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                while True:
+                    self.wfile.write(bytes(65536))
+            except OSError:
+                return
+        if fault == "gzip":
+            body = gzip.compress(data, mtime=0)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        first = 0
+        r = self.headers.get("Range")
+        if r and r.startswith("bytes=") and r.endswith("-"):
+            first = int(r[6:-1])
+            if first >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {first}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", str(len(data) - first))
         self.end_headers()
-        self.wfile.write(data)
+        if fault == "slow":
+            try:
+                for i in range(first, len(data), 65536):
+                    self.wfile.write(data[i:i + 65536])
+                    self.wfile.flush()
+                    time.sleep(0.02)
+            except OSError:
+                pass
+            return
+        self.wfile.write(data[first:])
 
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 "#;
@@ -647,4 +706,243 @@ impl Drop for LocalUser {
     fn drop(&mut self) {
         let _ = Command::new("userdel").arg(&self.name).status();
     }
+}
+
+/// The Python virtual environment that scripts/test.sh fills with the test servers that come
+/// from PyPI (`moto[server]`).
+pub fn test_venv() -> PathBuf {
+    std::env::var_os("CLARITY_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/clarity-test-venv"))
+}
+
+/// Prepares a moto server the way an S3 administrator would: an IAM user with a policy and an
+/// access key (the first three calls, which moto allows unauthenticated), then a bucket and
+/// objects put with that key. Objects are `key=path` (a file) or `key=@N:SEED` (N
+/// pseudo-random bytes made here, so the test process never holds a large object). Prints
+/// JSON: the key and the sha256 and size of each object.
+const MOTO_SETUP: &str = r#"
+import boto3, hashlib, json, random, sys
+url, bucket = sys.argv[1], sys.argv[2]
+anon = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")
+iam = boto3.client("iam", **anon)
+iam.create_user(UserName="clarity")
+iam.put_user_policy(UserName="clarity", PolicyName="all", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+key = iam.create_access_key(UserName="clarity")["AccessKey"]
+s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+    aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+s3.create_bucket(Bucket=bucket)
+objects = {}
+for spec in sys.argv[3:]:
+    name, source = spec.split("=", 1)
+    if source.startswith("@"):
+        n, seed = source[1:].split(":")
+        data = random.Random(int(seed)).randbytes(int(n))
+    else:
+        data = open(source, "rb").read()
+    s3.put_object(Bucket=bucket, Key=name, Body=data)
+    objects[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    del data
+print(json.dumps({"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"], "objects": objects}))
+"#;
+
+/// A real S3-compatible server: `moto_server` on a free loopback port, with IAM
+/// authentication on (so a wrong signature is refused as S3 refuses it).
+pub struct Moto {
+    pub daemon: Daemon,
+    venv: PathBuf,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// An object the setup put, with its sha256 and size.
+#[derive(Debug, Clone)]
+pub struct S3Object {
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl Moto {
+    /// Starts moto and puts `objects` (see [`MOTO_SETUP`]) in `bucket`; `None` (a skip
+    /// outside CI) when the venv is missing.
+    pub fn start(bucket: &str, objects: &[String]) -> Option<(Moto, BTreeMap<String, S3Object>)> {
+        let venv = test_venv();
+        let server = venv.join("bin/moto_server");
+        if !support::require(
+            server.is_file(),
+            &format!("{} (pip `moto[server]`)", server.display()),
+        ) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap().keep();
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("moto.log")).unwrap();
+        let daemon = started(
+            "moto_server",
+            Command::new(&server)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                // IAM authentication on after the setup's three IAM calls.
+                .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+            port,
+            &dir,
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let out = Command::new(venv.join("bin/python"))
+            .arg("-c")
+            .arg(MOTO_SETUP)
+            .arg(&url)
+            .arg(bucket)
+            .args(objects)
+            .output()
+            .expect("the venv's python runs");
+        assert!(
+            out.status.success(),
+            "moto setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let objects = v["objects"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, o)| {
+                (
+                    k.clone(),
+                    S3Object {
+                        sha256: o["sha256"].as_str().unwrap().to_string(),
+                        size: o["size"].as_u64().unwrap(),
+                    },
+                )
+            })
+            .collect();
+        Some((
+            Moto {
+                daemon,
+                venv,
+                access_key_id: v["access_key_id"].as_str().unwrap().to_string(),
+                secret_access_key: v["secret_access_key"].as_str().unwrap().to_string(),
+            },
+            objects,
+        ))
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.daemon.port)
+    }
+}
+
+/// A file or folder in the Drive stand-in.
+#[derive(Debug, Clone)]
+pub struct DriveItem {
+    pub id: String,
+    pub name: String,
+    pub parent: String,
+    /// `None` for a folder.
+    pub content: Option<PathBuf>,
+}
+
+/// The STAND-IN for Google Drive API v3 and Google's OAuth2 token endpoint
+/// (`drive_standin.py`, python stdlib): no Google service can be reached from a test machine,
+/// so this server follows Google's documented behaviour, stricter where that catches client
+/// mistakes. `settings` is merged into its configuration (`client`, `service_account`,
+/// `expires_in`, `stale_after_uses`, `rate_limit_first`, `page_size`, `ignore_range`).
+pub struct DriveStandin {
+    pub daemon: Daemon,
+    log: PathBuf,
+}
+
+impl DriveStandin {
+    pub fn start(items: &[DriveItem], settings: serde_json::Value) -> Option<DriveStandin> {
+        let python = python()?;
+        let dir = tempfile::tempdir().unwrap().keep();
+        let port = free_port();
+        let log = dir.join("requests.jsonl");
+        std::fs::write(&log, "").unwrap();
+        let mut config = serde_json::json!({
+            "port": port,
+            "log": log,
+            "token_url": format!("http://127.0.0.1:{port}/token"),
+            "expires_in": 3600,
+            "files": items.iter().map(|i| serde_json::json!({
+                "id": i.id,
+                "name": i.name,
+                "parent": i.parent,
+                "folder": i.content.is_none(),
+                "content": i.content,
+            })).collect::<Vec<_>>(),
+        });
+        for (k, v) in settings.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let config_path = dir.join("config.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fetch_servers/drive_standin.py");
+        let daemon = started(
+            "drive stand-in",
+            Command::new(python).arg(script).arg(&config_path),
+            port,
+            &dir,
+        );
+        Some(DriveStandin { daemon, log })
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.daemon.port)
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}/drive/v3", self.daemon.port)
+    }
+
+    /// Every request so far, as the stand-in logged it.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// A 2048-bit RSA service account key made with `openssl`: the JSON key file Google would hand
+/// out (`client_email`, `private_key` in PKCS#8 PEM) and the modulus in hex for the stand-in.
+pub fn service_account_key(dir: &Path, email: &str, token_url: &str) -> Option<(String, String)> {
+    let openssl = support::require_program("openssl")?;
+    let pem = dir.join("sa.pem");
+    let status = Command::new(&openssl)
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&pem)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl genpkey failed");
+    let out = Command::new(&openssl)
+        .args(["rsa", "-noout", "-modulus", "-in"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    let modulus = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .strip_prefix("Modulus=")
+        .unwrap()
+        .to_string();
+    let key = serde_json::json!({
+        "type": "service_account",
+        "client_email": email,
+        "private_key": std::fs::read_to_string(&pem).unwrap(),
+        "token_uri": token_url,
+    });
+    Some((key.to_string(), modulus))
 }
