@@ -2,6 +2,8 @@
 //! `HostPlan` that `--dry-run` prints (its steps, in its order) plus the desired state's data,
 //! so apply cannot do something the plan did not show.
 
+pub mod fleet;
+pub mod gate;
 pub mod rollout;
 
 use std::sync::atomic::{AtomicBool, Ordering};

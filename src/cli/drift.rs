@@ -4,7 +4,9 @@
 use super::reach::Reach;
 use super::reconcile::{Computed, compute};
 use super::{CliError, CliResult, Exit, GlobalArgs, Output};
-use crate::model::run::{DriftFinding, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord};
+use crate::model::run::{
+    DriftFinding, HostOutcome, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord,
+};
 use crate::plan::drift::{Finding, drift};
 use crate::source::{self, ReadMode};
 use clap::Args;
@@ -130,7 +132,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
         } else if findings.is_empty() {
             RunOutcome::NoChanges
         } else {
-            RunOutcome::Success
+            RunOutcome::DriftFound
         },
         hosts: per_host
             .iter()
@@ -138,9 +140,9 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
                 server: server.clone(),
                 client: client.clone(),
                 outcome: match r {
-                    Ok(f) if f.is_empty() => "no_drift".into(),
-                    Ok(_) => "drift".into(),
-                    Err(_) => "unreachable".into(),
+                    Ok(f) if f.is_empty() => HostOutcome::NoDrift,
+                    Ok(_) => HostOutcome::Drift,
+                    Err(_) => HostOutcome::Unreachable,
                 },
                 duration_ms: 0,
                 message: r.as_ref().err().cloned(),

@@ -147,6 +147,7 @@ pub fn render_block(run: &RunRecord) -> String {
         RunOutcome::Failed => "FAILED",
         RunOutcome::NoChanges => "no changes",
         RunOutcome::Refused => "REFUSED",
+        RunOutcome::DriftFound => "DRIFT FOUND",
     };
     let mut out = format!("Clarity {mode} {}: {outcome}\n", one_line(&run.id));
     out.push_str(&format!(
@@ -162,7 +163,7 @@ pub fn render_block(run: &RunRecord) -> String {
     if let Some(m) = &run.message {
         out.push_str(&format!("  {}\n", one_line(m)));
     }
-    let settled = |o: &str| matches!(o, "converged" | "unchanged");
+    let settled = |o: &crate::model::run::HostOutcome| o.is_ok();
     let mut listed: Vec<usize> = (0..run.hosts.len()).collect();
     if listed.len() > SUMMARY_HOSTS {
         // Stable: hosts that need attention first, each group in run order.
@@ -175,7 +176,7 @@ pub fn render_block(run: &RunRecord) -> String {
             "  {} ({}): {} in {}",
             one_line(&host.server),
             one_line(&host.client),
-            one_line(&host.outcome),
+            host.outcome.label(),
             seconds(host.duration_ms)
         );
         let deps: Vec<String> = host
@@ -822,11 +823,10 @@ mod tests {
                     server: format!("h{i:03}"),
                     client: "acme".into(),
                     outcome: if i == hosts - 1 {
-                        "failed"
+                        crate::model::run::HostOutcome::Failed
                     } else {
-                        "converged"
-                    }
-                    .into(),
+                        crate::model::run::HostOutcome::Converged
+                    },
                     duration_ms: 1500,
                     message: Some("line one\nline two".into()),
                     deployments: vec![DeploymentRecord {
@@ -835,6 +835,7 @@ mod tests {
                         version: "1.2.3".into(),
                         release: "1.2.3-a".into(),
                         healthy: true,
+                        health: None,
                     }],
                     steps: vec![],
                 })

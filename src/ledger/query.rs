@@ -4,7 +4,8 @@
 
 use super::{Ledger, LedgerError};
 use crate::model::run::{
-    DeploymentRecord, DriftFinding, HostRecord, RunMode, RunOutcome, RunRecord, StepRecord,
+    DeploymentRecord, DriftFinding, HostOutcome, HostRecord, RunMode, RunOutcome, RunRecord,
+    StepRecord,
 };
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
@@ -47,7 +48,7 @@ pub struct RunSummary {
 pub struct HostSummary {
     pub server: String,
     pub client: String,
-    pub outcome: String,
+    pub outcome: HostOutcome,
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -222,7 +223,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT h.ordinal, h.server, h.client, h.outcome, h.duration_ms, h.message,
-                        d.name, d.profile, d.version, d.release_name, d.healthy
+                        d.name, d.profile, d.version, d.release_name, d.healthy, d.health
                    FROM run_hosts h
                    LEFT JOIN run_deployments d
                      ON d.run_id = h.run_id AND d.host_ordinal = h.ordinal
@@ -256,7 +257,7 @@ impl Ledger {
                     HostSummary {
                         server: r.get(1).map_err(err)?,
                         client: r.get(2).map_err(err)?,
-                        outcome: r.get(3).map_err(err)?,
+                        outcome: HostOutcome::parse(&r.get::<_, String>(3).map_err(err)?),
                         duration_ms: uint(r.get(4).map_err(err)?),
                         message: r.get(5).map_err(err)?,
                         deployments: Vec::new(),
@@ -271,6 +272,7 @@ impl Ledger {
                     version: r.get(8).map_err(err)?,
                     release: r.get(9).map_err(err)?,
                     healthy: r.get(10).map_err(err)?,
+                    health: r.get(11).map_err(err)?,
                 });
             }
         }
@@ -346,7 +348,7 @@ impl Ledger {
                 Ok(HostRecord {
                     server: r.get(0)?,
                     client: r.get(1)?,
-                    outcome: r.get(2)?,
+                    outcome: HostOutcome::parse(&r.get::<_, String>(2)?),
                     duration_ms: uint(r.get(3)?),
                     message: r.get(4)?,
                     deployments: Vec::new(),
@@ -359,7 +361,7 @@ impl Ledger {
         let mut deps = self
             .conn
             .prepare_cached(
-                "SELECT host_ordinal, name, profile, version, release_name, healthy
+                "SELECT host_ordinal, name, profile, version, release_name, healthy, health
                    FROM run_deployments WHERE run_id = ?1 ORDER BY host_ordinal, ordinal",
             )
             .map_err(err)?;
@@ -372,6 +374,7 @@ impl Ledger {
                 version: r.get(3).map_err(err)?,
                 release: r.get(4).map_err(err)?,
                 healthy: r.get(5).map_err(err)?,
+                health: r.get(6).map_err(err)?,
             });
         }
         drop(rows);

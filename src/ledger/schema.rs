@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: V4,
         backfill: None,
     },
+    Migration {
+        description: "why a deployment is (not) healthy, as its host reported it",
+        sql: V5,
+        backfill: None,
+    },
 ];
 
 /// The version this build writes and reads.
@@ -150,6 +155,13 @@ CREATE TABLE pins (
 
 /// Version 4: the run-level message of a refused run.
 const V4: &str = "ALTER TABLE runs ADD COLUMN message TEXT;";
+
+/// Version 5: the agent's word on a deployment's health at the end of a run (which checks,
+/// what failed), beside the healthy flag.
+const V5: &str = "
+ALTER TABLE run_deployments ADD COLUMN health TEXT;
+ALTER TABLE deployment_state ADD COLUMN health TEXT;
+";
 
 /// Replays the apply runs a version-1 ledger holds, oldest first, into `deployment_state`:
 /// a deployment's `since` is when its current version and release first became current.

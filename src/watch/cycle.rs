@@ -290,22 +290,8 @@ impl Cycle {
         let findings = ledger.drift_findings(&run.id).unwrap_or_default();
         self.metrics.observe_run(&run, &findings);
         self.status.lock().expect("status lock").last_run = Some(run.id.clone());
-        let payload = crate::notify::run_payload(&run);
-        if run.mode == RunMode::Apply && run.outcome == RunOutcome::Failed {
-            self.notifier
-                .send(NotifyEvent::ApplyFailed, payload.clone());
-        }
-        if run
-            .hosts
-            .iter()
-            .any(|h| matches!(h.outcome.as_str(), "rolled_back" | "restore_failed"))
-        {
-            self.notifier.send(NotifyEvent::Rollback, payload.clone());
-        }
-        if run.mode == RunMode::Drift && !findings.is_empty() {
-            let mut payload = payload;
-            payload["drift_findings"] = serde_json::json!(findings.len());
-            self.notifier.send(NotifyEvent::Drift, payload);
+        for (event, payload) in crate::notify::events_of(&run, findings.len()) {
+            self.notifier.send(event, payload);
         }
         if let Some(commit) = applied
             && let Some(t) = self.mirror.commit_time(commit)
