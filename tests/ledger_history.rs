@@ -459,7 +459,7 @@ fn apply_runs_keep_current_state_deployment_history_and_last_commit() {
     let globex = ledger
         .last_applied_commit(&AppliedFilter {
             client: Some("globex".into()),
-            profile: Some("prod".into()),
+            profiles: vec!["prod".into()],
             ..AppliedFilter::default()
         })
         .unwrap()
@@ -468,7 +468,7 @@ fn apply_runs_keep_current_state_deployment_history_and_last_commit() {
     assert!(
         ledger
             .last_applied_commit(&AppliedFilter {
-                profile: Some("staging".into()),
+                profiles: vec!["staging".into()],
                 ..AppliedFilter::default()
             })
             .unwrap()

@@ -62,6 +62,20 @@ pub struct GlobalArgs {
     pub reach: reach::ReachArgs,
 }
 
+impl GlobalArgs {
+    /// `--profile` as the list it is (`staging,prod` is two profiles), parsed here once so
+    /// that no query ever sees the raw text; empty when not given.
+    pub fn profiles(&self) -> Vec<String> {
+        self.profile
+            .iter()
+            .flat_map(|p| p.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,

@@ -81,6 +81,8 @@ pub struct RunContext {
     pub run: Option<(String, String)>,
     /// The caller handles SIGTERM itself (the watch loop).
     pub signals_handled: bool,
+    /// The watch loop runs it: the loop sends the notifications from its record of the run.
+    pub watch: bool,
 }
 
 impl RunContext {
@@ -207,7 +209,19 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         if s.hosts_failed > 0 || unreachable_fails {
             return Ok(Exit::Failed);
         }
-        return Ok(if s.hosts_to_change > 0 {
+        // A host that could not be inspected may have changes pending: never "nothing to do".
+        if s.hosts_unreachable > 0 {
+            let (n, were) = if s.hosts_unreachable == 1 {
+                ("", "was")
+            } else {
+                ("s", "were")
+            };
+            eprintln!(
+                "note: {} host{n} {were} not inspected (unreachable) and may have changes pending; exit 2",
+                s.hosts_unreachable
+            );
+        }
+        return Ok(if s.hosts_to_change > 0 || s.hosts_unreachable > 0 {
             Exit::Changes
         } else {
             Exit::Ok
@@ -284,7 +298,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     );
     record_run(global, args, &mut ledger, &run)?;
     println!("recorded run {} (history show {})", run.id, run.id);
-    if !args.context.signals_handled {
+    if !args.context.watch {
         // The watch loop notifies from its own record of the run; a one-shot run does here.
         crate::notify::deliver_now(&inv.settings.notify, &run, 0);
     }
@@ -390,7 +404,7 @@ pub(super) fn compute(
     };
     let selection = Selection {
         client: global.client.clone(),
-        profile: global.profile.clone(),
+        profiles: global.profiles(),
         server: global.server.clone(),
         deployment: deployment.map(str::to_string),
     };

@@ -72,8 +72,10 @@ pub struct AppliedFilter {
     pub branch: Option<String>,
     /// Runs that touched a host of this client ...
     pub client: Option<String>,
-    /// ... with a deployment of this profile.
-    pub profile: Option<String>,
+    /// ... with a deployment of one of these profiles (empty: any profile).
+    pub profiles: Vec<String>,
+    /// ... and this server.
+    pub server: Option<String>,
     /// Only runs whose outcome was `success` or `no_changes`.
     pub successful_only: bool,
 }
@@ -498,13 +500,14 @@ impl Ledger {
                   WHERE r.mode = 'apply'
                     AND (?1 IS NULL OR r.branch = ?1)
                     AND (?4 = 0 OR r.outcome IN ('success', 'no_changes'))
-                    AND ((?2 IS NULL AND ?3 IS NULL) OR EXISTS (
+                    AND ((?2 IS NULL AND ?3 = '[]' AND ?5 IS NULL) OR EXISTS (
                         SELECT 1 FROM run_hosts h
                           LEFT JOIN run_deployments d
                             ON d.run_id = h.run_id AND d.host_ordinal = h.ordinal
                          WHERE h.run_id = r.id
                            AND (?2 IS NULL OR h.client = ?2)
-                           AND (?3 IS NULL OR d.profile = ?3)))
+                           AND (?3 = '[]' OR d.profile IN (SELECT value FROM json_each(?3)))
+                           AND (?5 IS NULL OR h.server = ?5)))
                   ORDER BY r.finished_at DESC, r.id DESC
                   LIMIT 1",
             )
@@ -513,8 +516,9 @@ impl Ledger {
                 params![
                     filter.branch,
                     filter.client,
-                    filter.profile,
-                    filter.successful_only
+                    serde_json::to_string(&filter.profiles).expect("strings serialize"),
+                    filter.successful_only,
+                    filter.server
                 ],
                 |r| {
                     Ok((
@@ -536,6 +540,38 @@ impl Ledger {
             })
         })
         .transpose()
+    }
+
+    /// Per server, the commit of the newest apply run (of `branch`, when given) in which that
+    /// host converged or had nothing to do: what the host is known to run. A host that
+    /// failed, rolled back or was not attempted keeps the commit it last settled on, so drift
+    /// never judges it by a commit it does not run.
+    pub fn host_baselines(
+        &self,
+        branch: Option<&str>,
+    ) -> Result<std::collections::BTreeMap<String, String>, LedgerError> {
+        let err = |source| self.err("find the hosts' last applied commits", source);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT h.server, r.commit_id FROM run_hosts h JOIN runs r ON r.id = h.run_id
+                  WHERE r.mode = 'apply' AND h.outcome IN ('converged', 'unchanged')
+                    AND (?1 IS NULL OR r.branch = ?1)
+                  ORDER BY r.finished_at, r.id",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([branch], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(err)?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in rows {
+            // Oldest first: a newer settled run replaces the host's entry.
+            let (server, commit) = row.map_err(err)?;
+            out.insert(server, commit);
+        }
+        Ok(out)
     }
 
     /// What each host runs now, as apply runs left it, sorted by client, server, deployment.

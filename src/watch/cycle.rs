@@ -129,9 +129,8 @@ impl Cycle {
             let attempted = ledger
                 .last_applied_commit(&crate::ledger::AppliedFilter {
                     branch: Some(branch.name.clone()),
-                    client: None,
-                    profile: None,
                     successful_only: false,
+                    ..Default::default()
                 })
                 .ok()
                 .flatten();
@@ -298,9 +297,8 @@ impl Cycle {
         {
             self.metrics.set_last_applied(&job.branch, t);
         }
-        if run.mode == RunMode::Apply {
-            self.push_notes();
-        }
+        // Apply and drift runs alike leave a note.
+        self.push_notes();
         findings
     }
 
@@ -325,7 +323,9 @@ impl Cycle {
             if crate::apply::stop_requested() {
                 return;
             }
-            let Some(commit) = last_approved(&ledger, &branch.name) else {
+            // The newest commit the branch's hosts all converged on: drift is judged (and
+            // healed) from what runs, never from a commit that failed or rolled back.
+            let Some(commit) = last_settled(&ledger, &branch.name) else {
                 continue;
             };
             let Ok(oid) = Oid::from_str(&commit) else {
@@ -394,6 +394,20 @@ fn trigger(reason: &str) -> String {
     } else {
         "watch".into()
     }
+}
+
+/// The commit of the branch's newest apply run in which every host converged (or had nothing
+/// to do).
+fn last_settled(ledger: &Ledger, branch: &str) -> Option<String> {
+    ledger
+        .last_applied_commit(&crate::ledger::AppliedFilter {
+            branch: Some(branch.to_string()),
+            successful_only: true,
+            ..Default::default()
+        })
+        .ok()
+        .flatten()
+        .map(|a| a.commit)
 }
 
 /// The branch's newest commit that was approved and applied (whatever its hosts did); refused
