@@ -940,7 +940,7 @@ fn rollback(
             format!("first install cleaned away: {health}")
         } else if restored {
             format!(
-                "restored release {}",
+                "restored release {} ({health})",
                 j.previous_release.as_deref().unwrap_or("(none)")
             )
         } else {

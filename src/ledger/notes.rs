@@ -179,7 +179,7 @@ pub fn render_block(run: &RunRecord) -> String {
             "  {} ({}): {} in {}",
             one_line(&host.server),
             one_line(&host.client),
-            host.outcome.label(),
+            host.outcome.as_str(),
             seconds(host.duration_ms)
         );
         let deps: Vec<String> = host

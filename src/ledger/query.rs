@@ -98,6 +98,9 @@ pub struct DeploymentState {
     pub version: String,
     pub release: String,
     pub healthy: bool,
+    /// Why it is (not) healthy, as the host's agent reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
     /// When this version and release became current.
     pub since: String,
     /// The last apply run that recorded it.
@@ -585,7 +588,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT client, server, deployment, profile, version, release_name, healthy, since,
-                        run_id
+                        run_id, health
                    FROM deployment_state
                   WHERE (?1 IS NULL OR client = ?1) AND (?2 IS NULL OR server = ?2)
                   ORDER BY client, server, deployment",
@@ -602,6 +605,7 @@ impl Ledger {
                 healthy: r.get(6)?,
                 since: r.get(7)?,
                 run_id: r.get(8)?,
+                health: r.get(9)?,
             })
         })
         .map_err(err)?

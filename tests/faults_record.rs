@@ -1,0 +1,605 @@
+//! The fault suite's record rows (docs/reliability.md): after each failure, the record — the
+//! ledger, the commit's git note, the status API — must equal what is really on the hosts,
+//! checked on the hosts themselves (`readlink current`, the service process alive, the health
+//! probe run by hand), and the next run must converge. Two `local` sandbox hosts run a real
+//! Python process under the agent's process backend, with a `command` health check that reads
+//! a file of the release, so each test decides which release passes which check.
+
+mod support;
+
+use clarity::ledger::Ledger;
+use clarity::service::ServiceBackend;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const HOSTS: [&str; 2] = ["sbx-1", "sbx-2"];
+
+/// A config repository with two sandbox hosts sharing one deployment (`app`, a canary batch
+/// of one, then one host at a time, no failure allowed).
+struct Fleet {
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+    work: PathBuf,
+}
+
+/// The program of every version: it only has to stay up.
+fn program(version: &str) -> String {
+    format!("# app {version}\nimport time\nwhile True:\n    time.sleep(60)\n")
+}
+
+impl Fleet {
+    fn new() -> Option<Fleet> {
+        support::require_program("python3")?;
+        support::require_program("git")?;
+        let dir = tempfile::tempdir().unwrap();
+        let f = Fleet {
+            repo: dir.path().join("config"),
+            work: dir.path().join("work"),
+            _dir: dir,
+        };
+        f.write("clarity.yml", "keep_releases: 3\n");
+        f.write(
+            "clients/acme/client.yml",
+            "id: acme\ncode: ACME\nname: Acme\n",
+        );
+        f.write(
+            "clients/acme/datacenters/lab.yml",
+            "code: lab\nname: Lab\ntype: edge\n",
+        );
+        for h in HOSTS {
+            f.write(
+                &format!("clients/acme/servers/{h}.yml"),
+                &format!(
+                    "hostname: {h}\ndatacenter: lab\nagent:\n  transport: local\n  root: sandboxes/{h}\n  service_manager: process\n"
+                ),
+            );
+        }
+        f.write(
+            "repositories/local.yml",
+            "name: local\ntype: file\npath: files\n",
+        );
+        let mut artifact = String::from("id: app\ntype: script\nrepository: local\nversions:\n");
+        for v in ["1.0.0", "2.0.0", "3.0.0"] {
+            let text = program(v);
+            f.write(&format!("files/app-{v}.py"), &text);
+            artifact.push_str(&format!(
+                "  - version: \"{v}\"\n    sha256: \"{}\"\n    location: app-{v}.py\n    size: {}\n",
+                sha256(text.as_bytes()),
+                text.len()
+            ));
+        }
+        f.write("artifacts/app.yml", &artifact);
+        support::git(&f.repo, &["init", "-q"]);
+        Some(f)
+    }
+
+    fn write(&self, path: &str, text: &str) {
+        let p = self.repo.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// The deployment at `version`: its release holds `conf/health.txt` = `content`, and its
+    /// health check passes when that file says `expect`.
+    fn deploy(&self, version: &str, content: &str, expect: &str) {
+        self.write(
+            "clients/acme/deployments/app/mock.yml",
+            &format!(
+                "artifact: app\nprofile: mock\nversion: \"{version}\"\ntargets:\n  - server: sbx-1\n    priority: 0\n  - server: sbx-2\n    priority: 1\n\
+                 config_files:\n  - destination: conf/health.txt\n    content: \"{content}\\n\"\n\
+                 service:\n  command: [\"python3\", \"app-{version}.py\"]\n\
+                 health_checks:\n  - type: command\n    command: [\"grep\", \"-qx\", \"{expect}\", \"conf/health.txt\"]\n    interval_s: 1\n    retries: 2\n\
+                 rollout:\n  canary: 1\n  batch_size: 1\n  max_failures: 0\n"
+            ),
+        );
+    }
+
+    fn commit(&self, message: &str) -> String {
+        support::git(&self.repo, &["add", "-A"]);
+        support::git(&self.repo, &["commit", "-qm", message]);
+        support::git(&self.repo, &["rev-parse", "HEAD"])
+            .trim()
+            .to_string()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(support::clarity_bin());
+        cmd.args(args)
+            .args(["--repo", self.repo.to_str().unwrap()])
+            .arg("--work-dir")
+            .arg(&self.work)
+            .env("NO_COLOR", "1")
+            .env_remove("CLARITY_AGE_IDENTITY")
+            .env_remove("CLARITY_STATE_DIR");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn apply(&self) -> Output {
+        self.run(&["--profile", "mock"])
+    }
+
+    fn sandbox(&self, host: &str) -> PathBuf {
+        self.work.join("sandboxes").join(host)
+    }
+
+    fn app_dir(&self, host: &str) -> PathBuf {
+        self.sandbox(host).join("opt/clarity/app")
+    }
+
+    /// `readlink current` on the host.
+    fn current(&self, host: &str) -> Option<String> {
+        std::fs::read_link(self.app_dir(host).join("current"))
+            .ok()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+    }
+
+    fn backend(&self, host: &str) -> clarity::service::ProcessBackend {
+        clarity::service::ProcessBackend::new(self.sandbox(host).join("var/lib/clarity/run"))
+    }
+
+    fn running(&self, host: &str) -> bool {
+        self.backend(host).state("clarity-app") == clarity::model::host::ServiceState::Running
+    }
+
+    /// The health probe an operator would run by hand: the check of the release that runs.
+    fn probe(&self, host: &str, expect: &str) -> bool {
+        Command::new("grep")
+            .args(["-qx", expect, "conf/health.txt"])
+            .current_dir(self.app_dir(host).join("current"))
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn journal_left(&self, host: &str) -> bool {
+        self.sandbox(host)
+            .join("var/lib/clarity/journal.json")
+            .exists()
+    }
+
+    fn ledger(&self) -> Ledger {
+        Ledger::open(&self.work.join("ledger.sqlite")).unwrap()
+    }
+
+    /// The newest run as `history --output json` shows it.
+    fn newest_run(&self) -> Value {
+        let o = self.run(&["history", "--output", "json", "--limit", "1"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0].clone()
+    }
+
+    /// The run records in the git note on `commit`.
+    fn note_runs(&self, commit: &str) -> Vec<Value> {
+        support::git(&self.repo, &["notes", "--ref=clarity", "show", commit])
+            .lines()
+            .filter_map(|l| l.strip_prefix("clarity-run: "))
+            .map(|j| serde_json::from_str(j).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Stop the processes the agent started, as its own backend would.
+        for h in HOSTS {
+            let _ = self.backend(h).stop("clarity-app");
+        }
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The RESULT column of the host in an apply's summary table.
+fn result_of(o: &Output, host: &str) -> String {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find(|l| l.starts_with(&format!("{host} ")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn host_of<'v>(run: &'v Value, server: &str) -> &'v Value {
+    run["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["server"] == server)
+        .unwrap_or_else(|| panic!("{server} is not in the run: {run}"))
+}
+
+/// The deployment record of `app` in a host of a run, if the run recorded one.
+fn app_of(host: &Value) -> Option<&Value> {
+    host["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "app")
+}
+
+/// The status API served in-process from the ledger, as `--watch` serves it.
+struct Api {
+    base: String,
+    runtime: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Api {
+    fn start(ledger: &Path) -> Api {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (triggers, _) = tokio::sync::mpsc::unbounded_channel();
+        let state = Arc::new(clarity::serve::ServeState {
+            ledger_path: ledger.to_path_buf(),
+            metrics: Arc::new(clarity::serve::metrics::Metrics::new()),
+            status: Arc::new(Mutex::new(clarity::watch::WatchStatus::default())),
+            triggers,
+            api_token: None,
+            webhook_secret: None,
+        });
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        runtime.spawn(clarity::serve::serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        Api {
+            base,
+            runtime,
+            stop: Some(stop),
+        }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let body = ureq::get(&format!("{}{path}", self.base))
+            .config()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let runtime = std::mem::replace(
+            &mut self.runtime,
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap(),
+        );
+        runtime.shutdown_timeout(Duration::from_secs(5));
+    }
+}
+
+/// Asserts that every record names, for `host`, the release that is really current there,
+/// its version, healthy; and that the host really runs it and passes its check.
+fn assert_record_is_the_host(f: &Fleet, api: &Api, host: &str, version: &str, expect: &str) {
+    let current = f.current(host).expect("a current release");
+    assert!(
+        current.starts_with(&format!("{version}-")),
+        "{host} runs {current}, not {version}"
+    );
+    assert!(f.running(host), "{host}: the service is not running");
+    assert!(f.probe(host, expect), "{host}: the health probe fails");
+    let state = f.ledger().current_deployments(None, Some(host)).unwrap();
+    assert_eq!(state.len(), 1, "{state:?}");
+    assert_eq!(
+        (
+            state[0].version.as_str(),
+            state[0].release.as_str(),
+            state[0].healthy
+        ),
+        (version, current.as_str(), true),
+        "the ledger's current state of {host}"
+    );
+    let api_host = api.get(&format!("/api/v1/hosts/{host}"));
+    let dep = &api_host["deployments"][0];
+    assert_eq!(
+        (&dep["version"], &dep["release"], &dep["healthy"]),
+        (
+            &Value::from(version),
+            &Value::from(current.as_str()),
+            &Value::from(true)
+        ),
+        "/api/v1/hosts/{host}: {api_host}"
+    );
+}
+
+#[test]
+fn a_failing_canary_is_recorded_on_the_old_release_everywhere_and_drift_agrees() {
+    let Some(f) = Fleet::new() else { return };
+    f.deploy("1.0.0", "ok", "ok");
+    f.commit("app 1.0.0");
+    let o = f.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // 2.0.0 ships a release that fails its own check: the canary rolls back, the rollout
+    // halts, the second host is never touched.
+    f.deploy("2.0.0", "broken", "ok");
+    let failing = f.commit("app 2.0.0, broken");
+    let o = f.apply();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(result_of(&o, "sbx-1").contains("rolled back"), "{out}");
+    assert!(result_of(&o, "sbx-2").contains("not attempted"), "{out}");
+
+    let api = Api::start(&f.work.join("ledger.sqlite"));
+    for h in HOSTS {
+        assert_record_is_the_host(&f, &api, h, "1.0.0", "ok");
+    }
+    // history and the note: the rolled-back host on the release it went back to, healthy;
+    // the untouched host with no record of the failed version at all.
+    let run = f.newest_run();
+    assert_eq!(run["commit"], failing.as_str(), "{run}");
+    assert_eq!(run["outcome"], "failed", "{run}");
+    let canary = host_of(&run, "sbx-1");
+    assert_eq!(canary["outcome"], "rolled_back", "{run}");
+    let dep = app_of(canary).expect("the canary's deployment is recorded");
+    assert_eq!(dep["version"], "1.0.0", "{run}");
+    assert_eq!(
+        dep["release"],
+        f.current("sbx-1").unwrap().as_str(),
+        "{run}"
+    );
+    assert_eq!(dep["healthy"], true, "{run}");
+    let spared = host_of(&run, "sbx-2");
+    assert_eq!(spared["outcome"], "not_attempted", "{run}");
+    assert!(app_of(spared).is_none(), "{run}");
+    let noted = f.note_runs(&failing);
+    assert_eq!(noted.len(), 1);
+    let noted_dep = app_of(host_of(&noted[0], "sbx-1")).unwrap();
+    assert_eq!(
+        (&noted_dep["version"], &noted_dep["healthy"]),
+        (&Value::from("1.0.0"), &Value::from(true)),
+        "{}",
+        noted[0]
+    );
+    assert!(app_of(host_of(&noted[0], "sbx-2")).is_none());
+    // /api/v1/runs says the same as history.
+    let runs = api.get("/api/v1/runs?limit=1");
+    let api_run = &runs["runs"][0];
+    assert_eq!(host_of(api_run, "sbx-1")["outcome"], "rolled_back");
+    assert_eq!(
+        app_of(host_of(api_run, "sbx-1")).unwrap()["version"],
+        "1.0.0"
+    );
+
+    // Drift judges the hosts by what they run (the last commit they converged on), for any
+    // spelling of the selection: no drift.
+    for args in [
+        &["drift", "--profile", "mock"][..],
+        &["drift", "--profile", "mock,staging", "--server", "sbx-2"][..],
+        &["drift", "--profile", "mock,staging", "--server", "sbx-1"][..],
+    ] {
+        let o = f.run(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+        assert!(!text(&o).contains("wrong-release"), "{}", text(&o));
+    }
+    assert_eq!(f.newest_run()["outcome"], "no_changes");
+
+    // The watch loop's drift check agrees and heals nothing: it does not re-apply the commit
+    // that failed (the head was attempted, so it is not applied again either).
+    let watch_log = f.work.join("watch.log");
+    let log = std::fs::File::create(&watch_log).unwrap();
+    let mut cmd = f.command(&["--watch", "--listen", "off", "--drift-interval", "1"]);
+    cmd.args(["--poll-interval", "3600", "--profile", "mock"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let watch = support::Server::start("clarity-reconcile --watch", &mut cmd);
+    let started = Instant::now();
+    let drift_runs = || {
+        f.ledger()
+            .runs(&clarity::ledger::RunFilter {
+                mode: Some(clarity::model::run::RunMode::Drift),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.trigger == "watch:drift")
+            .collect::<Vec<_>>()
+    };
+    while drift_runs().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no watch drift runs:\n{}",
+            std::fs::read_to_string(&watch_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(watch);
+    let log = std::fs::read_to_string(&watch_log).unwrap_or_default();
+    for r in drift_runs() {
+        assert_eq!(
+            r.outcome,
+            clarity::model::run::RunOutcome::NoChanges,
+            "{r:?}\n{log}"
+        );
+    }
+    assert!(!log.contains("healing drift"), "{log}");
+    assert!(!log.contains("applying main"), "{log}");
+    for h in HOSTS {
+        assert_record_is_the_host(&f, &api, h, "1.0.0", "ok");
+    }
+
+    // The next commit converges both hosts.
+    f.deploy("3.0.0", "ok", "ok");
+    f.commit("app 3.0.0, fixed");
+    let o = f.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for h in HOSTS {
+        assert_record_is_the_host(&f, &api, h, "3.0.0", "ok");
+    }
+}
+
+#[test]
+fn a_commit_that_changes_the_health_check_is_rolled_back_to_a_release_judged_by_its_own() {
+    let Some(f) = Fleet::new() else { return };
+    f.deploy("1.0.0", "ok", "ok");
+    f.commit("app 1.0.0");
+    assert_eq!(f.apply().status.code(), Some(0));
+    let before = f.current("sbx-1").unwrap();
+
+    // The new commit expects `ok2`, which neither release says: the new release fails, and
+    // the old one passes only its own check (`ok`).
+    f.deploy("2.0.0", "ok", "ok2");
+    let failing = f.commit("app 2.0.0 with a new check");
+    let o = f.apply();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(result_of(&o, "sbx-1").contains("rolled back"), "{out}");
+    assert!(!out.contains("RESTORE FAILED"), "{out}");
+    assert!(out.contains("(its own)"), "{out}");
+    assert_eq!(f.current("sbx-1").unwrap(), before);
+    let api = Api::start(&f.work.join("ledger.sqlite"));
+    for h in HOSTS {
+        assert_record_is_the_host(&f, &api, h, "1.0.0", "ok");
+    }
+    let run = f.note_runs(&failing).remove(0);
+    let dep = app_of(host_of(&run, "sbx-1")).unwrap().clone();
+    assert_eq!(dep["healthy"], true, "{run}");
+    assert!(dep["health"].as_str().unwrap().contains("its own"), "{run}");
+    assert!(!f.journal_left("sbx-1"));
+
+    // Fixing the release (it now says `ok2`) converges both hosts under the new check.
+    f.deploy("2.0.0", "ok2", "ok2");
+    f.commit("app 2.0.0 that passes its check");
+    let o = f.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for h in HOSTS {
+        assert_record_is_the_host(&f, &api, h, "2.0.0", "ok2");
+    }
+}
+
+#[test]
+fn a_failed_first_install_ends_failed_with_its_state_named_and_no_journal() {
+    let Some(f) = Fleet::new() else { return };
+    f.deploy("1.0.0", "broken", "ok");
+    f.commit("a first install that never gets healthy");
+    let o = f.apply();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let row = result_of(&o, "sbx-1");
+    assert!(row.contains("failed"), "{out}");
+    assert!(!out.contains("RESTORE FAILED"), "{out}");
+    assert!(row.contains("first install"), "{out}");
+    assert!(row.contains("the service is stopped and removed"), "{out}");
+    // The host is as it was before: nothing current, nothing running, no journal; the
+    // record holds no release for it.
+    assert_eq!(f.current("sbx-1"), None);
+    assert!(!f.running("sbx-1"));
+    assert!(!f.journal_left("sbx-1"));
+    let releases: Vec<_> = std::fs::read_dir(f.app_dir("sbx-1").join("releases"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(releases.is_empty(), "{releases:?}");
+    assert!(
+        f.ledger()
+            .current_deployments(None, Some("sbx-1"))
+            .unwrap()
+            .is_empty()
+    );
+    let run = f.newest_run();
+    let host = host_of(&run, "sbx-1");
+    assert_eq!(host["outcome"], "failed", "{run}");
+    assert!(app_of(host).is_none(), "{run}");
+
+    // The next apply does not claim an interrupted apply, and converges.
+    f.deploy("1.0.0", "ok", "ok");
+    f.commit("a first install that works");
+    let o = f.apply();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(!out.contains("interrupted"), "{out}");
+    let api = Api::start(&f.work.join("ledger.sqlite"));
+    for h in HOSTS {
+        assert_record_is_the_host(&f, &api, h, "1.0.0", "ok");
+    }
+}
+
+#[test]
+fn a_restore_that_fails_stops_once_leaves_no_journal_and_the_next_apply_is_honest() {
+    let Some(f) = Fleet::new() else { return };
+    // The check of every release also needs a flag outside the releases.
+    let flag = f.work.join("healthy-flag");
+    std::fs::create_dir_all(&f.work).unwrap();
+    std::fs::write(&flag, "").unwrap();
+    let with_flag = |version: &str| {
+        f.deploy(version, "ok", "ok");
+        let p = f.repo.join("clients/acme/deployments/app/mock.yml");
+        let text = std::fs::read_to_string(&p).unwrap().replace(
+            "command: [\"grep\", \"-qx\", \"ok\", \"conf/health.txt\"]",
+            &format!("command: [\"test\", \"-e\", \"{}\"]", flag.display()),
+        );
+        std::fs::write(&p, text).unwrap();
+    };
+    with_flag("1.0.0");
+    f.commit("app 1.0.0 with a flag check");
+    assert_eq!(f.apply().status.code(), Some(0));
+    let before = f.current("sbx-1").unwrap();
+    std::fs::remove_file(&flag).unwrap();
+    with_flag("2.0.0");
+    let failing = f.commit("app 2.0.0 while everything is broken");
+    let o = f.apply();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(result_of(&o, "sbx-1").contains("RESTORE FAILED"), "{out}");
+    assert!(result_of(&o, "sbx-2").contains("not attempted"), "{out}");
+    assert_eq!(f.current("sbx-1").unwrap(), before, "switched back once");
+    assert!(!f.journal_left("sbx-1"), "no journal survives the apply");
+    // The record says exactly that: the old release, unhealthy, and why.
+    let run = f.note_runs(&failing).remove(0);
+    let host = host_of(&run, "sbx-1");
+    assert_eq!(host["outcome"], "restore_failed", "{run}");
+    let dep = app_of(host).unwrap();
+    assert_eq!(
+        (&dep["release"], &dep["healthy"]),
+        (&Value::from(before.as_str()), &Value::from(false)),
+        "{run}"
+    );
+    let state = f.ledger().current_deployments(None, Some("sbx-1")).unwrap();
+    assert_eq!(
+        (state[0].release.as_str(), state[0].healthy),
+        (before.as_str(), false)
+    );
+
+    // Once the cause is gone, the next apply converges without inventing an interruption.
+    std::fs::write(&flag, "").unwrap();
+    let o = f.apply();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(!out.contains("interrupted"), "{out}");
+    for h in HOSTS {
+        assert!(f.current(h).unwrap().starts_with("2.0.0-"));
+        assert!(f.running(h));
+    }
+}
