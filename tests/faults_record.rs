@@ -603,3 +603,63 @@ fn a_restore_that_fails_stops_once_leaves_no_journal_and_the_next_apply_is_hones
         assert!(f.running(h));
     }
 }
+
+#[test]
+fn a_change_to_the_health_checks_alone_is_planned_and_verified_on_apply() {
+    let Some(f) = Fleet::new() else { return };
+    f.deploy("1.0.0", "ok", "ok");
+    f.commit("app 1.0.0");
+    assert_eq!(f.apply().status.code(), Some(0));
+    let release = f.current("sbx-1").unwrap();
+    let set_check = |argv: &str| {
+        let p = f.repo.join("clients/acme/deployments/app/mock.yml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let start = text.find("command: [\"grep\"").unwrap();
+        let end = start + text[start..].find('\n').unwrap();
+        std::fs::write(
+            &p,
+            format!("{}command: {argv}{}", &text[..start], &text[end..]),
+        )
+        .unwrap();
+    };
+
+    // A check that passes: planned (exit 2), verified, then nothing to do.
+    set_check("[\"grep\", \"-q\", \"o\", \"conf/health.txt\"]");
+    f.commit("a looser check");
+    let plan = f.run(&["--profile", "mock", "--dry-run"]);
+    let out = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{out}");
+    assert!(out.contains("verify health with the new checks"), "{out}");
+    assert!(!out.contains("switch release"), "{out}");
+    let o = f.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("health check grep -q o conf/health.txt: ok"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        f.current("sbx-1").unwrap(),
+        release,
+        "nothing was reinstalled"
+    );
+    let plan = f.run(&["--profile", "mock", "--dry-run"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+
+    // A check the running release fails: the apply fails and says so; the release keeps
+    // running, and the next plan still wants to verify the new check.
+    set_check("[\"grep\", \"-qx\", \"nope\", \"conf/health.txt\"]");
+    f.commit("a check nothing passes");
+    let o = f.apply();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("health check grep -qx nope conf/health.txt: FAILED"),
+        "{out}"
+    );
+    assert_eq!(f.current("sbx-1").unwrap(), release);
+    assert!(f.running("sbx-1"));
+    assert!(!f.journal_left("sbx-1"));
+    let plan = f.run(&["--profile", "mock", "--dry-run"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+}
