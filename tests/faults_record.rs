@@ -663,3 +663,80 @@ fn a_change_to_the_health_checks_alone_is_planned_and_verified_on_apply() {
     let plan = f.run(&["--profile", "mock", "--dry-run"]);
     assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
 }
+
+/// The pids of `pid`'s children, from /proc.
+fn children(pid: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    out
+}
+
+#[test]
+fn kill_9_of_the_reconciler_mid_run_leaves_a_consistent_ledger_and_the_next_run_converges() {
+    let Some(f) = Fleet::new() else { return };
+    // The agents the killed reconciler leaves behind become our children, so they are reaped.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    f.deploy("1.0.0", "ok", "ok");
+    f.commit("app 1.0.0");
+    assert_eq!(f.apply().status.code(), Some(0));
+    let first = f.newest_run()["id"].as_str().unwrap().to_string();
+    // A slow check keeps the agent mid-apply long enough to kill the reconciler there.
+    f.deploy("2.0.0", "ok", "ok");
+    let p = f.repo.join("clients/acme/deployments/app/mock.yml");
+    let slow = std::fs::read_to_string(&p).unwrap().replace(
+        "command: [\"grep\", \"-qx\", \"ok\", \"conf/health.txt\"]",
+        "command: [\"sh\", \"-c\", \"sleep 2 && grep -qx ok conf/health.txt\"]",
+    );
+    std::fs::write(&p, slow).unwrap();
+    f.commit("app 2.0.0 with a slow check");
+    let mut reconciler = f
+        .command(&["--profile", "mock"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !f.journal_left("sbx-1") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the agent never started its apply"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let agents = children(reconciler.id());
+    reconciler.kill().unwrap();
+    reconciler.wait().unwrap();
+    for pid in agents {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => break,
+            }
+        }
+    }
+    // Nothing of the killed run is in the ledger: a run is recorded whole or not at all.
+    assert_eq!(f.newest_run()["id"], first.as_str());
+    // The next run finds whatever the agent left (a finished apply, or a journal it rolls
+    // back), converges, and the record equals the hosts.
+    let o = f.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let api = Api::start(&f.work.join("ledger.sqlite"));
+    for h in HOSTS {
+        assert_record_is_the_host(&f, &api, h, "2.0.0", "ok");
+        assert!(!f.journal_left(h));
+    }
+}
