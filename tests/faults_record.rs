@@ -25,9 +25,18 @@ struct Fleet {
     work: PathBuf,
 }
 
-/// The program of every version: it only has to stay up.
+/// The program of every version: it only has to stay up. 4.0.0 and 5.0.0 carry padding, for
+/// the disk-full rows (150 KiB and 400 KiB).
 fn program(version: &str) -> String {
-    format!("# app {version}\nimport time\nwhile True:\n    time.sleep(60)\n")
+    let padding = match version {
+        "4.0.0" => 150 * 1024,
+        "5.0.0" => 400 * 1024,
+        _ => 0,
+    };
+    format!(
+        "# app {version}\nimport time\nwhile True:\n    time.sleep(60)\n# {}\n",
+        "x".repeat(padding)
+    )
 }
 
 impl Fleet {
@@ -62,7 +71,7 @@ impl Fleet {
             "name: local\ntype: file\npath: files\n",
         );
         let mut artifact = String::from("id: app\ntype: script\nrepository: local\nversions:\n");
-        for v in ["1.0.0", "2.0.0", "3.0.0"] {
+        for v in ["1.0.0", "2.0.0", "3.0.0", "4.0.0", "5.0.0"] {
             let text = program(v);
             f.write(&format!("files/app-{v}.py"), &text);
             artifact.push_str(&format!(
@@ -738,5 +747,84 @@ fn kill_9_of_the_reconciler_mid_run_leaves_a_consistent_ledger_and_the_next_run_
     for h in HOSTS {
         assert_record_is_the_host(&f, &api, h, "2.0.0", "ok");
         assert!(!f.journal_left(h));
+    }
+}
+
+/// A small tmpfs mounted as a host's root, unmounted (lazily: the service may still hold it)
+/// when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(root: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(root).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(root)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "mount tmpfs: {}", text(&o));
+        SmallDisk(root.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_on_the_host_during_download_or_install_rolls_back_and_is_recorded_so() {
+    if !support::require_root() || support::require_program("mount").is_none() {
+        return;
+    }
+    let Some(f) = Fleet::new() else { return };
+    // Both hosts' roots on 320 KiB: room for 1.0.0, for 4.0.0 in the cache but not also in a
+    // release, and not for 5.0.0 at all.
+    let _disks: Vec<SmallDisk> = HOSTS
+        .iter()
+        .map(|h| SmallDisk::mount(&f.sandbox(h), "320k"))
+        .collect();
+    f.deploy("1.0.0", "ok", "ok");
+    f.commit("app 1.0.0");
+    let o = f.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let api = Api::start(&f.work.join("ledger.sqlite"));
+
+    for (version, failing_step) in [("5.0.0", "fetch artifact"), ("4.0.0", "install release")] {
+        f.deploy(version, "ok", "ok");
+        f.commit(&format!("app {version}, too big for the host"));
+        let o = f.apply();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("sbx-1: app: {failing_step} "))
+                    && l.contains("FAILED")
+                    && l.contains("No space left on device")),
+            "{version}: {out}"
+        );
+        assert!(result_of(&o, "sbx-1").contains("rolled back"), "{out}");
+        assert!(result_of(&o, "sbx-2").contains("not attempted"), "{out}");
+        for h in HOSTS {
+            assert_record_is_the_host(&f, &api, h, "1.0.0", "ok");
+            assert!(!f.journal_left(h), "{h}: a journal was left");
+        }
+        // No partial release was left to fill the disk further.
+        let releases: Vec<String> = std::fs::read_dir(f.app_dir("sbx-1").join("releases"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(releases.len(), 1, "{releases:?}");
+    }
+
+    // Back to a version that fits: the next run converges.
+    f.deploy("2.0.0", "ok", "ok");
+    f.commit("app 2.0.0, small again");
+    let o = f.apply();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for h in HOSTS {
+        assert_record_is_the_host(&f, &api, h, "2.0.0", "ok");
     }
 }
