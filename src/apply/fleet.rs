@@ -42,6 +42,14 @@ pub trait Observer: Sync {
     fn progress(&self, _server: &str, _deployment: &str, _downloaded: u64, _total: Option<u64>) {}
 }
 
+/// How a run reaches the hosts and reports its progress.
+pub struct Reach<'a> {
+    pub hosts: &'a dyn Hosts,
+    /// Hosts of a batch run in parallel on it.
+    pub pool: &'a rayon::ThreadPool,
+    pub observer: &'a dyn Observer,
+}
+
 /// The choices of one apply run.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -130,15 +138,18 @@ fn merge(results: &mut BTreeMap<String, HostResult>, host: &str, run: AgentRun) 
 /// order, batch by batch; hosts within a batch run in parallel. `desired` and `plans` are the
 /// planned hosts, pairwise.
 pub fn run(
-    hosts: &dyn Hosts,
-    pool: &rayon::ThreadPool,
+    reach: &Reach,
     ledger: &Ledger,
     settings: &Settings,
     options: &Options,
-    observer: &dyn Observer,
     desired: &[DesiredHost],
     plans: &[HostPlan],
 ) -> RunReport {
+    let Reach {
+        hosts,
+        pool,
+        observer,
+    } = *reach;
     let mut results: BTreeMap<String, HostResult> = BTreeMap::new();
     let mut by_name: BTreeMap<&str, &DesiredHost> = BTreeMap::new();
     let mut plan_of: BTreeMap<&str, &HostPlan> = BTreeMap::new();

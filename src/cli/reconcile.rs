@@ -259,12 +259,14 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         prune: args.prune,
     };
     let report = fleet::run(
-        &transports,
-        &pool,
+        &fleet::Reach {
+            hosts: &transports,
+            pool: &pool,
+            observer: &Printer,
+        },
         &ledger,
         &inv.settings,
         &options,
-        &Printer,
         &desired,
         &plan.hosts,
     );
