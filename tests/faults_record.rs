@@ -828,3 +828,151 @@ fn a_full_disk_on_the_host_during_download_or_install_rolls_back_and_is_recorded
         assert_record_is_the_host(&f, &api, h, "2.0.0", "ok");
     }
 }
+
+/// Stops every service the agents started in `work`'s sandboxes.
+struct StopSandboxes(PathBuf);
+
+impl Drop for StopSandboxes {
+    fn drop(&mut self) {
+        for sandbox in std::fs::read_dir(self.0.join("sandboxes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let run = sandbox.path().join("var/lib/clarity/run");
+            let backend = clarity::service::ProcessBackend::new(run.clone());
+            for spec in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+                let name = spec.file_name().to_string_lossy().into_owned();
+                if let Some(service) = name.strip_suffix(".json") {
+                    let _ = backend.stop(service);
+                }
+            }
+        }
+    }
+}
+
+/// The "must show", on the example repository's `mock` profile: a commit that changes
+/// a version and its health check so that the check fails rolls the host back, and every
+/// record names the old version, healthy; drift over two profiles finds nothing.
+#[test]
+fn the_example_repository_records_a_rolled_back_host_on_its_old_version() {
+    if support::require_program("python3").is_none() || support::require_program("git").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("config");
+    let work = tmp.path().join("work");
+    support::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("example-config-repo"),
+        &repo,
+    );
+    support::git(&repo, &["init", "-q"]);
+    support::git(&repo, &["add", "-A"]);
+    support::git(&repo, &["commit", "-qm", "the example"]);
+    let _stop = StopSandboxes(work.clone());
+    let host = "nt-sbx-mon01";
+    let run = |args: &[&str]| {
+        Command::new(support::clarity_bin())
+            .args(args)
+            .args(["--repo", repo.to_str().unwrap(), "--server", host])
+            .arg("--work-dir")
+            .arg(&work)
+            .env("NO_COLOR", "1")
+            .env_remove("CLARITY_AGE_IDENTITY")
+            .env_remove("CLARITY_STATE_DIR")
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--profile", "mock"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // 0.4.1-demo (the same program under a new version) with a status check at a URL the
+    // prober does not serve.
+    let artifact = repo.join("artifacts/sip-probe.yml");
+    let text_of = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let a = text_of(&artifact);
+    let demo = a.find("  - version: \"0.4.0-demo\"").unwrap();
+    let entry_end = demo + a[demo..].find("size: 4268\n").unwrap() + "size: 4268\n".len();
+    let entry = a[demo..entry_end].replace("0.4.0-demo", "0.4.1-demo");
+    std::fs::write(
+        &artifact,
+        format!("{}{entry}{}", &a[..entry_end], &a[entry_end..]),
+    )
+    .unwrap();
+    let dep = repo.join("clients/nordtel/deployments/sip-probe/mock.yml");
+    std::fs::write(
+        &dep,
+        text_of(&dep)
+            .replace("version: \"0.4.0-demo\"", "version: \"0.4.1-demo\"")
+            .replace(
+                "url: http://127.0.0.1:18070/health",
+                "url: http://127.0.0.1:18070/health-v2\n    retries: 2",
+            ),
+    )
+    .unwrap();
+    support::git(
+        &repo,
+        &[
+            "commit",
+            "-qam",
+            "sip-probe 0.4.1-demo with a new status check",
+        ],
+    );
+    let failing = support::git(&repo, &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    let o = run(&["--profile", "mock"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(result_of(&o, host).contains("rolled back"), "{out}");
+
+    let current = std::fs::read_link(
+        work.join("sandboxes")
+            .join(host)
+            .join("opt/clarity/sip-probe/current"),
+    )
+    .unwrap()
+    .file_name()
+    .unwrap()
+    .to_string_lossy()
+    .into_owned();
+    assert!(current.starts_with("0.4.0-demo-"), "{current}");
+    let expect = |d: &Value, what: &str| {
+        assert_eq!(
+            (&d["version"], &d["release"], &d["healthy"]),
+            (
+                &Value::from("0.4.0-demo"),
+                &Value::from(current.as_str()),
+                &Value::from(true)
+            ),
+            "{what}: {d}"
+        );
+    };
+    let sip = |h: &Value| {
+        h["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "sip-probe" || d["deployment"] == "sip-probe")
+            .cloned()
+            .unwrap_or_else(|| panic!("no sip-probe in {h}"))
+    };
+    let history = run(&["history", "--output", "json", "--limit", "1"]);
+    let runs: Value = serde_json::from_slice(&history.stdout).unwrap();
+    expect(&sip(host_of(&runs[0], host)), "history --output json");
+    let note = support::git(&repo, &["notes", "--ref=clarity", "show", &failing]);
+    let noted: Value = note
+        .lines()
+        .find_map(|l| l.strip_prefix("clarity-run: "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .unwrap();
+    expect(&sip(host_of(&noted, host)), "the git note");
+    let api = Api::start(&work.join("ledger.sqlite"));
+    expect(
+        &sip(&api.get(&format!("/api/v1/hosts/{host}"))),
+        "/api/v1/hosts",
+    );
+
+    let o = run(&["drift", "--profile", "mock,staging"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
