@@ -21,7 +21,8 @@ pub struct ReconcileArgs {
     /// Only this deployment (artifact id); the others on the selected hosts are left alone.
     #[arg(long, value_name = "ARTIFACT")]
     pub deployment: Option<String>,
-    /// Only print the plan; change nothing. Exit 0 nothing to do, 2 changes pending, 1 error.
+    /// Only print the plan; change nothing. Exit 0 nothing to do, 2 changes pending (or, with
+    /// --allow-unreachable, a host that could not be inspected), 1 error.
     #[arg(long)]
     pub dry_run: bool,
     /// Also remove deployments that are on a host but no longer in the repository.
