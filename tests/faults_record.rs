@@ -976,3 +976,85 @@ fn the_example_repository_records_a_rolled_back_host_on_its_old_version() {
     let o = run(&["drift", "--profile", "mock,staging"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+#[test]
+fn a_full_disk_under_the_ledger_records_nothing_and_the_next_run_records_the_truth() {
+    if !support::require_root() || support::require_program("mount").is_none() {
+        return;
+    }
+    let Some(f) = Fleet::new() else { return };
+    let state = f.work.join("state");
+    let _disk = SmallDisk::mount(&state, "2m");
+    let ledger = state.join("ledger.sqlite");
+    let ledger_arg = ledger.to_str().unwrap();
+    let apply = |f: &Fleet| f.run(&["--profile", "mock", "--ledger", ledger_arg]);
+    let newest = |f: &Fleet| -> Value {
+        let o = f.run(&[
+            "history", "--output", "json", "--limit", "1", "--ledger", ledger_arg,
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()[0].clone()
+    };
+    f.deploy("1.0.0", "ok", "ok");
+    f.commit("app 1.0.0");
+    let o = apply(&f);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let first = newest(&f)["id"].as_str().unwrap().to_string();
+
+    // The disk under the ledger fills up while the hosts are being applied.
+    f.deploy("2.0.0", "ok", "ok");
+    let p = f.repo.join("clients/acme/deployments/app/mock.yml");
+    let slow = std::fs::read_to_string(&p).unwrap().replace(
+        "command: [\"grep\", \"-qx\", \"ok\", \"conf/health.txt\"]",
+        "command: [\"sh\", \"-c\", \"sleep 1 && grep -qx ok conf/health.txt\"]",
+    );
+    std::fs::write(&p, slow).unwrap();
+    f.commit("app 2.0.0");
+    let reconciler = f
+        .command(&["--profile", "mock", "--ledger", ledger_arg])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !f.journal_left("sbx-1") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no apply started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let filler = state.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+    }
+    let o = reconciler.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("error: ledger") && out.contains("cannot"),
+        "the error names the ledger: {out}"
+    );
+    // Nothing of the run is in the ledger (it is one transaction), and the ledger still reads.
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(newest(&f)["id"], first.as_str());
+
+    // With room again, the next run finds the hosts converged and records what they run.
+    let o = apply(&f);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let l = Ledger::open(&ledger).unwrap();
+    for h in HOSTS {
+        let current = f.current(h).unwrap();
+        assert!(current.starts_with("2.0.0-"), "{h}: {current}");
+        assert!(f.running(h));
+        let s = l.current_deployments(None, Some(h)).unwrap();
+        assert_eq!(
+            (s[0].version.as_str(), s[0].release.as_str(), s[0].healthy),
+            ("2.0.0", current.as_str(), true)
+        );
+    }
+}
