@@ -64,13 +64,12 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
         Err(e) => return done(emit, HostOutcome::Failed, Some(e.to_string())),
     };
     let backend = backend(layout, req.service_manager);
-    let mut state = match AgentState::load(&layout.state_file()) {
-        Ok(s) => s,
-        Err(e) => return done(emit, HostOutcome::Failed, Some(e.to_string())),
-    };
+    let loaded = AgentState::load(&layout.state_file());
     if let Some(journal) = Journal::load(&layout.state_dir()) {
         // Only an agent that died mid-apply leaves a journal: every apply that ends clears
-        // its own, whatever its outcome, so this message is true when it is shown.
+        // its own, whatever its outcome, so this message is true when it is shown. An
+        // unreadable state must not stop the recovery: it only lacks the kept checks.
+        let state = loaded.as_ref().cloned().unwrap_or_default();
         let report = rollback(layout, backend.as_ref(), &journal, None, &state, emit);
         Journal::clear(&layout.state_dir());
         emit(report.active(&journal.deployment));
@@ -96,6 +95,10 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
             Some(message),
         );
     }
+    let mut state = match loaded {
+        Ok(s) => s,
+        Err(e) => return done(emit, HostOutcome::Failed, Some(e.to_string())),
+    };
     let mut runner = Runner {
         layout,
         backend: backend.as_ref(),
