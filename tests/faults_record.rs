@@ -1058,3 +1058,105 @@ fn a_full_disk_under_the_ledger_records_nothing_and_the_next_run_records_the_tru
         );
     }
 }
+
+/// A webhook receiver on loopback: the bodies it was sent.
+fn webhook_receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                kept.lock().unwrap().push(v);
+            }
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (port, bodies)
+}
+
+#[test]
+fn one_shot_runs_notify_and_the_notes_rebuild_every_run_kind() {
+    let Some(f) = Fleet::new() else { return };
+    let (port, received) = webhook_receiver();
+    f.write(
+        "clarity.yml",
+        &format!(
+            "keep_releases: 3\nnotify:\n  - url: http://127.0.0.1:{port}/hook\n    events: [apply_failed, rollback, drift]\n"
+        ),
+    );
+    f.deploy("1.0.0", "ok", "ok");
+    f.commit("app 1.0.0, notifying");
+    assert_eq!(f.apply().status.code(), Some(0));
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "a clean apply raises nothing"
+    );
+
+    // A one-shot apply that rolls back notifies before it exits.
+    f.deploy("2.0.0", "broken", "ok");
+    f.commit("app 2.0.0, broken");
+    assert_eq!(f.apply().status.code(), Some(1));
+    let events: Vec<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["event"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(events.contains(&"apply_failed".to_string()), "{events:?}");
+    assert!(events.contains(&"rollback".to_string()), "{events:?}");
+
+    // A one-shot drift that finds a hand edit: exit 2, recorded as drift_found, notified.
+    let edited = f.app_dir("sbx-2").join("current/conf/health.txt");
+    std::fs::write(&edited, "ok\nedited by hand\n").unwrap();
+    let o = f.run(&["drift", "--profile", "mock"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let run = f.newest_run();
+    assert_eq!(run["outcome"], "drift_found", "{run}");
+    assert_eq!(host_of(&run, "sbx-2")["outcome"], "drift", "{run}");
+    let drift_event = received
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|v| v["event"] == "drift")
+        .cloned()
+        .expect("a drift notification");
+    assert_eq!(drift_event["run_id"], run["id"], "{drift_event}");
+    assert!(drift_event["drift_findings"].as_u64().unwrap() >= 1);
+
+    // The notes hold every run the ledger holds, drift runs with their findings.
+    let rebuilt = f.work.join("rebuilt.sqlite");
+    let o = f.run(&["history", "rebuild", "--ledger", rebuilt.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let all = |l: &Ledger| {
+        l.runs(&clarity::ledger::RunFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, r.outcome, r.drift_findings))
+            .collect::<Vec<_>>()
+    };
+    let original = all(&f.ledger());
+    assert_eq!(
+        original.len(),
+        3,
+        "two applies and a drift run: {original:?}"
+    );
+    assert_eq!(all(&Ledger::open(&rebuilt).unwrap()), original);
+}
