@@ -769,6 +769,9 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
+        // The services the agent started on this disk first (their pidfiles are on it), even
+        // when the test failed, then the disk.
+        StopSandboxes::root(&self.0);
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
@@ -832,6 +835,20 @@ fn a_full_disk_on_the_host_during_download_or_install_rolls_back_and_is_recorded
 /// Stops every service the agents started in `work`'s sandboxes.
 struct StopSandboxes(PathBuf);
 
+impl StopSandboxes {
+    /// Stops the services of the one sandbox at `root`.
+    fn root(root: &Path) {
+        let run = root.join("var/lib/clarity/run");
+        let backend = clarity::service::ProcessBackend::new(run.clone());
+        for spec in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+            let name = spec.file_name().to_string_lossy().into_owned();
+            if let Some(service) = name.strip_suffix(".json") {
+                let _ = backend.stop(service);
+            }
+        }
+    }
+}
+
 impl Drop for StopSandboxes {
     fn drop(&mut self) {
         for sandbox in std::fs::read_dir(self.0.join("sandboxes"))
@@ -839,14 +856,7 @@ impl Drop for StopSandboxes {
             .flatten()
             .flatten()
         {
-            let run = sandbox.path().join("var/lib/clarity/run");
-            let backend = clarity::service::ProcessBackend::new(run.clone());
-            for spec in std::fs::read_dir(&run).into_iter().flatten().flatten() {
-                let name = spec.file_name().to_string_lossy().into_owned();
-                if let Some(service) = name.strip_suffix(".json") {
-                    let _ = backend.stop(service);
-                }
-            }
+            StopSandboxes::root(&sandbox.path());
         }
     }
 }
