@@ -22,11 +22,10 @@ fn run_record(i: usize, commit: &str) -> RunRecord {
                 server: format!("app-{:02}", (i + h) % 40),
                 client: format!("client-{}", i % 25),
                 outcome: if i.is_multiple_of(50) && h == 2 {
-                    "rolled_back"
+                    clarity::model::run::HostOutcome::RolledBack
                 } else {
-                    "converged"
-                }
-                .into(),
+                    clarity::model::run::HostOutcome::Converged
+                },
                 duration_ms: 9_000 + (i % 700) as u64,
                 message: None,
                 deployments: deps
@@ -37,6 +36,7 @@ fn run_record(i: usize, commit: &str) -> RunRecord {
                         version: format!("1.{}.{}", i / 100, i % 100),
                         release: format!("1.{}.{}-{:08x}", i / 100, i % 100, i),
                         healthy: true,
+                        health: None,
                     })
                     .collect(),
                 steps: deps

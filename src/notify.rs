@@ -12,7 +12,7 @@
 //! Payloads come from run records, which carry only redacted text. Target URLs are not logged
 //! beyond their origin: a chat webhook's path is its credential.
 
-use crate::model::run::RunRecord;
+use crate::model::run::{HostOutcome, RunRecord};
 use crate::model::{NotifyEvent, NotifyTarget};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +77,8 @@ pub struct Notifier {
     targets: Mutex<Vec<NotifyTarget>>,
     /// One delivery thread per target URL, fed through a bounded queue.
     lanes: Mutex<BTreeMap<String, SyncSender<Delivery>>>,
+    /// The delivery threads, joined by [`Notifier::finish`].
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     dropped: AtomicU64,
 }
 
@@ -93,6 +95,7 @@ impl Notifier {
             on_result: Arc::new(Mutex::new(Box::new(on_result))),
             targets: Mutex::new(Vec::new()),
             lanes: Mutex::new(BTreeMap::new()),
+            threads: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
         }
     }
@@ -170,12 +173,20 @@ impl Notifier {
             let spawned = std::thread::Builder::new()
                 .name("clarity-notify".into())
                 .spawn(move || lane.run(deliveries));
-            if let Err(e) = spawned {
-                eprintln!(
-                    "warning: cannot start a notification thread for {}: {e}",
-                    origin(url)
-                );
-                return None;
+            match spawned {
+                Err(e) => {
+                    eprintln!(
+                        "warning: cannot start a notification thread for {}: {e}",
+                        origin(url)
+                    );
+                    return None;
+                }
+                Ok(handle) => {
+                    let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+                    // Threads of targets that are gone have ended; keep only live handles.
+                    threads.retain(|t| !t.is_finished());
+                    threads.push(handle);
+                }
             }
             lanes.insert(url.to_string(), queue);
         }
@@ -194,6 +205,17 @@ impl Notifier {
             );
         }
         report(&self.on_result, false);
+    }
+
+    /// Waits until every queued event was delivered or given up on, then stops the delivery
+    /// threads.
+    pub fn finish(self) {
+        let lanes = std::mem::take(&mut *self.lanes.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(lanes);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
     }
 
     /// Deliveries dropped so far (a target's queue was full).
@@ -222,6 +244,49 @@ fn body(event: NotifyEvent, at: &str, payload: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::Value::Object(object)).expect("JSON values serialize")
 }
 
+/// The notifications a recorded run raises, whatever started it (a one-shot apply, drift or
+/// rollback, or the watch loop): a failed apply, a rollback on some host, drift found.
+/// `drift_findings` is how many findings a drift run recorded.
+pub fn events_of(run: &RunRecord, drift_findings: usize) -> Vec<(NotifyEvent, serde_json::Value)> {
+    use crate::model::run::{RunMode, RunOutcome};
+    let payload = run_payload(run);
+    let mut events = Vec::new();
+    if run.mode == RunMode::Apply && run.outcome == RunOutcome::Failed {
+        events.push((NotifyEvent::ApplyFailed, payload.clone()));
+    }
+    if run.hosts.iter().any(|h| h.outcome.is_rollback()) {
+        events.push((NotifyEvent::Rollback, payload.clone()));
+    }
+    if run.mode == RunMode::Drift && drift_findings > 0 {
+        let mut payload = payload;
+        payload["drift_findings"] = serde_json::json!(drift_findings);
+        events.push((NotifyEvent::Drift, payload));
+    }
+    events
+}
+
+/// Sends a one-shot run's notifications and waits for them (the process exits right after),
+/// with a short retry so a dead target delays the command by seconds, not minutes. A target
+/// that cannot be reached is warned about on stderr; it never changes the exit code.
+pub fn deliver_now(targets: &[NotifyTarget], run: &RunRecord, drift_findings: usize) {
+    let events = events_of(run, drift_findings);
+    if events.is_empty() || targets.is_empty() {
+        return;
+    }
+    let retry = Retry {
+        attempts: 3,
+        first_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(2),
+        timeout: Duration::from_secs(5),
+    };
+    let notifier = Notifier::start(retry, |_| {});
+    notifier.set_targets(targets.to_vec());
+    for (event, payload) in events {
+        notifier.send(event, payload);
+    }
+    notifier.finish();
+}
+
 /// A compact summary of a run for a notification: what ran, how it ended, and which hosts
 /// did not converge, with their (redacted) messages and first failed step.
 pub fn run_payload(run: &RunRecord) -> serde_json::Value {
@@ -229,10 +294,8 @@ pub fn run_payload(run: &RunRecord) -> serde_json::Value {
         .hosts
         .iter()
         .filter(|h| {
-            matches!(
-                h.outcome.as_str(),
-                "failed" | "rolled_back" | "restore_failed" | "unreachable"
-            )
+            h.outcome.is_rollback()
+                || matches!(h.outcome, HostOutcome::Failed | HostOutcome::Unreachable)
         })
         .collect();
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();

@@ -175,6 +175,12 @@ fn hosts_that_cannot_be_reached_fail_the_dry_run_unless_allowed() {
     let o = run(&allowed, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("UNREACHABLE"));
+    // Hosts it could not inspect may have changes pending: never "nothing to do".
+    assert!(
+        text(&o).contains("not inspected (unreachable) and may have changes pending; exit 2"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

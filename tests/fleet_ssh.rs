@@ -710,6 +710,71 @@ fn an_apply_whose_connection_is_killed_finishes_and_the_reconciler_learns_its_ou
     eprintln!("whole test in {:?}", started.elapsed());
 }
 
+/// Kills every sshd process serving the reconciler on `host` (its connection drops at once).
+fn drop_connections(host: &Host) {
+    let ps = host.exec_ok(&["ps", "-eo", "pid=,args="]);
+    let sessions: Vec<&str> = ps
+        .lines()
+        .filter(|l| l.contains("sshd: root"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        !sessions.is_empty(),
+        "no sshd session for the reconciler:\n{ps}"
+    );
+    let mut argv = vec!["kill", "-9"];
+    argv.extend(&sessions);
+    host.exec_ok(&argv);
+}
+
+#[test]
+fn a_connection_dropped_after_install_before_or_after_the_switch_ends_on_a_whole_recorded_release()
+{
+    let Some(f) = Fleet::boot("fz", 1) else {
+        return;
+    };
+    let o = f.run(&["--accept-new-host-keys"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let host = f.bed.host("h1");
+    // After the release is installed (the download done), just before the switch, and after
+    // the switch before the health check: each time the agent goes on alone, the reconciler
+    // reconnects, reads the outcome and the agent's report, and records what runs.
+    for (i, (trigger, delay)) in [
+        ("h1: web: install release", 2),
+        ("h1: web: install service definition", 3),
+        ("h1: web: switch release", 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let greeting = format!("dropped-{i}");
+        f.set_deployment(&greeting, delay);
+        f.commit(&greeting);
+        let o = f.run_and_interfere(&[], trigger, || drop_connections(host));
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{trigger}: {out}");
+        assert!(
+            out.contains("reconnected; reading apply"),
+            "{trigger}: {out}"
+        );
+        assert!(
+            result_of(&o, "h1").contains("converged"),
+            "{trigger}: {out}"
+        );
+        assert_serving(host, &greeting);
+        let current = host.exec_ok(&["readlink", "/opt/clarity/web/current"]);
+        let current = current.trim().rsplit('/').next().unwrap().to_string();
+        let ledger =
+            clarity::ledger::Ledger::open(&f.dir.path().join("work/ledger.sqlite")).unwrap();
+        let state = ledger.current_deployments(None, Some("h1")).unwrap();
+        assert_eq!(
+            (state[0].release.as_str(), state[0].healthy),
+            (current.as_str(), true),
+            "{trigger}: the ledger names what the host runs"
+        );
+    }
+}
+
 /// The deployment at `greeting` with a rollout section and a quick health check.
 fn set_rollout_deployment(f: &Fleet, greeting: &str, rollout: &str) {
     let targets: String = f

@@ -8,8 +8,8 @@ mod support;
 use clarity::ledger::{self, AppliedFilter, Ledger, LedgerError, RunFilter, notes};
 use clarity::model::apply::{Action, StepStatus};
 use clarity::model::run::{
-    DeploymentRecord, DriftFinding, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord,
-    StepRecord,
+    DeploymentRecord, DriftFinding, HostOutcome, HostRecord, RUN_FORMAT, RunMode, RunOutcome,
+    RunRecord, StepRecord,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -50,7 +50,7 @@ fn host(server: &str, client: &str, outcome: &str, deps: &[(&str, &str, bool)]) 
     HostRecord {
         server: server.into(),
         client: client.into(),
-        outcome: outcome.into(),
+        outcome: HostOutcome::parse(outcome),
         duration_ms: 12_300,
         message: (outcome == "rolled_back").then(|| "health check failed: HTTP 503".to_string()),
         deployments: deps
@@ -61,6 +61,7 @@ fn host(server: &str, client: &str, outcome: &str, deps: &[(&str, &str, bool)]) 
                 version: version.to_string(),
                 release: format!("{version}-r1"),
                 healthy: *healthy,
+                health: None,
             })
             .collect(),
         steps: deps
@@ -461,7 +462,7 @@ fn apply_runs_keep_current_state_deployment_history_and_last_commit() {
     let globex = ledger
         .last_applied_commit(&AppliedFilter {
             client: Some("globex".into()),
-            profile: Some("prod".into()),
+            profiles: vec!["prod".into()],
             ..AppliedFilter::default()
         })
         .unwrap()
@@ -470,7 +471,7 @@ fn apply_runs_keep_current_state_deployment_history_and_last_commit() {
     assert!(
         ledger
             .last_applied_commit(&AppliedFilter {
-                profile: Some("staging".into()),
+                profiles: vec!["staging".into()],
                 ..AppliedFilter::default()
             })
             .unwrap()
@@ -644,7 +645,7 @@ fn a_version_1_ledger_is_upgraded_in_place_without_loss() {
                         h as i64,
                         host.server,
                         host.client,
-                        host.outcome,
+                        host.outcome.as_str(),
                         host.duration_ms as i64,
                         host.message
                     ],

@@ -169,7 +169,7 @@ fn failed_run() -> RunRecord {
     let host = |server: &str, outcome: &str, steps: Vec<StepRecord>| HostRecord {
         server: server.into(),
         client: "acme".into(),
-        outcome: outcome.into(),
+        outcome: clarity::model::run::HostOutcome::parse(outcome),
         duration_ms: 900,
         message: (outcome != "converged").then(|| "`billing` failed".to_string()),
         deployments: vec![DeploymentRecord {
@@ -178,6 +178,7 @@ fn failed_run() -> RunRecord {
             version: "1.1.0".into(),
             release: "billing-1.1.0".into(),
             healthy: outcome == "converged",
+            health: None,
         }],
         steps,
     };

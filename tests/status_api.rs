@@ -53,6 +53,7 @@ fn dep(name: &str, version: &str, healthy: bool) -> DeploymentRecord {
         version: version.into(),
         release: format!("{name}-{version}"),
         healthy,
+        health: None,
     }
 }
 
@@ -66,7 +67,7 @@ fn host(
     HostRecord {
         server: server.into(),
         client: client.into(),
-        outcome: outcome.into(),
+        outcome: clarity::model::run::HostOutcome::parse(outcome),
         duration_ms: 1500,
         message: (outcome != "converged" && outcome != "unchanged")
             .then(|| format!("{server} did not converge")),

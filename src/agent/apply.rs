@@ -67,29 +67,41 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
         Err(e) => return done(emit, HostOutcome::Failed, Some(e.to_string())),
     };
     let backend = backend(layout, req.service_manager);
+    let loaded = AgentState::load(&layout.state_file());
     if let Some(journal) = Journal::load(&layout.state_dir()) {
-        let restored = rollback(layout, backend.as_ref(), &journal, None, emit);
-        if restored {
-            Journal::clear(&layout.state_dir());
-        }
+        // Only an agent that died mid-apply leaves a journal: every apply that ends clears
+        // its own, whatever its outcome, so this message is true when it is shown. An
+        // unreadable state must not stop the recovery: it only lacks the kept checks.
+        let state = loaded.as_ref().cloned().unwrap_or_default();
+        let report = rollback(layout, backend.as_ref(), &journal, None, &state, emit);
+        Journal::clear(&layout.state_dir());
+        emit(report.active(&journal.deployment));
+        let message = if report.restored {
+            format!(
+                "an earlier apply of `{}` was interrupted; it was rolled back to release {}; plan again",
+                journal.deployment,
+                journal.previous_release.as_deref().unwrap_or("(none)")
+            )
+        } else {
+            format!(
+                "an earlier apply of `{}` was interrupted and rolling it back failed: {}",
+                journal.deployment, report.health
+            )
+        };
         return done(
             emit,
-            if restored {
+            if report.restored {
                 HostOutcome::Recovered
             } else {
                 HostOutcome::RestoreFailed
             },
-            Some(format!(
-                "an earlier apply of `{}` was interrupted; it was rolled back to release {}; plan again",
-                journal.deployment,
-                journal.previous_release.as_deref().unwrap_or("(none)")
-            )),
+            Some(message),
         );
     }
     if let Err(e) = super::owner::claim(layout, req) {
         return done(emit, HostOutcome::Failed, Some(e));
     }
-    let mut state = match AgentState::load(&layout.state_file()) {
+    let mut state = match loaded {
         Ok(s) => s,
         Err(e) => return done(emit, HostOutcome::Failed, Some(e.to_string())),
     };
@@ -103,7 +115,7 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
     for (i, dep) in req.deployments.iter().enumerate() {
         match runner.deployment(dep, &mut state, emit) {
             Ok(()) => {}
-            Err(restored) => {
+            Err(failure) => {
                 for later in &req.deployments[i + 1..] {
                     for s in &later.steps {
                         emit(AgentEvent::Step {
@@ -121,12 +133,19 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
                         });
                     }
                 }
-                let outcome = if restored {
-                    HostOutcome::RolledBack
-                } else {
-                    HostOutcome::RestoreFailed
+                let (outcome, message) = match failure {
+                    Failure::Restored => {
+                        (HostOutcome::RolledBack, format!("`{}` failed", dep.name))
+                    }
+                    Failure::NotRestored => {
+                        (HostOutcome::RestoreFailed, format!("`{}` failed", dep.name))
+                    }
+                    Failure::FirstInstall(left) => (
+                        HostOutcome::Failed,
+                        format!("`{}` failed on its first install; {left}", dep.name),
+                    ),
                 };
-                return done(emit, outcome, Some(format!("`{}` failed", dep.name)));
+                return done(emit, outcome, Some(message));
             }
         }
     }
@@ -175,6 +194,16 @@ fn step_event(
     }
 }
 
+/// How a deployment that did not converge ended.
+enum Failure {
+    /// The previous release runs again and passed its own health checks.
+    Restored,
+    /// The previous state could not be restored (or is unhealthy by its own checks).
+    NotRestored,
+    /// There was no previous release; the text names the state the host was left in.
+    FirstInstall(String),
+}
+
 struct Runner<'a> {
     layout: &'a Layout,
     backend: &'a dyn ServiceBackend,
@@ -191,7 +220,7 @@ impl Runner<'_> {
         dep: &ApplyDeployment,
         state: &mut AgentState,
         emit: Emit,
-    ) -> Result<(), bool> {
+    ) -> Result<(), Failure> {
         let layout = self.layout;
         let state_dir = layout.state_dir();
         let mut journal = Journal {
@@ -206,11 +235,25 @@ impl Runner<'_> {
             ..Journal::default()
         };
         if let Err(e) = journal.save(&state_dir) {
-            emit(AgentEvent::Done {
-                outcome: HostOutcome::Failed,
-                message: Some(e.to_string()),
+            // Nothing was changed yet: the deployment is as it was.
+            emit(AgentEvent::Step {
+                deployment: dep.name.clone(),
+                action: dep
+                    .steps
+                    .first()
+                    .map_or(Action::InstallRelease, |s| s.action),
+                target: "journal".into(),
+                status: StepStatus::Failed,
+                duration_ms: 0,
+                message: Some(format!("cannot journal the apply, nothing changed: {e}")),
+                bytes: None,
+                attempts: None,
             });
-            return Err(true);
+            return Err(if journal.previous_release.is_some() {
+                Failure::Restored
+            } else {
+                Failure::FirstInstall("nothing was changed".into())
+            });
         }
         let mut health_index = 0;
         let mut fetched: Option<PathBuf> = None;
@@ -284,21 +327,45 @@ impl Runner<'_> {
                 );
             }
             if failed {
-                let restored = rollback(layout, self.backend, &journal, Some(dep), emit);
-                if restored {
-                    Journal::clear(&state_dir);
-                }
-                return Err(restored);
+                let report = rollback(layout, self.backend, &journal, Some(dep), state, emit);
+                // The apply has ended, whatever the rollback achieved: a journal left behind
+                // would make the next apply claim an interruption that did not happen.
+                Journal::clear(&state_dir);
+                emit(report.active(&dep.name));
+                return Err(if report.first_install {
+                    Failure::FirstInstall(report.health)
+                } else if report.restored {
+                    Failure::Restored
+                } else {
+                    Failure::NotRestored
+                });
             }
         }
         record(state, dep, self.backend.kind(), &applied_migrations);
         let saved = serde_json::to_vec_pretty(&*state).expect("state serializes");
         if let Err(e) = write_atomic(&layout.state_file(), &saved, 0o600, None) {
-            emit(AgentEvent::Done {
-                outcome: HostOutcome::Failed,
-                message: Some(e.to_string()),
+            // The release runs and passed its checks, but the record of it could not be
+            // written (a full disk): undo it, so the host and its record agree.
+            emit(AgentEvent::Step {
+                deployment: dep.name.clone(),
+                action: Action::SwitchRelease,
+                target: "agent state".into(),
+                status: StepStatus::Failed,
+                duration_ms: 0,
+                message: Some(format!("cannot record the new release: {e}")),
+                bytes: None,
+                attempts: None,
             });
-            return Err(false);
+            let report = rollback(layout, self.backend, &journal, Some(dep), state, emit);
+            Journal::clear(&state_dir);
+            emit(report.active(&dep.name));
+            return Err(if report.first_install {
+                Failure::FirstInstall(report.health)
+            } else if report.restored {
+                Failure::Restored
+            } else {
+                Failure::NotRestored
+            });
         }
         prune_releases(
             layout,
@@ -307,6 +374,17 @@ impl Runner<'_> {
             journal.previous_release.as_deref(),
         );
         Journal::clear(&state_dir);
+        emit(AgentEvent::Active {
+            deployment: dep.name.clone(),
+            release: Some(dep.release.clone()),
+            version: Some(dep.version.clone()),
+            healthy: true,
+            health: match health_index {
+                0 => "no health check in this apply".to_string(),
+                1 => "1 health check passed".to_string(),
+                n => format!("{n} health checks passed"),
+            },
+        });
         Ok(())
     }
 
@@ -786,16 +864,47 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Undoes an interrupted or failed deployment apply. Returns true when the previous state is
-/// back and (if it has health checks and a request to read them from) healthy.
+/// What a rollback left on the host, as the agent reports it.
+struct RollbackReport {
+    /// The previous state is back and healthy by the previous release's own checks (for a
+    /// first install: the new one was cleaned away).
+    restored: bool,
+    /// There was no previous release.
+    first_install: bool,
+    release: Option<String>,
+    version: Option<String>,
+    healthy: bool,
+    /// Why it is (not) healthy, or for a first install the state the host was left in.
+    health: String,
+}
+
+impl RollbackReport {
+    fn active(&self, deployment: &str) -> AgentEvent {
+        AgentEvent::Active {
+            deployment: deployment.to_string(),
+            release: self.release.clone(),
+            version: self.version.clone(),
+            healthy: self.healthy,
+            health: self.health.clone(),
+        }
+    }
+}
+
+/// Undoes an interrupted or failed deployment apply: the previous release, files, migrations
+/// and service definition, then verifies the restored release with the health checks kept
+/// with it (not the failed request's). A first install is cleaned away instead: the service
+/// stopped and removed, the new release removed.
 fn rollback(
     layout: &Layout,
     backend: &dyn ServiceBackend,
     j: &Journal,
     dep: Option<&ApplyDeployment>,
+    state: &AgentState,
     emit: Emit,
-) -> bool {
+) -> RollbackReport {
     let mut problems = Vec::new();
+    // What a first install leaves behind on purpose (named in its outcome, not a failure).
+    let mut left = Vec::new();
     let name = &j.deployment;
     if j.switched
         && let Err(e) = switch_current(layout, name, j.previous_release.as_deref())
@@ -814,13 +923,27 @@ fn rollback(
                 &j.migrations_applied,
                 j.database_backup.as_deref().map(Path::new),
             ) {
-                problems.push(format!("migrations: {e}"));
+                if j.previous_release.is_some() {
+                    problems.push(format!("migrations: {e}"));
+                } else {
+                    left.push(format!(
+                        "migrations {:?} left applied ({e})",
+                        j.migrations_applied
+                    ));
+                }
+            } else if !j.migrations_applied.is_empty() {
+                left.push(format!("migrations {:?} reverted", j.migrations_applied));
             }
-        } else {
+        } else if j.previous_release.is_some() {
             problems.push(
                 "migrations were applied but their definition is not available to revert them"
                     .into(),
             );
+        } else {
+            left.push(format!(
+                "migrations {:?} left applied (their definition is not available to revert them)",
+                j.migrations_applied
+            ));
         }
     }
     let service = service_name(name);
@@ -850,38 +973,84 @@ fn rollback(
     {
         let _ = std::fs::remove_dir_all(layout.release_dir(name, created));
     }
-    // The restored release must be healthy too, or a person has to look.
-    if problems.is_empty()
-        && previous_runs
-        && let Some(d) = dep
-    {
-        for check in &d.health_checks {
+    let kept = j
+        .previous_release
+        .as_ref()
+        .and_then(|r| state.deployments.get(name)?.releases.get(r));
+    // The restored release is judged by the checks it was verified with when it was
+    // installed; only a release from an agent that did not keep them falls back to the
+    // request's checks (and says so).
+    let (checks, whose): (&[crate::model::HealthCheck], &str) =
+        match (kept.and_then(|k| k.health_checks.as_deref()), dep) {
+            (Some(own), _) => (own, "its own"),
+            (None, Some(d)) => (
+                &d.health_checks,
+                "the new commit's (none were kept with it)",
+            ),
+            (None, None) => (&[], "none kept with it"),
+        };
+    let mut passed = 0;
+    if problems.is_empty() && previous_runs {
+        for check in checks {
             let report = crate::agent::health::run(check, &layout.current_link(name));
             if !report.passed {
                 problems.push(format!(
-                    "the previous release is unhealthy too: {}",
+                    "the previous release is unhealthy too (by {whose} health checks): {}",
                     report.summary()
                 ));
                 break;
             }
+            passed += 1;
         }
     }
     let restored = problems.is_empty();
+    let first_install = !previous_runs;
+    let health = if first_install {
+        let mut state_left = vec![if j.service_installed || j.switched {
+            "nothing ran before: the service is stopped and removed".to_string()
+        } else {
+            "nothing ran before and nothing was started".to_string()
+        }];
+        if let Some(created) = &j.created_release {
+            state_left.push(format!("release {created} removed"));
+        }
+        state_left.extend(left);
+        state_left.extend(problems.iter().cloned());
+        state_left.join(", ")
+    } else if restored {
+        format!(
+            "restored; {passed} of {} health checks passed ({whose})",
+            checks.len()
+        )
+    } else {
+        problems.join("; ")
+    };
     emit(AgentEvent::Rollback {
         deployment: name.clone(),
         restored,
-        message: if restored {
+        message: if first_install {
+            format!("first install cleaned away: {health}")
+        } else if restored {
             format!(
-                "restored release {}",
-                j.previous_release
-                    .as_deref()
-                    .unwrap_or("(none: first install removed)")
+                "restored release {} ({health})",
+                j.previous_release.as_deref().unwrap_or("(none)")
             )
         } else {
             format!("failed to restore: {}", problems.join("; "))
         },
     });
-    restored
+    let release = current_release(layout, name);
+    RollbackReport {
+        restored,
+        first_install,
+        version: release
+            .as_ref()
+            .and_then(|r| state.deployments.get(name)?.releases.get(r))
+            .map(|k| k.version.clone()),
+        release,
+        healthy: !first_install && restored,
+        health,
+    }
 }
 
 fn record(
@@ -901,6 +1070,7 @@ fn record(
         ReleaseRecord {
             version: dep.version.clone(),
             files: dep.release_files.iter().map(file).collect(),
+            health_checks: Some(dep.health_checks.clone()),
         },
     );
     rec.host_files = dep.host_files.iter().map(file).collect();

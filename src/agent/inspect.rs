@@ -89,7 +89,7 @@ pub fn inspect(layout: &Layout) -> Result<ActualHost, StateError> {
                     .as_ref()
                     .and_then(|c| record.releases.get(c))
                     .map(|r| r.version.clone()),
-                current_release: current,
+                current_release: current.clone(),
                 releases: releases.into_iter().map(|(_, r)| r).collect(),
                 files,
                 env_sha256: hash_file(&layout.env_file(&name)),
@@ -97,6 +97,10 @@ pub fn inspect(layout: &Layout) -> Result<ActualHost, StateError> {
                 migrations_pending,
                 known_releases: record.releases.keys().cloned().collect(),
                 migrations_applied: record.migrations_applied.clone(),
+                health_checks_sha256: current
+                    .as_ref()
+                    .and_then(|c| record.releases.get(c)?.health_checks.as_deref())
+                    .map(crate::plan::health_checks_sha256),
             },
         );
     }

@@ -46,6 +46,11 @@ pub struct ReleaseRecord {
     pub version: String,
     #[serde(default)]
     pub files: Vec<FileRecord>,
+    /// The health checks this release was verified with, so a rollback to it is judged by
+    /// its own checks, not the failing commit's. `None`: installed by an agent that did not
+    /// keep them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_checks: Option<Vec<crate::model::HealthCheck>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

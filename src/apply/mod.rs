@@ -1,7 +1,11 @@
 //! Driving a plan through a transport: the request for one host is built from the same
 //! `HostPlan` that `--dry-run` prints (its steps, in its order) plus the desired state's data,
-//! so apply cannot do something the plan did not show.
+//! so apply cannot do something the plan did not show. `fleet` runs a whole planned fleet
+//! (rollout, pins, the promotion gate of `gate`) and returns typed host outcomes; it prints
+//! nothing and decides no exit code.
 
+pub mod fleet;
+pub mod gate;
 pub mod rollout;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 //! target priority order, an optional canary batch that must be fully healthy before anything
 //! else is touched, then batches of `batch_size`, all under one failure budget (`max_failures`)
 //! counted across the whole rollout, not per batch. Units run in artifact dependency order.
-//! Pure: the executor in `cli` asks this module what to run next.
+//! Pure: the fleet apply (`super::fleet`) asks this module what to run next.
 
 use crate::model::{CountOrPercent, Rollout};
 use std::collections::{BTreeMap, BTreeSet};

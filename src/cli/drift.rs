@@ -4,7 +4,9 @@
 use super::reach::Reach;
 use super::reconcile::{Computed, compute};
 use super::{CliError, CliResult, Exit, GlobalArgs, Output};
-use crate::model::run::{DriftFinding, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord};
+use crate::model::run::{
+    DriftFinding, HostOutcome, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord,
+};
 use crate::plan::drift::{Finding, drift};
 use crate::source::{self, ReadMode};
 use clap::Args;
@@ -72,7 +74,8 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
             let last = ledger.last_applied_commit(&crate::ledger::AppliedFilter {
                 branch: args.context.branch.clone(),
                 client: global.client.clone(),
-                profile: global.profile.clone(),
+                profiles: global.profiles(),
+                server: global.server.clone(),
                 successful_only: true,
             })?;
             match last {
@@ -88,7 +91,13 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     };
     let snapshot = source::read(&global.repo, &ReadMode::Commit(rev))?;
     let (started_at, run_id) = args.context.started();
-    let Computed { desired, .. } = compute(global, &snapshot, args.age_identity.as_deref(), None)?;
+    let Computed {
+        mut desired,
+        inventory,
+    } = compute(global, &snapshot, args.age_identity.as_deref(), None)?;
+    if global.rev.is_none() {
+        judge_by_baselines(global, args, &ledger, &snapshot, &mut desired)?;
+    }
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
@@ -151,7 +160,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
         } else if findings.is_empty() {
             RunOutcome::NoChanges
         } else {
-            RunOutcome::Success
+            RunOutcome::DriftFound
         },
         hosts: per_host
             .iter()
@@ -159,9 +168,9 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
                 server: server.clone(),
                 client: client.clone(),
                 outcome: match r {
-                    Ok(f) if f.is_empty() => "no_drift".into(),
-                    Ok(_) => "drift".into(),
-                    Err(_) => "unreachable".into(),
+                    Ok(f) if f.is_empty() => HostOutcome::NoDrift,
+                    Ok(_) => HostOutcome::Drift,
+                    Err(_) => HostOutcome::Unreachable,
                 },
                 duration_ms: 0,
                 message: r.as_ref().err().cloned(),
@@ -181,6 +190,14 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
         })
         .collect();
     ledger.record_drift(&record, &stored)?;
+    // The notes hold drift runs too, so `history rebuild` restores them with their findings.
+    if !record.commit.is_empty() {
+        crate::ledger::notes::write_drift(&global.repo, &record.commit, &record, &stored)?;
+    }
+    if !args.context.watch {
+        // The watch loop notifies from its own reading of the record.
+        crate::notify::deliver_now(&inventory.settings.notify, &record, stored.len());
+    }
     if !errors.is_empty() && !args.allow_unreachable {
         return Ok(Exit::Failed);
     }
@@ -189,6 +206,53 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     } else {
         Exit::Changes
     })
+}
+
+/// Replaces the desired state of every host whose last settled commit (the newest apply it
+/// converged in) is not `snapshot`'s with the desired state at that commit: a host that rolled
+/// back, or was not attempted, is judged by what it runs, not by the commit that failed.
+fn judge_by_baselines(
+    global: &GlobalArgs,
+    args: &DriftArgs,
+    ledger: &crate::ledger::Ledger,
+    snapshot: &source::Snapshot,
+    desired: &mut [Result<crate::desired::DesiredHost, Vec<crate::desired::DesiredError>>],
+) -> Result<(), CliError> {
+    let baselines = ledger.host_baselines(args.context.branch.as_deref())?;
+    let here = snapshot.commit().map(|c| c.to_string()).unwrap_or_default();
+    let mut by_commit: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, d) in desired.iter().enumerate() {
+        if let Ok(host) = d
+            && let Some(commit) = baselines.get(&host.server)
+            && *commit != here
+        {
+            by_commit.entry(commit).or_default().push(i);
+        }
+    }
+    for (commit, hosts) in by_commit {
+        let Ok(then) = source::read(&global.repo, &ReadMode::Commit(commit.to_string())) else {
+            eprintln!(
+                "note: the commit {commit} some hosts last converged on is not in the repository any more; they are compared with {}",
+                snapshot.describe()
+            );
+            continue;
+        };
+        let Computed { desired: at, .. } =
+            compute(global, &then, args.age_identity.as_deref(), None)?;
+        for i in hosts {
+            let server = desired[i]
+                .as_ref()
+                .map(|h| h.server.clone())
+                .unwrap_or_default();
+            if let Some(d) = at
+                .iter()
+                .find(|d| d.as_ref().is_ok_and(|h| h.server == server))
+            {
+                desired[i] = d.clone();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Per host: server, client, and its findings or why it could not be inspected.

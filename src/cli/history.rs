@@ -159,7 +159,12 @@ fn render_text(runs: &[RunSummary], out: &mut String) {
         ));
         let w_server = r.hosts.iter().map(|h| h.server.len()).max().unwrap_or(0);
         let w_client = r.hosts.iter().map(|h| h.client.len()).max().unwrap_or(0);
-        let w_outcome = r.hosts.iter().map(|h| h.outcome.len()).max().unwrap_or(0);
+        let w_outcome = r
+            .hosts
+            .iter()
+            .map(|h| h.outcome.as_str().len())
+            .max()
+            .unwrap_or(0);
         let durations: Vec<String> = r.hosts.iter().map(|h| seconds(h.duration_ms)).collect();
         let w_duration = durations.iter().map(String::len).max().unwrap_or(0);
         for (h, duration) in r.hosts.iter().zip(&durations) {
@@ -179,7 +184,7 @@ fn render_text(runs: &[RunSummary], out: &mut String) {
                 "    {:w_server$}  {:w_client$}  {:w_outcome$}  {:>w_duration$}  {}",
                 h.server,
                 h.client,
-                h.outcome,
+                h.outcome.as_str(),
                 duration,
                 deps.join(", ")
             );

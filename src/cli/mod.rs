@@ -109,6 +109,18 @@ impl GlobalArgs {
         ));
         out
     }
+
+    /// `--profile` as the list it is (`staging,prod` is two profiles), parsed here once so
+    /// that no query ever sees the raw text; empty when not given.
+    pub fn profiles(&self) -> Vec<String> {
+        self.profile
+            .iter()
+            .flat_map(|p| p.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,6 +3,7 @@
 
 use super::reach::Reach;
 use super::{CliError, CliResult, Exit, GlobalArgs, Output};
+use crate::apply::fleet;
 use crate::desired::{self, Context, DesiredHost, InventorySecrets, Selection, Templates};
 use crate::model::host::ActualHost;
 use crate::plan::{self, HostPlan, HostStatus, Plan};
@@ -20,7 +21,8 @@ pub struct ReconcileArgs {
     /// Only this deployment (artifact id); the others on the selected hosts are left alone.
     #[arg(long, value_name = "ARTIFACT")]
     pub deployment: Option<String>,
-    /// Only print the plan; change nothing. Exit 0 nothing to do, 2 changes pending, 1 error.
+    /// Only print the plan; change nothing. Exit 0 nothing to do, 2 changes pending (or, with
+    /// --allow-unreachable, a host that could not be inspected), 1 error.
     #[arg(long)]
     pub dry_run: bool,
     /// Also remove deployments that are on a host but no longer in the repository.
@@ -81,6 +83,8 @@ pub struct RunContext {
     pub run: Option<(String, String)>,
     /// The caller handles SIGTERM itself (the watch loop).
     pub signals_handled: bool,
+    /// The watch loop runs it: the loop sends the notifications from its record of the run.
+    pub watch: bool,
 }
 
 impl RunContext {
@@ -209,8 +213,13 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         }
         // A host that could not be inspected may have changes pending: never "nothing to do".
         if s.hosts_unreachable > 0 {
+            let (n, were) = if s.hosts_unreachable == 1 {
+                ("", "was")
+            } else {
+                ("s", "were")
+            };
             eprintln!(
-                "note: {} host(s) could not be inspected; changes may be pending there (exit 2)",
+                "note: {} host{n} {were} not inspected (unreachable) and may have changes pending; exit 2",
                 s.hosts_unreachable
             );
         }
@@ -240,121 +249,103 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     }
     let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
     let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
-    let gate = Gate {
-        settings: &inv.settings,
-        ledger: &ledger,
-        skip: args.skip_promotion_gate,
+    let desired: Vec<DesiredHost> = desired.into_iter().flatten().collect();
+    let options = fleet::Options {
+        lock_timeout_s: args.lock_timeout,
+        max_cache_bytes: args.max_cache,
+        skip_promotion_gate: args.skip_promotion_gate,
+        allow_unreachable: args.allow_unreachable,
     };
-    let results = apply_hosts(&reach, &pool, args, &gate, &desired, &plan.hosts);
-    for (client, deployment, profile) in pins_to_release(&ledger, &desired, &results) {
+    let transports = Transports {
+        reach: &reach,
+        prune: args.prune,
+    };
+    let report = fleet::run(
+        &fleet::Reach {
+            hosts: &transports,
+            pool: &pool,
+            observer: &Printer,
+        },
+        &ledger,
+        &inv.settings,
+        &options,
+        &desired,
+        &plan.hosts,
+    );
+    for (client, deployment, profile) in fleet::pins_to_release(&ledger, &desired, &report) {
         if ledger.unpin(&client, &deployment, &profile)? {
             println!("released the emergency pin of {client}/{deployment}/{profile}");
         }
     }
     println!();
     println!("{:<28} {:<14} DETAIL", "HOST", "RESULT");
-    let mut ok = true;
-    for r in &results {
-        ok &= matches!(r.outcome, "converged" | "unchanged" | "pinned")
-            || (r.outcome == "unreachable" && args.allow_unreachable);
-        println!("{:<28} {:<14} {}", r.host, r.outcome, r.detail);
+    for r in &report.hosts {
+        println!("{:<28} {:<14} {}", r.host, r.outcome.label(), r.detail);
     }
-    let mut run = run_record(
-        global,
-        args,
-        commit,
-        (started_at, run_id),
-        ok,
+    let ok = report.ok(args.allow_unreachable);
+    let mut trigger = args.context.trigger();
+    if args.skip_promotion_gate && !inv.settings.promotion.is_empty() {
+        trigger.push_str(" (promotion gate skipped)");
+    }
+    let run = fleet::record(
+        fleet::RunHeader {
+            id: run_id,
+            started_at,
+            commit: commit.to_string(),
+            branch: args.context.branch(global),
+            trigger,
+        },
         &desired,
         &plan.hosts,
-        results,
+        report,
+        args.allow_unreachable,
     );
-    if args.skip_promotion_gate && !inv.settings.promotion.is_empty() {
-        run.trigger.push_str(" (promotion gate skipped)");
-    }
     record_run(global, args, &mut ledger, &run)?;
     println!("recorded run {} (history show {})", run.id, run.id);
+    if !args.context.watch {
+        // The watch loop notifies from its own record of the run; a one-shot run does here.
+        crate::notify::deliver_now(&inv.settings.notify, &run, 0);
+    }
     Ok(if ok { Exit::Ok } else { Exit::Failed })
 }
 
-/// The record of this apply run, for the ledger and the commit's git note.
-#[allow(clippy::too_many_arguments)]
-fn run_record(
-    global: &GlobalArgs,
-    args: &ReconcileArgs,
-    commit: git2::Oid,
-    (started_at, run_id): (String, String),
-    ok: bool,
-    desired: &[Option<DesiredHost>],
-    plans: &[HostPlan],
-    results: Vec<HostResult>,
-) -> crate::model::run::RunRecord {
-    use crate::model::apply::StepStatus;
-    use crate::model::run::{
-        DeploymentRecord, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord,
-    };
-    let changed = results.iter().any(|r| r.outcome != "unchanged");
-    let hosts = results
-        .into_iter()
-        .map(|r| {
-            let d = desired.iter().flatten().find(|d| d.server == r.host);
-            let plan = plans.iter().find(|p| p.server == r.host);
-            let client = plan.map(|p| p.client.clone()).unwrap_or_default();
-            // A deployment the plan changed is healthy when every step it ran succeeded; one
-            // the plan left alone was already converged.
-            let healthy = |name: &str| {
-                let planned = plan.is_some_and(|p| {
-                    p.deployments
-                        .iter()
-                        .any(|x| x.name == name && !x.steps.is_empty())
-                });
-                let ran: Vec<_> = r.steps.iter().filter(|s| s.deployment == name).collect();
-                !planned || (!ran.is_empty() && ran.iter().all(|s| s.status == StepStatus::Ok))
-            };
-            let deployments = d
-                .map(|d| {
-                    d.deployments
-                        .iter()
-                        .map(|dep| DeploymentRecord {
-                            name: dep.name.clone(),
-                            profile: dep.profile.clone(),
-                            version: dep.artifact.version.clone(),
-                            release: dep.release.clone(),
-                            healthy: healthy(&dep.name),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            HostRecord {
-                server: r.host,
-                client,
-                outcome: r.outcome.to_lowercase().replace(' ', "_"),
-                duration_ms: r.duration_ms,
-                message: (!r.detail.is_empty()).then_some(r.detail),
-                deployments,
-                steps: r.steps,
-            }
-        })
-        .collect();
-    let finished_at = crate::agent::now_rfc3339();
-    RunRecord {
-        format: RUN_FORMAT.to_string(),
-        message: None,
-        id: run_id,
-        commit: commit.to_string(),
-        branch: args.context.branch(global),
-        started_at,
-        finished_at,
-        trigger: args.context.trigger(),
-        mode: RunMode::Apply,
-        outcome: if !ok {
-            RunOutcome::Failed
-        } else if changed {
-            RunOutcome::Success
-        } else {
-            RunOutcome::NoChanges
-        },
-        hosts,
+/// The command line's transports for the fleet apply.
+struct Transports<'a> {
+    reach: &'a Reach<'a>,
+    prune: bool,
+}
+
+impl fleet::Hosts for Transports<'_> {
+    fn apply(
+        &self,
+        host: &DesiredHost,
+        req: &crate::model::apply::ApplyRequest,
+        lock_timeout_s: u64,
+        on_event: &mut dyn FnMut(&crate::model::apply::AgentEvent),
+    ) -> Result<crate::model::apply::HostOutcome, crate::transport::TransportError> {
+        self.reach.apply(host, req, lock_timeout_s, on_event)
+    }
+
+    fn replan(&self, host: &DesiredHost) -> HostPlan {
+        plan_host(self.reach, host, self.prune)
+    }
+}
+
+/// Prints the fleet apply's progress: steps on stdout, a download bar on a terminal's stderr.
+struct Printer;
+
+impl fleet::Observer for Printer {
+    fn line(&self, text: &str) {
+        println!("{text}");
+    }
+
+    fn progress(&self, server: &str, deployment: &str, downloaded: u64, total: Option<u64>) {
+        if std::io::stderr().is_terminal() {
+            eprint!(
+                "\r{server}: {deployment}: downloading {}",
+                progress_bar(downloaded, total)
+            );
+        }
     }
 }
 
@@ -423,7 +414,7 @@ pub(super) fn compute(
     };
     let selection = Selection {
         client: global.client.clone(),
-        profile: global.profile.clone(),
+        profiles: global.profiles(),
         server: global.server.clone(),
         deployment: deployment.map(str::to_string),
     };
@@ -432,64 +423,6 @@ pub(super) fn compute(
         inventory: loaded.inventory,
         desired,
     })
-}
-
-/// The promotion gate: a version reaches a profile only after it ran healthy, for the same
-/// client, on every host of the profile before it in `promotion`, for the soak time.
-struct Gate<'a> {
-    settings: &'a crate::model::Settings,
-    ledger: &'a crate::ledger::Ledger,
-    skip: bool,
-}
-
-impl Gate<'_> {
-    fn check(
-        &self,
-        client: &str,
-        deployment: &str,
-        profile: &str,
-        version: &str,
-    ) -> Result<(), String> {
-        let promotion = &self.settings.promotion;
-        let Some(i) = promotion
-            .iter()
-            .position(|p| p == profile)
-            .filter(|i| *i > 0)
-        else {
-            return Ok(());
-        };
-        let previous = &promotion[i - 1];
-        let history = self
-            .ledger
-            .deployment_history(client, deployment, previous)
-            .map_err(|e| format!("promotion gate: cannot read the ledger: {e}"))?;
-        let runs: Vec<_> = history.iter().filter(|h| h.version == version).collect();
-        let soak = u64::from(self.settings.promotion_soak_minutes) * 60;
-        let now = crate::agent::now_secs();
-        let healthy_since = runs
-            .iter()
-            .filter(|h| h.healthy_everywhere)
-            .filter_map(|h| crate::agent::parse_rfc3339(&h.finished_at))
-            .min();
-        match (runs.first(), healthy_since) {
-            (Some(latest), Some(since))
-                if latest.healthy_everywhere && now.saturating_sub(since) >= soak =>
-            {
-                Ok(())
-            }
-            (Some(latest), Some(since)) if latest.healthy_everywhere => Err(format!(
-                "promotion gate: {deployment} {version} has run healthy in {previous} for {} min, {} min are required",
-                now.saturating_sub(since) / 60,
-                soak / 60
-            )),
-            (Some(_), _) => Err(format!(
-                "promotion gate: {deployment} {version} was not healthy on every {previous} host in its last run there"
-            )),
-            (None, _) => Err(format!(
-                "promotion gate: {deployment} {version} has not been applied to {previous} for {client} yet"
-            )),
-        }
-    }
 }
 
 fn failed_host(errors: &[desired::DesiredError]) -> HostPlan {
@@ -541,412 +474,6 @@ fn plan_host(reach: &Reach, host: &DesiredHost, prune: bool) -> HostPlan {
             no_longer_desired: Vec::new(),
         },
     }
-}
-
-struct HostResult {
-    host: String,
-    outcome: &'static str,
-    detail: String,
-    steps: Vec<crate::model::run::StepRecord>,
-    duration_ms: u64,
-}
-
-/// What one agent call did.
-struct AgentRun {
-    outcome: &'static str,
-    detail: String,
-    steps: Vec<crate::model::run::StepRecord>,
-    duration_ms: u64,
-}
-
-impl AgentRun {
-    fn early(outcome: &'static str, detail: String) -> AgentRun {
-        AgentRun {
-            outcome,
-            detail,
-            steps: Vec::new(),
-            duration_ms: 0,
-        }
-    }
-}
-
-/// How bad a host outcome is, to keep the worst of a host's rollout units.
-fn severity(outcome: &str) -> u8 {
-    match outcome {
-        "unchanged" => 0,
-        "converged" | "pinned" => 1,
-        "not attempted" => 2,
-        "unreachable" => 3,
-        "failed" => 4,
-        "rolled back" => 5,
-        _ => 6,
-    }
-}
-
-/// Applies every change, one rollout unit (a deployment file) at a time in dependency order,
-/// batch by batch; hosts within a batch run in parallel and print each step as it finishes.
-fn apply_hosts(
-    reach: &Reach,
-    pool: &rayon::ThreadPool,
-    args: &ReconcileArgs,
-    gate: &Gate,
-    desired: &[Option<DesiredHost>],
-    plans: &[HostPlan],
-) -> Vec<HostResult> {
-    use crate::apply::rollout::{self, Next, Unit};
-    use std::collections::BTreeMap;
-    let mut results: BTreeMap<String, HostResult> = BTreeMap::new();
-    let mut hosts: BTreeMap<&str, &DesiredHost> = BTreeMap::new();
-    let mut host_plans: BTreeMap<&str, &HostPlan> = BTreeMap::new();
-    let mut units: BTreeMap<String, (Unit, Vec<(i32, String)>)> = BTreeMap::new();
-    for (d, p) in desired.iter().zip(plans) {
-        let outcome = match p.status {
-            HostStatus::Unchanged => "unchanged",
-            HostStatus::Changes => "converged",
-            HostStatus::Unreachable => "unreachable",
-            HostStatus::Failed => "failed",
-        };
-        results.insert(
-            p.server.clone(),
-            HostResult {
-                host: p.server.clone(),
-                outcome,
-                detail: p.errors.join("; "),
-                steps: Vec::new(),
-                duration_ms: 0,
-            },
-        );
-        let Some(d) = d else { continue };
-        hosts.insert(&d.server, d);
-        host_plans.insert(&d.server, p);
-        for dp in p
-            .deployments
-            .iter()
-            .filter(|dp| !dp.steps.is_empty() && dp.change != crate::plan::Change::Delete)
-        {
-            let Some(dd) = d.deployments.iter().find(|x| x.name == dp.name) else {
-                continue;
-            };
-            let key = format!("{}/{}/{}", d.client, dd.name, dd.profile);
-            let entry = units.entry(key.clone()).or_insert_with(|| {
-                (
-                    Unit {
-                        key,
-                        client: d.client.clone(),
-                        deployment: dd.name.clone(),
-                        profile: dd.profile.clone(),
-                        hosts: Vec::new(),
-                        rollout: dd.rollout.clone(),
-                        depends_on: dd.depends_on.clone(),
-                    },
-                    Vec::new(),
-                )
-            });
-            entry.1.push((dd.priority, d.server.clone()));
-        }
-    }
-    let units: Vec<Unit> = units
-        .into_values()
-        .map(|(mut u, mut hs)| {
-            hs.sort();
-            u.hosts = hs.into_iter().map(|(_, h)| h).collect();
-            u
-        })
-        .collect();
-    let mut halted: Option<String> = None;
-    let record = |results: &mut BTreeMap<String, HostResult>, host: &str, run: AgentRun| {
-        if let Some(r) = results.get_mut(host) {
-            if severity(run.outcome) > severity(r.outcome) {
-                r.outcome = run.outcome;
-            }
-            if !run.detail.is_empty() {
-                if !r.detail.is_empty() {
-                    r.detail.push_str("; ");
-                }
-                r.detail.push_str(&run.detail);
-            }
-            r.steps.extend(run.steps);
-            r.duration_ms += run.duration_ms;
-        }
-    };
-    for unit in rollout::order(units) {
-        let version = unit
-            .hosts
-            .first()
-            .and_then(|h| {
-                hosts[h.as_str()]
-                    .deployments
-                    .iter()
-                    .find(|d| d.name == unit.deployment)
-            })
-            .map(|d| d.artifact.version.clone())
-            .unwrap_or_default();
-        match gate
-            .ledger
-            .pinned(&unit.client, &unit.deployment, &unit.profile)
-        {
-            Ok(Some(pin)) if pin.version != version => {
-                let why = format!(
-                    "pinned at {} by an emergency rollback ({}); applying a commit that sets version {} releases it",
-                    pin.version, pin.commit, pin.version
-                );
-                println!("{}: {why}", unit.key);
-                for h in &unit.hosts {
-                    record(&mut results, h, AgentRun::early("pinned", why.clone()));
-                }
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                for h in &unit.hosts {
-                    record(
-                        &mut results,
-                        h,
-                        AgentRun::early("failed", format!("cannot read pins: {e}")),
-                    );
-                }
-                continue;
-            }
-        }
-        if !gate.skip
-            && let Err(why) = gate.check(&unit.client, &unit.deployment, &unit.profile, &version)
-        {
-            println!("{}: {why} (--skip-promotion-gate overrides)", unit.key);
-            for h in &unit.hosts {
-                record(&mut results, h, AgentRun::early("failed", why.clone()));
-            }
-            continue;
-        }
-        let mut failed = 0;
-        for batch in unit.batches() {
-            if halted.is_none() && crate::apply::stop_requested() {
-                let why =
-                    "the reconciler is stopping (SIGTERM); hosts in flight finished".to_string();
-                println!("halt: {why}");
-                halted = Some(why);
-            }
-            if let Some(why) = &halted {
-                for h in &batch.hosts {
-                    let detail = format!("{}: {why}", unit.deployment);
-                    record(&mut results, h, AgentRun::early("not attempted", detail));
-                }
-                continue;
-            }
-            let outcomes: Vec<(String, AgentRun)> = pool.install(|| {
-                batch
-                    .hosts
-                    .par_iter()
-                    .map(|h| {
-                        let run = run_agent(
-                            reach,
-                            args,
-                            hosts[h.as_str()],
-                            host_plans[h.as_str()],
-                            crate::apply::Part::Deployment(&unit.deployment),
-                        );
-                        (h.clone(), run)
-                    })
-                    .collect()
-            });
-            let failed_here = outcomes
-                .iter()
-                .filter(|(_, r)| r.outcome != "converged")
-                .count();
-            for (h, run) in outcomes {
-                record(&mut results, &h, run);
-            }
-            if let Next::Halt(why) = rollout::after_batch(&unit, &batch, failed_here, failed) {
-                println!("halt: {why}");
-                halted = Some(why);
-            }
-            failed += failed_here;
-        }
-    }
-    for (server, p) in &host_plans {
-        if p.deployments
-            .iter()
-            .any(|d| d.change == crate::plan::Change::Delete)
-            && halted.is_none()
-            && !crate::apply::stop_requested()
-        {
-            let run = run_agent(reach, args, hosts[server], p, crate::apply::Part::Removals);
-            record(&mut results, server, run);
-        }
-    }
-    results.into_values().collect()
-}
-
-/// Pins whose version this run brought from the repository and that every host of the
-/// deployment now runs: the revert has been applied, so the pin has done its job.
-fn pins_to_release(
-    ledger: &crate::ledger::Ledger,
-    desired: &[Option<DesiredHost>],
-    results: &[HostResult],
-) -> Vec<(String, String, String)> {
-    use std::collections::BTreeMap;
-    let mut deployments: BTreeMap<(String, String, String), (String, bool)> = BTreeMap::new();
-    for d in desired.iter().flatten() {
-        let ok = results
-            .iter()
-            .any(|r| r.host == d.server && matches!(r.outcome, "converged" | "unchanged"));
-        for dep in &d.deployments {
-            let e = deployments
-                .entry((d.client.clone(), dep.name.clone(), dep.profile.clone()))
-                .or_insert((dep.artifact.version.clone(), true));
-            e.1 &= ok;
-        }
-    }
-    deployments
-        .into_iter()
-        .filter(|((c, d, p), (version, all_ok))| {
-            *all_ok
-                && ledger
-                    .pinned(c, d, p)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|pin| &pin.version == version)
-        })
-        .map(|(k, _)| k)
-        .collect()
-}
-
-/// One agent call for one part of a host's plan; returns the host outcome and a detail.
-fn run_agent(
-    reach: &Reach,
-    args: &ReconcileArgs,
-    d: &DesiredHost,
-    first_plan: &HostPlan,
-    part: crate::apply::Part,
-) -> AgentRun {
-    use crate::model::apply::{AgentEvent, HostOutcome, StepStatus};
-    let started = std::time::Instant::now();
-    let mut plan = first_plan.clone();
-    let mut steps = Vec::new();
-    // An agent that finds an interrupted apply rolls it back and asks for a new plan: once.
-    for attempt in 0..2 {
-        let req = match crate::apply::request(d, &plan, part, args.max_cache) {
-            Ok(r) => r,
-            Err(e) => return AgentRun::early("failed", e),
-        };
-        if req.deployments.is_empty() && req.remove.is_empty() {
-            return AgentRun::early("converged", String::new());
-        }
-        let mut failures = Vec::new();
-        let outcome = reach.apply(d, &req, args.lock_timeout, &mut |event| match event {
-            AgentEvent::Step {
-                deployment,
-                action,
-                target,
-                status,
-                message,
-                duration_ms,
-                bytes,
-                attempts,
-            } => {
-                let fetch = *action == crate::model::apply::Action::FetchArtifact;
-                steps.push(crate::model::run::StepRecord {
-                    deployment: deployment.clone(),
-                    action: *action,
-                    target: target.clone(),
-                    status: *status,
-                    duration_ms: *duration_ms,
-                    message: message.clone(),
-                    bytes: *bytes,
-                    repository_kind: d
-                        .deployments
-                        .iter()
-                        .find(|x| fetch && x.name == *deployment)
-                        .map(|x| x.artifact.source.kind.as_str().to_string()),
-                    retries: attempts.map(|a| a.saturating_sub(1)),
-                });
-                let mark = match status {
-                    StepStatus::Ok => "ok",
-                    StepStatus::Failed => "FAILED",
-                    StepStatus::Skipped => "skipped",
-                };
-                let msg = message
-                    .as_ref()
-                    .map(|m| format!(" ({m})"))
-                    .unwrap_or_default();
-                println!(
-                    "{}: {deployment}: {} {target}: {mark}{msg}",
-                    d.server,
-                    action.verb()
-                );
-                if *status == StepStatus::Failed {
-                    failures.push(format!(
-                        "{deployment}: {} {target}: {}",
-                        action.verb(),
-                        message.clone().unwrap_or_default()
-                    ));
-                }
-            }
-            AgentEvent::Progress {
-                deployment,
-                downloaded,
-                total,
-            } => {
-                if std::io::stderr().is_terminal() {
-                    eprint!(
-                        "\r{}: {deployment}: downloading {}",
-                        d.server,
-                        progress_bar(*downloaded, *total)
-                    );
-                }
-            }
-            AgentEvent::Rollback {
-                deployment,
-                restored,
-                message,
-            } => {
-                println!("{}: {deployment}: rollback: {message}", d.server);
-                if !restored {
-                    failures.push(format!("{deployment}: {message}"));
-                }
-            }
-            AgentEvent::Done {
-                message: Some(m),
-                outcome,
-            } => {
-                println!("{}: {m}", d.server);
-                if *outcome == HostOutcome::Failed {
-                    failures.push(m.clone());
-                }
-            }
-            AgentEvent::Done { .. } => {}
-        });
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let (o, detail) = match outcome {
-            Ok(HostOutcome::Converged) => {
-                ("converged", format!("{:.1}s", duration_ms as f64 / 1000.0))
-            }
-            Ok(HostOutcome::Recovered) if attempt == 0 => {
-                plan = plan_host(reach, d, args.prune);
-                continue;
-            }
-            Ok(HostOutcome::RolledBack) => ("rolled back", failures.join("; ")),
-            Ok(HostOutcome::RestoreFailed) => ("RESTORE FAILED", failures.join("; ")),
-            Ok(HostOutcome::Failed | HostOutcome::Recovered) => ("failed", failures.join("; ")),
-            Err(e) => (
-                if e.unreachable {
-                    "unreachable"
-                } else {
-                    "failed"
-                },
-                e.message,
-            ),
-        };
-        return AgentRun {
-            outcome: o,
-            detail,
-            steps,
-            duration_ms,
-        };
-    }
-    AgentRun::early(
-        "failed",
-        "the host kept reporting interrupted applies".into(),
-    )
 }
 
 fn progress_bar(done: u64, total: Option<u64>) -> String {

@@ -146,10 +146,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
             .then(|| Duration::from_secs(watch.drift_interval)),
         allow_rewrite: watch.allow_rewrite,
         trust_from: watch.trust_from.clone(),
-        profiles: global
-            .profile
-            .as_ref()
-            .map(|p| p.split(',').map(|s| s.trim().to_string()).collect()),
+        profiles: global.profile.is_some().then(|| global.profiles()),
         listen,
         api_token,
         api_access: crate::serve::Access {
@@ -214,6 +211,7 @@ impl InProcess {
             trigger: Some(job.trigger.clone()),
             run: Some(job.run.clone()),
             signals_handled: true,
+            watch: true,
         }
     }
 }
@@ -249,6 +247,12 @@ impl Runs for InProcess {
             allow_unreachable: true,
             context: Self::context(job),
         };
-        outcome(super::drift::run(&self.global(job), &args))
+        // No --rev: the drift command judges each host by the commit it last converged on,
+        // exactly as a one-shot `drift` does, never by a commit that failed there.
+        let global = GlobalArgs {
+            rev: None,
+            ..self.global(job)
+        };
+        outcome(super::drift::run(&global, &args))
     }
 }

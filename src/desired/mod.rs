@@ -252,8 +252,8 @@ pub struct MigrationSpec {
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     pub client: Option<String>,
-    /// One profile, or several separated by commas (`staging,prod`).
-    pub profile: Option<String>,
+    /// These profiles only; empty: every profile.
+    pub profiles: Vec<String>,
     pub server: Option<String>,
     /// Only this deployment (artifact id).
     pub deployment: Option<String>,
@@ -305,10 +305,7 @@ pub fn hosts(
             continue;
         }
         for ((artifact, profile), dep) in &entry.deployments {
-            if selection
-                .profile
-                .as_deref()
-                .is_some_and(|p| !p.split(',').any(|p| p.trim() == profile))
+            if (!selection.profiles.is_empty() && !selection.profiles.contains(profile))
                 || selection
                     .deployment
                     .as_deref()

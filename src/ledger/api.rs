@@ -29,8 +29,8 @@ pub struct ServerLastRun {
     pub run_id: String,
     pub mode: RunMode,
     pub finished_at: String,
-    /// The host's outcome in that run (`converged`, `unreachable`, ...).
-    pub outcome: String,
+    /// The host's outcome in that run.
+    pub outcome: crate::model::run::HostOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -134,7 +134,7 @@ impl Ledger {
                         client,
                         run_id,
                         finished_at,
-                        outcome,
+                        outcome: crate::model::run::HostOutcome::parse(&outcome),
                         message,
                     })
                 },

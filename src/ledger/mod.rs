@@ -333,6 +333,11 @@ impl Ledger {
         let result = (|| {
             let mut ledger = Ledger::open(&partial)?;
             ledger.record_runs(&runs)?;
+            for run in &runs {
+                if let Some(findings) = scan.drift_findings.get(&run.id) {
+                    ledger.record_drift(run, findings)?;
+                }
+            }
             // Closing checkpoints the WAL into the file, so the rename moves everything.
             drop(ledger);
             if path.exists() {

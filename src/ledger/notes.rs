@@ -25,6 +25,9 @@ pub const NOTES_REF: &str = "refs/notes/clarity";
 const INCOMING_REF: &str = "refs/notes/clarity-incoming";
 /// The prefix of a note's machine-readable line.
 pub const RUN_PREFIX: &str = "clarity-run: ";
+/// The prefix of a drift run's findings line, after its run line in the same block:
+/// `clarity-drift: {"run": ID, "findings": [...]}` (readers that do not know it skip it).
+pub const DRIFT_PREFIX: &str = "clarity-drift: ";
 /// Hosts listed by name in a block's summary; a bigger run lists the ones that did not
 /// converge first and counts the rest (the machine line always has all of them).
 const SUMMARY_HOSTS: usize = 50;
@@ -147,6 +150,7 @@ pub fn render_block(run: &RunRecord) -> String {
         RunOutcome::Failed => "FAILED",
         RunOutcome::NoChanges => "no changes",
         RunOutcome::Refused => "REFUSED",
+        RunOutcome::DriftFound => "DRIFT FOUND",
     };
     let mut out = format!("Clarity {mode} {}: {outcome}\n", one_line(&run.id));
     out.push_str(&format!(
@@ -162,7 +166,7 @@ pub fn render_block(run: &RunRecord) -> String {
     if let Some(m) = &run.message {
         out.push_str(&format!("  {}\n", one_line(m)));
     }
-    let settled = |o: &str| matches!(o, "converged" | "unchanged");
+    let settled = |o: &crate::model::run::HostOutcome| o.is_ok();
     let mut listed: Vec<usize> = (0..run.hosts.len()).collect();
     if listed.len() > SUMMARY_HOSTS {
         // Stable: hosts that need attention first, each group in run order.
@@ -175,7 +179,7 @@ pub fn render_block(run: &RunRecord) -> String {
             "  {} ({}): {} in {}",
             one_line(&host.server),
             one_line(&host.client),
-            one_line(&host.outcome),
+            host.outcome.as_str(),
             seconds(host.duration_ms)
         );
         let deps: Vec<String> = host
@@ -401,9 +405,37 @@ pub fn write(repo_dir: &Path, commit: &str, run: &RunRecord) -> Result<(), Notes
 /// Adds many runs' blocks in one notes commit (an import, or a benchmark): same result as
 /// calling [`write`] for each, in order, with one tree rewrite instead of one per run.
 pub fn write_batch(repo_dir: &Path, runs: &[(&str, &RunRecord)]) -> Result<(), NotesError> {
+    let rendered: Vec<(&str, &RunRecord, String)> = runs
+        .iter()
+        .map(|(rev, run)| (*rev, *run, render_block(run)))
+        .collect();
+    write_rendered(repo_dir, &rendered)
+}
+
+/// Adds a drift run's block, with its findings, to the note on `commit`: the notes hold drift
+/// runs as the ledger does, so a rebuild restores them with what they found.
+pub fn write_drift(
+    repo_dir: &Path,
+    commit: &str,
+    run: &RunRecord,
+    findings: &[crate::model::run::DriftFinding],
+) -> Result<(), NotesError> {
+    let mut block = render_block(run);
+    if !findings.is_empty() {
+        block.push_str(DRIFT_PREFIX);
+        block.push_str(
+            &serde_json::to_string(&serde_json::json!({"run": run.id, "findings": findings}))
+                .expect("findings serialize"),
+        );
+        block.push('\n');
+    }
+    write_rendered(repo_dir, &[(commit, run, block)])
+}
+
+fn write_rendered(repo_dir: &Path, runs: &[(&str, &RunRecord, String)]) -> Result<(), NotesError> {
     let repo = open(repo_dir)?;
-    let mut targets: Vec<(Oid, &RunRecord)> = Vec::with_capacity(runs.len());
-    for (rev, run) in runs {
+    let mut targets: Vec<(Oid, &RunRecord, &str)> = Vec::with_capacity(runs.len());
+    for (rev, run, block) in runs {
         let oid = repo
             .revparse_single(rev)
             .and_then(|o| o.peel_to_commit())
@@ -413,7 +445,7 @@ pub fn write_batch(repo_dir: &Path, runs: &[(&str, &RunRecord)]) -> Result<(), N
                 rev: rev.to_string(),
                 source,
             })?;
-        targets.push((oid, run));
+        targets.push((oid, run, block));
     }
     let sig = signature(&repo).map_err(git_err(repo_dir, "make a commit signature"))?;
     let started = std::time::Instant::now();
@@ -431,7 +463,7 @@ pub fn write_batch(repo_dir: &Path, runs: &[(&str, &RunRecord)]) -> Result<(), N
         };
         // Per commit: where its note is now, and its text with our blocks appended.
         let mut notes: BTreeMap<Oid, (Option<String>, String, bool)> = BTreeMap::new();
-        for (oid, run) in &targets {
+        for (oid, run, block) in &targets {
             if !notes.contains_key(oid) {
                 let hex = oid.to_string();
                 let existing = match &root {
@@ -459,7 +491,7 @@ pub fn write_batch(repo_dir: &Path, runs: &[(&str, &RunRecord)]) -> Result<(), N
                 .iter()
                 .any(|b| block_run_id(b).as_deref() == Some(run.id.as_str()))
             {
-                existing.push(render_block(run));
+                existing.push(block.to_string());
                 *text = join_blocks(&existing);
                 *changed = true;
             }
@@ -490,7 +522,7 @@ pub fn write_batch(repo_dir: &Path, runs: &[(&str, &RunRecord)]) -> Result<(), N
             .find_tree(tree)
             .map_err(git_err(repo_dir, "write the notes tree"))?;
         let message = match targets.as_slice() {
-            [(oid, run)] => format!(
+            [(oid, run, _)] => format!(
                 "Notes added by clarity-reconcile: run {} on {}",
                 run.id,
                 &oid.to_string()[..12]
@@ -585,6 +617,8 @@ pub struct NotesScan {
     pub notes: usize,
     /// `<commit>: <reason>` for each `clarity-run:` line that did not parse.
     pub skipped: Vec<String>,
+    /// The findings of drift runs, by run id.
+    pub drift_findings: BTreeMap<String, Vec<crate::model::run::DriftFinding>>,
 }
 
 /// Reads every note under `refs/notes/clarity`, keeping going past unreadable lines.
@@ -607,7 +641,21 @@ pub fn scan(repo_dir: &Path) -> Result<NotesScan, NotesError> {
         let blob = repo
             .find_blob(blob)
             .map_err(git_err(repo_dir, "read a note"))?;
-        for run in parse_note(&String::from_utf8_lossy(blob.content())) {
+        let text = String::from_utf8_lossy(blob.content());
+        for line in text.lines().filter_map(|l| l.strip_prefix(DRIFT_PREFIX)) {
+            #[derive(serde::Deserialize)]
+            struct Drift {
+                run: String,
+                findings: Vec<crate::model::run::DriftFinding>,
+            }
+            match serde_json::from_str::<Drift>(line) {
+                Ok(d) => {
+                    scan.drift_findings.entry(d.run).or_insert(d.findings);
+                }
+                Err(e) => scan.skipped.push(format!("{commit}: drift findings: {e}")),
+            }
+        }
+        for run in parse_note(&text) {
             match run {
                 Ok(run) => {
                     if seen.insert(run.id.clone()) {
@@ -822,11 +870,10 @@ mod tests {
                     server: format!("h{i:03}"),
                     client: "acme".into(),
                     outcome: if i == hosts - 1 {
-                        "failed"
+                        crate::model::run::HostOutcome::Failed
                     } else {
-                        "converged"
-                    }
-                    .into(),
+                        crate::model::run::HostOutcome::Converged
+                    },
                     duration_ms: 1500,
                     message: Some("line one\nline two".into()),
                     deployments: vec![DeploymentRecord {
@@ -835,6 +882,7 @@ mod tests {
                         version: "1.2.3".into(),
                         release: "1.2.3-a".into(),
                         healthy: true,
+                        health: None,
                     }],
                     steps: vec![],
                 })

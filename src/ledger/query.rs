@@ -4,7 +4,8 @@
 
 use super::{Ledger, LedgerError};
 use crate::model::run::{
-    DeploymentRecord, DriftFinding, HostRecord, RunMode, RunOutcome, RunRecord, StepRecord,
+    DeploymentRecord, DriftFinding, HostOutcome, HostRecord, RunMode, RunOutcome, RunRecord,
+    StepRecord,
 };
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
@@ -47,7 +48,7 @@ pub struct RunSummary {
 pub struct HostSummary {
     pub server: String,
     pub client: String,
-    pub outcome: String,
+    pub outcome: HostOutcome,
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -71,8 +72,10 @@ pub struct AppliedFilter {
     pub branch: Option<String>,
     /// Runs that touched a host of this client ...
     pub client: Option<String>,
-    /// ... with a deployment of this profile.
-    pub profile: Option<String>,
+    /// ... with a deployment of one of these profiles (empty: any profile).
+    pub profiles: Vec<String>,
+    /// ... and this server.
+    pub server: Option<String>,
     /// Only runs whose outcome was `success` or `no_changes`.
     pub successful_only: bool,
 }
@@ -95,6 +98,9 @@ pub struct DeploymentState {
     pub version: String,
     pub release: String,
     pub healthy: bool,
+    /// Why it is (not) healthy, as the host's agent reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
     /// When this version and release became current.
     pub since: String,
     /// The last apply run that recorded it.
@@ -222,7 +228,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT h.ordinal, h.server, h.client, h.outcome, h.duration_ms, h.message,
-                        d.name, d.profile, d.version, d.release_name, d.healthy
+                        d.name, d.profile, d.version, d.release_name, d.healthy, d.health
                    FROM run_hosts h
                    LEFT JOIN run_deployments d
                      ON d.run_id = h.run_id AND d.host_ordinal = h.ordinal
@@ -256,7 +262,7 @@ impl Ledger {
                     HostSummary {
                         server: r.get(1).map_err(err)?,
                         client: r.get(2).map_err(err)?,
-                        outcome: r.get(3).map_err(err)?,
+                        outcome: HostOutcome::parse(&r.get::<_, String>(3).map_err(err)?),
                         duration_ms: uint(r.get(4).map_err(err)?),
                         message: r.get(5).map_err(err)?,
                         deployments: Vec::new(),
@@ -271,6 +277,7 @@ impl Ledger {
                     version: r.get(8).map_err(err)?,
                     release: r.get(9).map_err(err)?,
                     healthy: r.get(10).map_err(err)?,
+                    health: r.get(11).map_err(err)?,
                 });
             }
         }
@@ -346,7 +353,7 @@ impl Ledger {
                 Ok(HostRecord {
                     server: r.get(0)?,
                     client: r.get(1)?,
-                    outcome: r.get(2)?,
+                    outcome: HostOutcome::parse(&r.get::<_, String>(2)?),
                     duration_ms: uint(r.get(3)?),
                     message: r.get(4)?,
                     deployments: Vec::new(),
@@ -359,7 +366,7 @@ impl Ledger {
         let mut deps = self
             .conn
             .prepare_cached(
-                "SELECT host_ordinal, name, profile, version, release_name, healthy
+                "SELECT host_ordinal, name, profile, version, release_name, healthy, health
                    FROM run_deployments WHERE run_id = ?1 ORDER BY host_ordinal, ordinal",
             )
             .map_err(err)?;
@@ -372,6 +379,7 @@ impl Ledger {
                 version: r.get(3).map_err(err)?,
                 release: r.get(4).map_err(err)?,
                 healthy: r.get(5).map_err(err)?,
+                health: r.get(6).map_err(err)?,
             });
         }
         drop(rows);
@@ -497,13 +505,14 @@ impl Ledger {
                   WHERE r.mode = 'apply'
                     AND (?1 IS NULL OR r.branch = ?1)
                     AND (?4 = 0 OR r.outcome IN ('success', 'no_changes'))
-                    AND ((?2 IS NULL AND ?3 IS NULL) OR EXISTS (
+                    AND ((?2 IS NULL AND ?3 = '[]' AND ?5 IS NULL) OR EXISTS (
                         SELECT 1 FROM run_hosts h
                           LEFT JOIN run_deployments d
                             ON d.run_id = h.run_id AND d.host_ordinal = h.ordinal
                          WHERE h.run_id = r.id
                            AND (?2 IS NULL OR h.client = ?2)
-                           AND (?3 IS NULL OR d.profile = ?3)))
+                           AND (?3 = '[]' OR d.profile IN (SELECT value FROM json_each(?3)))
+                           AND (?5 IS NULL OR h.server = ?5)))
                   ORDER BY r.rowid DESC
                   LIMIT 1",
             )
@@ -512,8 +521,9 @@ impl Ledger {
                 params![
                     filter.branch,
                     filter.client,
-                    filter.profile,
-                    filter.successful_only
+                    serde_json::to_string(&filter.profiles).expect("strings serialize"),
+                    filter.successful_only,
+                    filter.server
                 ],
                 |r| {
                     Ok((
@@ -537,6 +547,38 @@ impl Ledger {
         .transpose()
     }
 
+    /// Per server, the commit of the newest apply run (of `branch`, when given) in which that
+    /// host converged or had nothing to do: what the host is known to run. A host that
+    /// failed, rolled back or was not attempted keeps the commit it last settled on, so drift
+    /// never judges it by a commit it does not run.
+    pub fn host_baselines(
+        &self,
+        branch: Option<&str>,
+    ) -> Result<std::collections::BTreeMap<String, String>, LedgerError> {
+        let err = |source| self.err("find the hosts' last applied commits", source);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT h.server, r.commit_id FROM run_hosts h JOIN runs r ON r.id = h.run_id
+                  WHERE r.mode = 'apply' AND h.outcome IN ('converged', 'unchanged')
+                    AND (?1 IS NULL OR r.branch = ?1)
+                  ORDER BY r.finished_at, r.id",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([branch], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(err)?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in rows {
+            // Oldest first: a newer settled run replaces the host's entry.
+            let (server, commit) = row.map_err(err)?;
+            out.insert(server, commit);
+        }
+        Ok(out)
+    }
+
     /// What each host runs now, as apply runs left it, sorted by client, server, deployment.
     pub fn current_deployments(
         &self,
@@ -548,7 +590,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT client, server, deployment, profile, version, release_name, healthy, since,
-                        run_id
+                        run_id, health
                    FROM deployment_state
                   WHERE (?1 IS NULL OR client = ?1) AND (?2 IS NULL OR server = ?2)
                   ORDER BY client, server, deployment",
@@ -565,6 +607,7 @@ impl Ledger {
                 healthy: r.get(6)?,
                 since: r.get(7)?,
                 run_id: r.get(8)?,
+                health: r.get(9)?,
             })
         })
         .map_err(err)?

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: V6,
         backfill: None,
     },
+    Migration {
+        description: "why a deployment is (not) healthy, as its host reported it",
+        sql: V7,
+        backfill: None,
+    },
 ];
 
 /// The version this build writes and reads.
@@ -195,6 +200,13 @@ fn backfill_approval_bases_v5(conn: &Connection) -> rusqlite::Result<()> {
 const V6: &str = "
 ALTER TABLE run_steps ADD COLUMN repository_kind TEXT;
 ALTER TABLE run_steps ADD COLUMN retries INTEGER;
+";
+
+/// Version 7: the agent's word on a deployment's health at the end of a run (which checks,
+/// what failed), beside the healthy flag.
+const V7: &str = "
+ALTER TABLE run_deployments ADD COLUMN health TEXT;
+ALTER TABLE deployment_state ADD COLUMN health TEXT;
 ";
 
 /// Replays the apply runs a version-1 ledger holds, oldest first, into `deployment_state`:

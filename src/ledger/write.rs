@@ -22,9 +22,6 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Host outcomes that say nothing about what the host runs now.
-const NO_STATE_OUTCOMES: [&str; 2] = ["unreachable", "not_attempted"];
-
 impl Ledger {
     /// Records one run with every host, deployment and step, in one transaction; an apply run
     /// also updates the current deployment state of its hosts.
@@ -140,8 +137,8 @@ fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
     )?;
     let mut dep_stmt = tx.prepare_cached(
         "INSERT INTO run_deployments (run_id, host_ordinal, ordinal, name, profile, version,
-                                      release_name, healthy)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                      release_name, healthy, health)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     let mut step_stmt = tx.prepare_cached(
         "INSERT INTO run_steps (run_id, host_ordinal, ordinal, deployment, action, target, status,
@@ -155,7 +152,7 @@ fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
             h,
             host.server,
             host.client,
-            host.outcome,
+            host.outcome.as_str(),
             int(host.duration_ms),
             host.message
         ])?;
@@ -168,7 +165,8 @@ fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
                 dep.profile,
                 dep.version,
                 dep.release,
-                dep.healthy
+                dep.healthy,
+                dep.health
             ])?;
         }
         for (s, step) in host.steps.iter().enumerate() {
@@ -204,15 +202,16 @@ fn update_state(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
     )?;
     let mut upsert = tx.prepare_cached(
         "INSERT OR REPLACE INTO deployment_state (client, server, deployment, profile, version,
-                                                  release_name, healthy, since, run_id, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                                  release_name, healthy, since, run_id, updated_at,
+                                                  health)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     let mut remove = tx.prepare_cached(
         "DELETE FROM deployment_state
           WHERE client = ?1 AND server = ?2 AND deployment = ?3 AND updated_at <= ?4",
     )?;
     for host in &run.hosts {
-        if NO_STATE_OUTCOMES.contains(&host.outcome.as_str()) {
+        if host.outcome.keeps_previous_record() {
             continue;
         }
         for dep in &host.deployments {
@@ -240,7 +239,8 @@ fn update_state(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
                 dep.healthy,
                 since,
                 run.id,
-                run.finished_at
+                run.finished_at,
+                dep.health
             ])?;
         }
         for step in &host.steps {

@@ -279,6 +279,19 @@ pub enum AgentEvent {
         restored: bool,
         message: String,
     },
+    /// What a deployment the apply touched runs when the apply ends: the release `current`
+    /// points at (none after a failed first install), its version, and whether it is healthy
+    /// by that release's own checks and why. The reconciler records this, never what it asked
+    /// for.
+    Active {
+        deployment: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        healthy: bool,
+        health: String,
+    },
     Done {
         outcome: HostOutcome,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,7 +316,8 @@ pub enum HostOutcome {
     RolledBack,
     /// A deployment failed and could not be restored: needs a person.
     RestoreFailed,
-    /// Failed before changing anything (lock held, bad request).
+    /// Failed before changing anything (lock held, bad request), or a first install failed
+    /// and was cleaned away (the message names what was left).
     Failed,
     /// An interrupted earlier apply was found and rolled back; plan again.
     Recovered,

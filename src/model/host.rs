@@ -67,6 +67,10 @@ pub struct ActualDeployment {
     /// was put there by something else.
     #[serde(default)]
     pub known_releases: Vec<String>,
+    /// SHA-256 of the health checks the current release was last verified with (kept with
+    /// the release on the host); absent when its agent did not keep them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_checks_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -48,15 +48,118 @@ pub enum RunOutcome {
     /// Nothing was applied because the commit was not approved (unsigned, signed by an
     /// untrusted key, rewritten history); `message` says which commit and why.
     Refused,
+    /// A drift run that found differences between the hosts and their last applied commit.
+    DriftFound,
+}
+
+/// What one host ended as in a run, ordered by severity (the derived order is the severity:
+/// a host's outcome over several rollout units is the worst of them). Serialized with the
+/// ledger's stable names, so ledgers and notes written before this type still read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostOutcome {
+    /// Nothing needed doing.
+    Unchanged,
+    /// A drift run found the host as its last applied commit says.
+    NoDrift,
+    /// Every change was applied and verified.
+    Converged,
+    /// Held at a version by an emergency rollback; the commit's version was not applied.
+    Pinned,
+    /// The rollout halted (or the reconciler stopped) before this host's turn.
+    NotAttempted,
+    /// A drift run found differences on the host.
+    Drift,
+    /// The host could not be reached or inspected.
+    Unreachable,
+    /// The change could not be made or verified and nothing needed restoring, or a first
+    /// install failed and was cleaned away (the message names the state left behind).
+    Failed,
+    /// A change failed and the previous release was restored and verified with its own checks.
+    RolledBack,
+    /// A change failed and the previous state could not be restored: needs a person.
+    RestoreFailed,
+    /// A name this build does not know (a newer writer); treated as the worst.
+    #[serde(other)]
+    Unknown,
+}
+
+impl HostOutcome {
+    /// The stable name stored in the ledger and the notes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostOutcome::Unchanged => "unchanged",
+            HostOutcome::NoDrift => "no_drift",
+            HostOutcome::Converged => "converged",
+            HostOutcome::Pinned => "pinned",
+            HostOutcome::NotAttempted => "not_attempted",
+            HostOutcome::Drift => "drift",
+            HostOutcome::Unreachable => "unreachable",
+            HostOutcome::Failed => "failed",
+            HostOutcome::RolledBack => "rolled_back",
+            HostOutcome::RestoreFailed => "restore_failed",
+            HostOutcome::Unknown => "unknown",
+        }
+    }
+
+    /// A stored name; names this build does not know read as [`HostOutcome::Unknown`].
+    pub fn parse(text: &str) -> HostOutcome {
+        serde_json::from_value(serde_json::Value::String(text.to_string()))
+            .unwrap_or(HostOutcome::Unknown)
+    }
+
+    /// How the command line prints it (the outcome that needs a person is shouted).
+    pub fn label(self) -> &'static str {
+        match self {
+            HostOutcome::NotAttempted => "not attempted",
+            HostOutcome::NoDrift => "no drift",
+            HostOutcome::RolledBack => "rolled back",
+            HostOutcome::RestoreFailed => "RESTORE FAILED",
+            other => other.as_str(),
+        }
+    }
+
+    /// The host ended where the run wanted it (nothing failed there).
+    pub fn is_ok(self) -> bool {
+        matches!(
+            self,
+            HostOutcome::Unchanged
+                | HostOutcome::NoDrift
+                | HostOutcome::Converged
+                | HostOutcome::Pinned
+        )
+    }
+
+    /// The host now runs what the run's commit says: its last applied commit moves here.
+    pub fn settled(self) -> bool {
+        matches!(self, HostOutcome::Converged | HostOutcome::Unchanged)
+    }
+
+    /// A failed change that was undone (or could not be).
+    pub fn is_rollback(self) -> bool {
+        matches!(self, HostOutcome::RolledBack | HostOutcome::RestoreFailed)
+    }
+
+    /// The run learned nothing about what the host runs now, so its record stays as it was.
+    pub fn keeps_previous_record(self) -> bool {
+        matches!(
+            self,
+            HostOutcome::Unreachable | HostOutcome::NotAttempted | HostOutcome::Unknown
+        )
+    }
+}
+
+impl std::fmt::Display for HostOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRecord {
     pub server: String,
     pub client: String,
-    /// `converged`, `unchanged`, `rolled_back`, `restore_failed`, `failed`, `unreachable`,
-    /// `not_attempted`.
-    pub outcome: String,
+    pub outcome: HostOutcome,
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -72,6 +175,9 @@ pub struct DeploymentRecord {
     pub release: String,
     /// Whether this deployment ended healthy on this host in this run.
     pub healthy: bool,
+    /// Why it is (not) healthy, as the host's agent reported it at the end of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,4 +210,33 @@ pub struct DriftFinding {
     /// What drifted: `file_modified`, `service_stopped`, `wrong_release`, ...
     pub kind: String,
     pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostOutcome;
+
+    #[test]
+    fn outcomes_read_the_ledgers_names_and_order_by_severity() {
+        for o in [
+            HostOutcome::Unchanged,
+            HostOutcome::NoDrift,
+            HostOutcome::Converged,
+            HostOutcome::Pinned,
+            HostOutcome::NotAttempted,
+            HostOutcome::Drift,
+            HostOutcome::Unreachable,
+            HostOutcome::Failed,
+            HostOutcome::RolledBack,
+            HostOutcome::RestoreFailed,
+        ] {
+            assert_eq!(HostOutcome::parse(o.as_str()), o);
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        assert_eq!(HostOutcome::parse("something_newer"), HostOutcome::Unknown);
+        assert!(HostOutcome::RestoreFailed > HostOutcome::RolledBack);
+        assert!(HostOutcome::RolledBack > HostOutcome::Failed);
+        assert!(HostOutcome::NotAttempted > HostOutcome::Converged);
+        assert!(HostOutcome::Converged > HostOutcome::Unchanged);
+    }
 }

@@ -166,6 +166,12 @@ pub fn service_definition_sha256(d: &DesiredDeployment) -> Option<String> {
     })
 }
 
+/// The hash of a deployment's health checks, as the agent keeps them with a release; both
+/// sides compute it the same way.
+pub fn health_checks_sha256(checks: &[crate::model::HealthCheck]) -> String {
+    crate::desired::sha256_hex(serde_json::to_string(checks).unwrap_or_default().as_bytes())
+}
+
 /// The env file's content; the agent writes exactly this.
 pub fn env_file_text(d: &DesiredDeployment, exposed: bool) -> String {
     let mut s = String::new();
@@ -481,7 +487,13 @@ fn deployment_plan(
             );
         }
     }
-    let acting = !steps.is_empty();
+    // Checks that changed alone are a step too: the running release is verified with them
+    // (and keeps them) or the apply fails, so a new check is never first met by a rollback.
+    let checks_changed = steps.is_empty()
+        && actual
+            .and_then(|a| a.health_checks_sha256.as_deref())
+            .is_some_and(|h| h != health_checks_sha256(&d.health_checks));
+    let acting = !steps.is_empty() || checks_changed;
     if acting {
         for hc in &d.health_checks {
             let target = match hc.kind {
@@ -501,11 +513,22 @@ fn deployment_plan(
                     Change::Update,
                     hc.name.clone().unwrap_or(target),
                 )
-                .detail(format!(
-                    "{} tries, {}s apart, {}s timeout; rollback on failure",
-                    hc.retries, hc.interval_s, hc.timeout_s
-                ))
-                .unknown("health is only known once the new release runs"),
+                .detail(if checks_changed {
+                    format!(
+                        "verify health with the new checks: {} tries, {}s apart, {}s timeout",
+                        hc.retries, hc.interval_s, hc.timeout_s
+                    )
+                } else {
+                    format!(
+                        "{} tries, {}s apart, {}s timeout; rollback on failure",
+                        hc.retries, hc.interval_s, hc.timeout_s
+                    )
+                })
+                .unknown(if checks_changed {
+                    "the health checks changed; they are only known once run on the host"
+                } else {
+                    "health is only known once the new release runs"
+                }),
             );
         }
     }

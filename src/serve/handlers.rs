@@ -193,7 +193,7 @@ struct HostRun {
     id: String,
     mode: RunMode,
     finished_at: String,
-    outcome: String,
+    outcome: crate::model::run::HostOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
 }
@@ -205,6 +205,8 @@ struct HostDeployment {
     version: String,
     release: String,
     healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<String>,
     since: String,
     run_id: String,
 }
@@ -244,6 +246,7 @@ fn read_hosts(l: &Ledger, server: Option<&str>) -> Result<Vec<Host>, LedgerError
             version: d.version,
             release: d.release,
             healthy: d.healthy,
+            health: d.health,
             since: d.since,
             run_id: d.run_id,
         });

@@ -26,7 +26,7 @@
 //! | `clarity_notifications_failed_total` | counter | | [`Metrics::observe_notification`] |
 
 use crate::model::apply::{Action, StepStatus};
-use crate::model::run::{DriftFinding, RunMode, RunOutcome, RunRecord};
+use crate::model::run::{DriftFinding, HostOutcome, RunMode, RunOutcome, RunRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -183,19 +183,22 @@ fn text<T: serde::Serialize>(value: &T) -> String {
 /// How one deployment fared on one host in an apply run, or `None` when the host never got
 /// to it.
 fn deployment_outcome(
-    host_outcome: &str,
+    host_outcome: HostOutcome,
     failed_steps: bool,
     ran_steps: bool,
 ) -> Option<&'static str> {
     match host_outcome {
-        "unreachable" | "not_attempted" | "unchanged" | "recovered" => None,
+        HostOutcome::Unreachable
+        | HostOutcome::NotAttempted
+        | HostOutcome::Unchanged
+        | HostOutcome::Unknown => None,
         // The agent stops at the first failing deployment and rolls back only that one; the
         // ones before it stay converged.
-        "rolled_back" if failed_steps => Some("rolled_back"),
+        HostOutcome::RolledBack if failed_steps => Some("rolled_back"),
         _ if failed_steps => Some("failed"),
         // A host that failed before any step (a lock held, a bad request) failed every
         // deployment it was sent.
-        "failed" if !ran_steps => Some("failed"),
+        HostOutcome::Failed if !ran_steps => Some("failed"),
         _ if ran_steps => Some("converged"),
         _ => None,
     }
@@ -233,7 +236,7 @@ impl Metrics {
             m.hosts_unreachable = Some(
                 run.hosts
                     .iter()
-                    .filter(|h| h.outcome == "unreachable")
+                    .filter(|h| h.outcome == HostOutcome::Unreachable)
                     .count() as u64,
             );
         }
@@ -282,14 +285,14 @@ impl Metrics {
             };
             for dep in &planned {
                 let outcome =
-                    deployment_outcome(&host.outcome, failed.contains(dep), ran.contains(dep));
+                    deployment_outcome(host.outcome, failed.contains(dep), ran.contains(dep));
                 if let Some(outcome) = outcome {
                     *m.deployment_applies
                         .entry((dep.to_string(), outcome.to_string()))
                         .or_default() += 1;
                 }
             }
-            if matches!(host.outcome.as_str(), "rolled_back" | "restore_failed") {
+            if host.outcome.is_rollback() {
                 let culprits: Vec<&str> = if failed.is_empty() {
                     vec!["unknown"]
                 } else {
@@ -297,7 +300,7 @@ impl Metrics {
                 };
                 for dep in culprits {
                     *m.rollbacks
-                        .entry((dep.to_string(), host.outcome.clone()))
+                        .entry((dep.to_string(), host.outcome.as_str().to_string()))
                         .or_default() += 1;
                 }
             }
@@ -511,23 +514,32 @@ mod tests {
     #[test]
     fn deployment_outcomes_follow_the_agent() {
         assert_eq!(
-            deployment_outcome("converged", false, true),
+            deployment_outcome(HostOutcome::Converged, false, true),
             Some("converged")
         );
         assert_eq!(
-            deployment_outcome("rolled_back", true, true),
+            deployment_outcome(HostOutcome::RolledBack, true, true),
             Some("rolled_back")
         );
         assert_eq!(
-            deployment_outcome("rolled_back", false, true),
+            deployment_outcome(HostOutcome::RolledBack, false, true),
             Some("converged")
         );
         assert_eq!(
-            deployment_outcome("restore_failed", true, true),
+            deployment_outcome(HostOutcome::RestoreFailed, true, true),
             Some("failed")
         );
-        assert_eq!(deployment_outcome("failed", false, false), Some("failed"));
-        assert_eq!(deployment_outcome("unreachable", false, false), None);
-        assert_eq!(deployment_outcome("unchanged", false, false), None);
+        assert_eq!(
+            deployment_outcome(HostOutcome::Failed, false, false),
+            Some("failed")
+        );
+        assert_eq!(
+            deployment_outcome(HostOutcome::Unreachable, false, false),
+            None
+        );
+        assert_eq!(
+            deployment_outcome(HostOutcome::Unchanged, false, false),
+            None
+        );
     }
 }

@@ -129,9 +129,8 @@ impl Cycle {
             let attempted = ledger
                 .last_applied_commit(&crate::ledger::AppliedFilter {
                     branch: Some(branch.name.clone()),
-                    client: None,
-                    profile: None,
                     successful_only: false,
+                    ..Default::default()
                 })
                 .ok()
                 .flatten();
@@ -350,31 +349,16 @@ impl Cycle {
         let findings = ledger.drift_findings(&run.id).unwrap_or_default();
         self.metrics.observe_run(&run, &findings);
         self.status.lock().expect("status lock").last_run = Some(run.id.clone());
-        let payload = crate::notify::run_payload(&run);
-        if run.mode == RunMode::Apply && run.outcome == RunOutcome::Failed {
-            self.notifier
-                .send(NotifyEvent::ApplyFailed, payload.clone());
-        }
-        if run
-            .hosts
-            .iter()
-            .any(|h| matches!(h.outcome.as_str(), "rolled_back" | "restore_failed"))
-        {
-            self.notifier.send(NotifyEvent::Rollback, payload.clone());
-        }
-        if run.mode == RunMode::Drift && !findings.is_empty() {
-            let mut payload = payload;
-            payload["drift_findings"] = serde_json::json!(findings.len());
-            self.notifier.send(NotifyEvent::Drift, payload);
+        for (event, payload) in crate::notify::events_of(&run, findings.len()) {
+            self.notifier.send(event, payload);
         }
         if let Some(commit) = applied
             && let Some(t) = self.mirror.commit_time(commit)
         {
             self.metrics.set_last_applied(&job.branch, t);
         }
-        if run.mode == RunMode::Apply {
-            self.push_notes();
-        }
+        // Apply and drift runs alike leave a note.
+        self.push_notes();
         findings
     }
 
@@ -399,7 +383,9 @@ impl Cycle {
             if crate::apply::stop_requested() {
                 return;
             }
-            let Some(commit) = last_approved(&ledger, &branch.name) else {
+            // The newest commit the branch's hosts all converged on: drift is judged (and
+            // healed) from what runs, never from a commit that failed or rolled back.
+            let Some(commit) = last_settled(&ledger, &branch.name) else {
                 continue;
             };
             let Ok(oid) = Oid::from_str(&commit) else {
@@ -475,8 +461,17 @@ fn approval_base(ledger: &Ledger, branch: &str) -> Option<String> {
     ledger.approval_base(branch).ok().flatten().map(|(c, _)| c)
 }
 
-/// The branch's newest commit that was approved and applied (whatever its hosts did); refused
-/// commits do not count.
-fn last_approved(ledger: &Ledger, branch: &str) -> Option<String> {
-    ledger.last_approved_commit(branch).ok().flatten()
+/// The commit of the branch's newest apply run in which every host converged (or had nothing
+/// to do).
+fn last_settled(ledger: &Ledger, branch: &str) -> Option<String> {
+    ledger
+        .last_applied_commit(&crate::ledger::AppliedFilter {
+            branch: Some(branch.to_string()),
+            successful_only: true,
+            ..Default::default()
+        })
+        .ok()
+        .flatten()
+        .map(|a| a.commit)
 }
+

@@ -1,0 +1,636 @@
+//! Applying a planned fleet: rollout units in dependency order, batch by batch, each host's
+//! agent called once per unit through the transports it is given; pins and the promotion gate
+//! consulted first; the worst outcome of each host kept. It returns a run report of typed
+//! host outcomes with what each host's agent said it runs at the end — never what was asked
+//! for — and turns that report into the run record. It prints nothing itself (an observer
+//! does), reads no arguments and decides no exit code: the command line and the watch loop
+//! both call it.
+
+use super::gate;
+use super::rollout::{self, Next, Unit};
+use crate::desired::DesiredHost;
+use crate::ledger::Ledger;
+use crate::model::Settings;
+use crate::model::apply::{AgentEvent, ApplyRequest, StepStatus};
+use crate::model::run::{
+    DeploymentRecord, HostOutcome, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord,
+    StepRecord,
+};
+use crate::plan::{Change, HostPlan, HostStatus};
+use crate::transport::TransportError;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+
+/// How the fleet apply reaches hosts (the command line's SSH and local transports).
+pub trait Hosts: Sync {
+    /// Sends `req` to the host's agent and hands back its events as they arrive.
+    fn apply(
+        &self,
+        host: &DesiredHost,
+        req: &ApplyRequest,
+        lock_timeout_s: u64,
+        on_event: &mut dyn FnMut(&AgentEvent),
+    ) -> Result<crate::model::apply::HostOutcome, TransportError>;
+    /// Inspects the host again and plans it (after its agent recovered an interrupted apply).
+    fn replan(&self, host: &DesiredHost) -> HostPlan;
+}
+
+/// Where the fleet apply reports progress: one line per step, rollback, halt or held unit,
+/// and download progress.
+pub trait Observer: Sync {
+    fn line(&self, text: &str);
+    fn progress(&self, _server: &str, _deployment: &str, _downloaded: u64, _total: Option<u64>) {}
+}
+
+/// How a run reaches the hosts and reports its progress.
+pub struct Reach<'a> {
+    pub hosts: &'a dyn Hosts,
+    /// Hosts of a batch run in parallel on it.
+    pub pool: &'a rayon::ThreadPool,
+    pub observer: &'a dyn Observer,
+}
+
+/// The choices of one apply run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub lock_timeout_s: u64,
+    pub max_cache_bytes: Option<u64>,
+    /// Apply where the promotion gate would refuse (the run's trigger says so).
+    pub skip_promotion_gate: bool,
+    /// Unreachable hosts do not make the run fail.
+    pub allow_unreachable: bool,
+}
+
+/// What one host's agent said a deployment runs at the end of its apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Active {
+    pub release: Option<String>,
+    pub version: Option<String>,
+    pub healthy: bool,
+    pub health: String,
+}
+
+/// One host's part of a run.
+#[derive(Debug, Clone)]
+pub struct HostResult {
+    pub host: String,
+    pub outcome: HostOutcome,
+    pub detail: String,
+    pub steps: Vec<StepRecord>,
+    pub duration_ms: u64,
+    /// Per deployment the agent touched: what runs there now.
+    pub active: BTreeMap<String, Active>,
+}
+
+/// What an apply run did, per host, in server order.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub hosts: Vec<HostResult>,
+}
+
+impl RunReport {
+    /// Every host ended where the run wanted it (unreachable ones forgiven when asked).
+    pub fn ok(&self, allow_unreachable: bool) -> bool {
+        self.hosts.iter().all(|h| {
+            h.outcome.is_ok() || (h.outcome == HostOutcome::Unreachable && allow_unreachable)
+        })
+    }
+}
+
+/// What one agent call did.
+struct AgentRun {
+    outcome: HostOutcome,
+    detail: String,
+    steps: Vec<StepRecord>,
+    duration_ms: u64,
+    active: BTreeMap<String, Active>,
+}
+
+impl AgentRun {
+    fn early(outcome: HostOutcome, detail: String) -> AgentRun {
+        AgentRun {
+            outcome,
+            detail,
+            steps: Vec::new(),
+            duration_ms: 0,
+            active: BTreeMap::new(),
+        }
+    }
+}
+
+fn merge(results: &mut BTreeMap<String, HostResult>, host: &str, run: AgentRun) {
+    let Some(r) = results.get_mut(host) else {
+        return;
+    };
+    r.outcome = r.outcome.max(run.outcome);
+    if !run.detail.is_empty() {
+        if !r.detail.is_empty() {
+            r.detail.push_str("; ");
+        }
+        r.detail.push_str(&run.detail);
+    }
+    r.steps.extend(run.steps);
+    r.duration_ms += run.duration_ms;
+    r.active.extend(run.active);
+}
+
+/// Applies every planned change: one rollout unit (a deployment file) at a time in dependency
+/// order, batch by batch; hosts within a batch run in parallel. `desired` and `plans` are the
+/// planned hosts, pairwise.
+pub fn run(
+    reach: &Reach,
+    ledger: &Ledger,
+    settings: &Settings,
+    options: &Options,
+    desired: &[DesiredHost],
+    plans: &[HostPlan],
+) -> RunReport {
+    let Reach {
+        hosts,
+        pool,
+        observer,
+    } = *reach;
+    let mut results: BTreeMap<String, HostResult> = BTreeMap::new();
+    let mut by_name: BTreeMap<&str, &DesiredHost> = BTreeMap::new();
+    let mut plan_of: BTreeMap<&str, &HostPlan> = BTreeMap::new();
+    let mut units: BTreeMap<String, (Unit, Vec<(i32, String)>)> = BTreeMap::new();
+    for (d, p) in desired.iter().zip(plans) {
+        let outcome = match p.status {
+            HostStatus::Unchanged => HostOutcome::Unchanged,
+            HostStatus::Changes => HostOutcome::Converged,
+            HostStatus::Unreachable => HostOutcome::Unreachable,
+            HostStatus::Failed => HostOutcome::Failed,
+        };
+        results.insert(
+            p.server.clone(),
+            HostResult {
+                host: p.server.clone(),
+                outcome,
+                detail: p.errors.join("; "),
+                steps: Vec::new(),
+                duration_ms: 0,
+                active: BTreeMap::new(),
+            },
+        );
+        by_name.insert(&d.server, d);
+        plan_of.insert(&d.server, p);
+        for dp in p
+            .deployments
+            .iter()
+            .filter(|dp| !dp.steps.is_empty() && dp.change != Change::Delete)
+        {
+            let Some(dd) = d.deployments.iter().find(|x| x.name == dp.name) else {
+                continue;
+            };
+            let key = format!("{}/{}/{}", d.client, dd.name, dd.profile);
+            let entry = units.entry(key.clone()).or_insert_with(|| {
+                (
+                    Unit {
+                        key,
+                        client: d.client.clone(),
+                        deployment: dd.name.clone(),
+                        profile: dd.profile.clone(),
+                        hosts: Vec::new(),
+                        rollout: dd.rollout.clone(),
+                        depends_on: dd.depends_on.clone(),
+                    },
+                    Vec::new(),
+                )
+            });
+            entry.1.push((dd.priority, d.server.clone()));
+        }
+    }
+    let units: Vec<Unit> = units
+        .into_values()
+        .map(|(mut u, mut hs)| {
+            hs.sort();
+            u.hosts = hs.into_iter().map(|(_, h)| h).collect();
+            u
+        })
+        .collect();
+    let mut halted: Option<String> = None;
+    for unit in rollout::order(units) {
+        let version = unit
+            .hosts
+            .first()
+            .and_then(|h| {
+                by_name[h.as_str()]
+                    .deployments
+                    .iter()
+                    .find(|d| d.name == unit.deployment)
+            })
+            .map(|d| d.artifact.version.clone())
+            .unwrap_or_default();
+        if let Some(why) = held(ledger, settings, options, &unit, &version, observer) {
+            for h in &unit.hosts {
+                merge(&mut results, h, AgentRun::early(why.0, why.1.clone()));
+            }
+            continue;
+        }
+        let mut failed = 0;
+        for batch in unit.batches() {
+            if halted.is_none() && super::stop_requested() {
+                let why =
+                    "the reconciler is stopping (SIGTERM); hosts in flight finished".to_string();
+                observer.line(&format!("halt: {why}"));
+                halted = Some(why);
+            }
+            if let Some(why) = &halted {
+                for h in &batch.hosts {
+                    let detail = format!("{}: {why}", unit.deployment);
+                    merge(
+                        &mut results,
+                        h,
+                        AgentRun::early(HostOutcome::NotAttempted, detail),
+                    );
+                }
+                continue;
+            }
+            let outcomes: Vec<(String, AgentRun)> = pool.install(|| {
+                batch
+                    .hosts
+                    .par_iter()
+                    .map(|h| {
+                        let run = agent_run(
+                            hosts,
+                            options,
+                            observer,
+                            by_name[h.as_str()],
+                            plan_of[h.as_str()],
+                            super::Part::Deployment(&unit.deployment),
+                        );
+                        (h.clone(), run)
+                    })
+                    .collect()
+            });
+            let failed_here = outcomes
+                .iter()
+                .filter(|(_, r)| r.outcome != HostOutcome::Converged)
+                .count();
+            for (h, run) in outcomes {
+                merge(&mut results, &h, run);
+            }
+            if let Next::Halt(why) = rollout::after_batch(&unit, &batch, failed_here, failed) {
+                observer.line(&format!("halt: {why}"));
+                halted = Some(why);
+            }
+            failed += failed_here;
+        }
+    }
+    for (server, p) in &plan_of {
+        if p.deployments.iter().any(|d| d.change == Change::Delete)
+            && halted.is_none()
+            && !super::stop_requested()
+        {
+            let run = agent_run(
+                hosts,
+                options,
+                observer,
+                by_name[server],
+                p,
+                super::Part::Removals,
+            );
+            merge(&mut results, server, run);
+        }
+    }
+    RunReport {
+        hosts: results.into_values().collect(),
+    }
+}
+
+/// Why a unit is not applied at all: pinned by an emergency rollback, or refused by the
+/// promotion gate.
+fn held(
+    ledger: &Ledger,
+    settings: &Settings,
+    options: &Options,
+    unit: &Unit,
+    version: &str,
+    observer: &dyn Observer,
+) -> Option<(HostOutcome, String)> {
+    match ledger.pinned(&unit.client, &unit.deployment, &unit.profile) {
+        Ok(Some(pin)) if pin.version != version => {
+            let why = format!(
+                "pinned at {} by an emergency rollback ({}); applying a commit that sets version {} releases it",
+                pin.version, pin.commit, pin.version
+            );
+            observer.line(&format!("{}: {why}", unit.key));
+            return Some((HostOutcome::Pinned, why));
+        }
+        Ok(_) => {}
+        Err(e) => return Some((HostOutcome::Failed, format!("cannot read pins: {e}"))),
+    }
+    if options.skip_promotion_gate {
+        return None;
+    }
+    let previous = gate::previous_profile(settings, &unit.profile)?;
+    let verdict = ledger
+        .deployment_history(&unit.client, &unit.deployment, previous)
+        .map_err(|e| format!("promotion gate: cannot read the ledger: {e}"))
+        .and_then(|history| {
+            gate::check(
+                settings,
+                &unit.client,
+                &unit.deployment,
+                &unit.profile,
+                version,
+                &history,
+                crate::agent::now_secs(),
+            )
+        });
+    match verdict {
+        Ok(()) => None,
+        Err(why) => {
+            observer.line(&format!(
+                "{}: {why} (--skip-promotion-gate overrides)",
+                unit.key
+            ));
+            Some((HostOutcome::Failed, why))
+        }
+    }
+}
+
+/// One agent call for one part of a host's plan.
+fn agent_run(
+    hosts: &dyn Hosts,
+    options: &Options,
+    observer: &dyn Observer,
+    d: &DesiredHost,
+    first_plan: &HostPlan,
+    part: super::Part,
+) -> AgentRun {
+    use crate::model::apply::HostOutcome as Agent;
+    let started = std::time::Instant::now();
+    let mut plan = first_plan.clone();
+    let mut steps = Vec::new();
+    let mut active = BTreeMap::new();
+    // An agent that finds an interrupted apply rolls it back and asks for a new plan: once.
+    for attempt in 0..2 {
+        let req = match super::request(d, &plan, part, options.max_cache_bytes) {
+            Ok(r) => r,
+            Err(e) => return AgentRun::early(HostOutcome::Failed, e),
+        };
+        if req.deployments.is_empty() && req.remove.is_empty() {
+            return AgentRun::early(HostOutcome::Converged, String::new());
+        }
+        let mut failures = Vec::new();
+        let outcome = hosts.apply(d, &req, options.lock_timeout_s, &mut |event| match event {
+            AgentEvent::Step {
+                deployment,
+                action,
+                target,
+                status,
+                message,
+                duration_ms,
+                bytes,
+                attempts,
+            } => {
+                let fetch = *action == crate::model::apply::Action::FetchArtifact;
+                steps.push(StepRecord {
+                    deployment: deployment.clone(),
+                    action: *action,
+                    target: target.clone(),
+                    status: *status,
+                    duration_ms: *duration_ms,
+                    message: message.clone(),
+                    bytes: *bytes,
+                    repository_kind: d
+                        .deployments
+                        .iter()
+                        .find(|x| fetch && x.name == *deployment)
+                        .map(|x| x.artifact.source.kind.as_str().to_string()),
+                    retries: attempts.map(|a| a.saturating_sub(1)),
+                });
+                let mark = match status {
+                    StepStatus::Ok => "ok",
+                    StepStatus::Failed => "FAILED",
+                    StepStatus::Skipped => "skipped",
+                };
+                let msg = message
+                    .as_ref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default();
+                observer.line(&format!(
+                    "{}: {deployment}: {} {target}: {mark}{msg}",
+                    d.server,
+                    action.verb()
+                ));
+                if *status == StepStatus::Failed {
+                    failures.push(format!(
+                        "{deployment}: {} {target}: {}",
+                        action.verb(),
+                        message.clone().unwrap_or_default()
+                    ));
+                }
+            }
+            AgentEvent::Progress {
+                deployment,
+                downloaded,
+                total,
+            } => observer.progress(&d.server, deployment, *downloaded, *total),
+            AgentEvent::Rollback {
+                deployment,
+                restored,
+                message,
+            } => {
+                observer.line(&format!("{}: {deployment}: rollback: {message}", d.server));
+                if !restored {
+                    failures.push(format!("{deployment}: {message}"));
+                }
+            }
+            AgentEvent::Active {
+                deployment,
+                release,
+                version,
+                healthy,
+                health,
+            } => {
+                active.insert(
+                    deployment.clone(),
+                    Active {
+                        release: release.clone(),
+                        version: version.clone(),
+                        healthy: *healthy,
+                        health: health.clone(),
+                    },
+                );
+            }
+            AgentEvent::Done {
+                message: Some(m),
+                outcome,
+            } => {
+                observer.line(&format!("{}: {m}", d.server));
+                if *outcome != Agent::Converged {
+                    failures.push(m.clone());
+                }
+            }
+            AgentEvent::Done { .. } => {}
+        });
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (o, detail) = match outcome {
+            Ok(Agent::Converged) => (
+                HostOutcome::Converged,
+                format!("{:.1}s", duration_ms as f64 / 1000.0),
+            ),
+            Ok(Agent::Recovered) if attempt == 0 => {
+                plan = hosts.replan(d);
+                continue;
+            }
+            Ok(Agent::RolledBack) => (HostOutcome::RolledBack, failures.join("; ")),
+            Ok(Agent::RestoreFailed) => (HostOutcome::RestoreFailed, failures.join("; ")),
+            Ok(Agent::Failed | Agent::Recovered) => (HostOutcome::Failed, failures.join("; ")),
+            Err(e) => (
+                if e.unreachable {
+                    HostOutcome::Unreachable
+                } else {
+                    HostOutcome::Failed
+                },
+                e.message,
+            ),
+        };
+        return AgentRun {
+            outcome: o,
+            detail,
+            steps,
+            duration_ms,
+            active,
+        };
+    }
+    AgentRun::early(
+        HostOutcome::Failed,
+        "the host kept reporting interrupted applies".into(),
+    )
+}
+
+/// Pins whose version this run brought from the repository and that every host of the
+/// deployment now runs: the revert has been applied, so the pin has done its job.
+pub fn pins_to_release(
+    ledger: &Ledger,
+    desired: &[DesiredHost],
+    report: &RunReport,
+) -> Vec<(String, String, String)> {
+    let mut deployments: BTreeMap<(String, String, String), (String, bool)> = BTreeMap::new();
+    for d in desired {
+        let ok = report
+            .hosts
+            .iter()
+            .any(|r| r.host == d.server && r.outcome.settled());
+        for dep in &d.deployments {
+            let e = deployments
+                .entry((d.client.clone(), dep.name.clone(), dep.profile.clone()))
+                .or_insert((dep.artifact.version.clone(), true));
+            e.1 &= ok;
+        }
+    }
+    deployments
+        .into_iter()
+        .filter(|((c, d, p), (version, all_ok))| {
+            *all_ok
+                && ledger
+                    .pinned(c, d, p)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|pin| &pin.version == version)
+        })
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Where a run record comes from besides its hosts.
+pub struct RunHeader {
+    pub id: String,
+    pub started_at: String,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub trigger: String,
+}
+
+/// The run record of an apply: per host, what its agent reported it runs at the end. A
+/// deployment the plan left alone is recorded as desired (the plan found it so); one the
+/// agent touched as the agent reported it (a rolled-back host on the release it went back
+/// to); one never attempted, or on a host never reached, is left out, so the host keeps its
+/// previous record.
+pub fn record(
+    header: RunHeader,
+    desired: &[DesiredHost],
+    plans: &[HostPlan],
+    report: RunReport,
+    allow_unreachable: bool,
+) -> RunRecord {
+    let ok = report.ok(allow_unreachable);
+    let changed = report
+        .hosts
+        .iter()
+        .any(|r| r.outcome != HostOutcome::Unchanged);
+    let hosts = report
+        .hosts
+        .into_iter()
+        .map(|r| {
+            let d = desired.iter().find(|d| d.server == r.host);
+            let plan = plans.iter().find(|p| p.server == r.host);
+            let inspected = plan
+                .is_some_and(|p| matches!(p.status, HostStatus::Unchanged | HostStatus::Changes));
+            let untouched = |name: &str| {
+                plan.is_some_and(|p| {
+                    !p.deployments
+                        .iter()
+                        .any(|x| x.name == name && !x.steps.is_empty())
+                })
+            };
+            let deployments = d
+                .map(|d| {
+                    d.deployments
+                        .iter()
+                        .filter_map(|dep| match r.active.get(&dep.name) {
+                            Some(a) => Some(DeploymentRecord {
+                                name: dep.name.clone(),
+                                profile: dep.profile.clone(),
+                                version: a.version.clone()?,
+                                release: a.release.clone()?,
+                                healthy: a.healthy,
+                                health: Some(a.health.clone()),
+                            }),
+                            None if inspected && untouched(&dep.name) => Some(DeploymentRecord {
+                                name: dep.name.clone(),
+                                profile: dep.profile.clone(),
+                                version: dep.artifact.version.clone(),
+                                release: dep.release.clone(),
+                                healthy: true,
+                                health: None,
+                            }),
+                            None => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            HostRecord {
+                server: r.host,
+                client: plan.map(|p| p.client.clone()).unwrap_or_default(),
+                outcome: r.outcome,
+                duration_ms: r.duration_ms,
+                message: (!r.detail.is_empty()).then_some(r.detail),
+                deployments,
+                steps: r.steps,
+            }
+        })
+        .collect();
+    RunRecord {
+        format: RUN_FORMAT.to_string(),
+        message: None,
+        id: header.id,
+        commit: header.commit,
+        branch: header.branch,
+        started_at: header.started_at,
+        finished_at: crate::agent::now_rfc3339(),
+        trigger: header.trigger,
+        mode: RunMode::Apply,
+        outcome: if !ok {
+            RunOutcome::Failed
+        } else if changed {
+            RunOutcome::Success
+        } else {
+            RunOutcome::NoChanges
+        },
+        hosts,
+    }
+}
