@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: build prerequisites (OpenSSL headers for libssh2), then what the tests
 # exercise for real: git, the age CLI (secrets interop), python3 and a JRE (the example repo's
-# demo artifacts).
-packages=(build-essential pkg-config libssl-dev git age python3 default-jre-headless postgresql nginx apache2-utils vsftpd openssh-server curl supervisor systemd-container debootstrap gnupg openssh-client)
+# demo artifacts), and headless Chromium with its WebDriver (the dashboard's browser tests).
+packages=(build-essential pkg-config libssl-dev git age python3 default-jre-headless postgresql nginx apache2-utils vsftpd openssh-server curl supervisor systemd-container debootstrap gnupg openssh-client chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -262,6 +262,7 @@ impl Api {
             triggers: tx,
             api_token: api_token.map(str::to_string),
             webhook_secret: webhook_secret.map(str::to_string),
+            dashboard: Default::default(),
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

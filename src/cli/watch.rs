@@ -45,6 +45,11 @@ pub struct WatchArgs {
     /// X-Hub-Signature-256 or GitLab's X-Gitlab-Token); without one the hook is disabled.
     #[arg(long, env = "CLARITY_WEBHOOK_SECRET_FILE", value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Require the API token (--api-token-file) for the dashboard's pages and live events too,
+    /// as a bearer token or as the password a browser asks for; without this flag they are
+    /// open to whoever reaches --listen, like the read-only API.
+    #[arg(long)]
+    pub dashboard_require_token: bool,
     /// Apply only commits signed by a trusted key (every commit since the last applied one).
     #[arg(long)]
     pub require_signed_commits: bool,
@@ -81,6 +86,12 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
         watch.webhook_secret_file.as_deref(),
         "--webhook-secret-file",
     )?;
+    if watch.dashboard_require_token && api_token.is_none() {
+        return Err(
+            CliError::new("--dashboard-require-token needs a token to require")
+                .hint("give the token with --api-token-file FILE (or $CLARITY_API_TOKEN_FILE)"),
+        );
+    }
     let configured = crate::approval::TrustedKeys::load(&watch.trusted_keys)
         .map_err(|e| CliError::hinted(&e, e.hint()))?;
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
@@ -101,6 +112,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
         listen,
         api_token,
         webhook_secret,
+        dashboard_require_token: watch.dashboard_require_token,
         approval: crate::approval::Policy {
             require_signed: watch.require_signed_commits,
             configured,

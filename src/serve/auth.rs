@@ -20,7 +20,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// Whether `given` equals `expected`, in time that depends on neither (nor on their lengths):
 /// both are reduced to an HMAC under a fixed key, and the crate's constant-time verification
 /// compares the two.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+pub(super) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     let mac = |data: &[u8]| {
         let mut m = HmacSha256::new_from_slice(b"clarity secret comparison")
             .expect("HMAC takes keys of any length");

@@ -9,6 +9,7 @@
 //! [`ROUTES`]; a test keeps the two in step.
 
 mod auth;
+pub mod dashboard;
 mod handlers;
 pub mod metrics;
 
@@ -37,6 +38,8 @@ pub struct ServeState {
     /// The push webhook's shared secret (GitHub HMAC key, GitLab token); without one the hook
     /// does not exist.
     pub webhook_secret: Option<String>,
+    /// The dashboard's settings (its pages are merged into [`router`]).
+    pub dashboard: dashboard::Options,
 }
 
 /// Every route as (method, path), in the path syntax of both axum and OpenAPI. [`router`]
@@ -83,6 +86,7 @@ pub fn router(state: Arc<ServeState>) -> axum::Router {
         .fold(axum::Router::new(), |r, &(method, path)| {
             r.route(path, endpoint(method, path))
         })
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     pub api_token: Option<String>,
     pub webhook_secret: Option<String>,
+    /// The dashboard's pages need the API token too.
+    pub dashboard_require_token: bool,
     pub approval: approval::Policy,
     /// Push notes to a remote source (a local source always gets them).
     pub push_notes: bool,
