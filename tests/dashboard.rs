@@ -180,7 +180,7 @@ fn real_runs() -> Option<MockFleet> {
         .work
         .join("sandboxes/nt-sbx-mon01/opt/clarity/sip-probe/current/sip-probe.json");
     let mut text = std::fs::read_to_string(&edited).unwrap();
-    text.push_str("\n");
+    text.push_str("\n\"hand-edited\": true\n");
     std::fs::write(&edited, text).unwrap();
     let out = f.clarity(&["drift"]);
     assert_eq!(

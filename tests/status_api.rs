@@ -914,12 +914,13 @@ fn the_openapi_document_lists_exactly_the_routes() {
     documented.sort();
     let mut routed: Vec<(String, String)> = ROUTES
         .iter()
+        .chain(clarity::serve::dashboard::ROUTES)
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     routed.sort();
     assert_eq!(
         documented, routed,
-        "docs/api.openapi.yaml and serve::ROUTES differ"
+        "docs/api.openapi.yaml and serve::ROUTES + dashboard::ROUTES differ"
     );
 
     // Every $ref points at a schema that exists.

@@ -55,19 +55,21 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// No inline script or style, nothing from another origin, no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-/// The dashboard's routes, to merge into the server's router.
+/// The dashboard's routes, to merge into the server's router: exactly [`ROUTES`].
 pub fn routes() -> Router<Arc<ServeState>> {
-    Router::new()
-        .route("/", get(fleet_page))
-        .route("/hosts/{server}", get(host_page))
-        .route("/runs/{id}", get(run_page))
-        .route(
-            "/deployments/{client}/{deployment}/{profile}",
-            get(deployment_page),
-        )
-        .route("/events", get(events))
-        .route("/static/dashboard.js", get(script))
-        .route("/static/dashboard.css", get(style))
+    ROUTES.iter().fold(Router::new(), |r, &(method, path)| {
+        let handler = match (method, path) {
+            ("GET", "/") => get(fleet_page),
+            ("GET", "/hosts/{server}") => get(host_page),
+            ("GET", "/runs/{id}") => get(run_page),
+            ("GET", "/deployments/{client}/{deployment}/{profile}") => get(deployment_page),
+            ("GET", "/events") => get(events),
+            ("GET", "/static/dashboard.js") => get(script),
+            ("GET", "/static/dashboard.css") => get(style),
+            _ => unreachable!("dashboard::ROUTES lists {method} {path} without a handler"),
+        };
+        r.route(path, handler)
+    })
 }
 
 fn templates() -> &'static minijinja::Environment<'static> {

@@ -573,8 +573,9 @@ pub fn run(l: &Ledger, ctx: &Context, id: &str) -> Result<Option<RunView>, Ledge
         _ => (None, None),
     };
     // Rollout units: the deployments this run ran steps for, per client and profile.
-    let mut units: BTreeMap<String, (String, String, String, Vec<(String, String)>)> =
-        BTreeMap::new();
+    // key → (client, deployment, profile, [(server, outcome)])
+    type Units = BTreeMap<String, (String, String, String, Vec<(String, String)>)>;
+    let mut units: Units = BTreeMap::new();
     for h in &run.hosts {
         for d in &h.deployments {
             if !h.steps.iter().any(|s| s.deployment == d.name) && h.outcome != "not_attempted" {
