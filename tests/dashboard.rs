@@ -747,6 +747,16 @@ fn watch_serves_the_fleet_page_and_updates_it_live() {
             .unwrap_or(0)
             >= 1
     );
+    b.wait_for(
+        "the loop to finish the pass (a `busy` event clears the header)",
+        Duration::from_secs(60),
+        "return document.getElementById('busy').textContent === '';",
+    );
+    assert_eq!(
+        b.text("#hosts tr[data-server='nt-sbx-mon01'] .state")
+            .as_deref(),
+        Some("converged")
+    );
     b.screenshot(&screenshots_dir().join("live.png"));
     assert_eq!(runs().len(), 2, "{}", w.log());
 }

@@ -180,12 +180,14 @@ pub fn fleet(l: &Ledger, ctx: &Context, filter: &FleetFilter) -> Result<Fleet, L
         }
     }
     let (datacenters, config_note) = datacenter_map(l, ctx, &runs);
-    let busy_branch = ctx
+    // `reconcile <branch>@<short commit>`: that branch's hosts are mid-rollout until the run
+    // for that commit is recorded (the loop stays busy a moment after recording it).
+    let busy: Option<(String, String)> = ctx
         .busy
         .as_deref()
         .and_then(|b| b.strip_prefix("reconcile "))
         .and_then(|b| b.rsplit_once('@'))
-        .map(|(branch, _)| branch.to_string());
+        .map(|(branch, commit)| (branch.to_string(), commit.to_string()));
     let mut all: Vec<FleetHost> = hosts
         .into_values()
         .map(|fold| {
@@ -202,7 +204,13 @@ pub fn fleet(l: &Ledger, ctx: &Context, filter: &FleetFilter) -> Result<Fleet, L
             let signals = Signals {
                 drift_findings: h.drift_findings,
                 refused_since,
-                rolling_out: h.branch.is_some() && h.branch == busy_branch,
+                rolling_out: busy.as_ref().is_some_and(|(branch, commit)| {
+                    h.branch.as_deref() == Some(branch.as_str())
+                        && !h
+                            .last_commit
+                            .as_deref()
+                            .is_some_and(|c| c.starts_with(commit.as_str()))
+                }),
                 stale,
             };
             h.state = status::classify(h.outcome.as_deref(), signals);

@@ -1,7 +1,8 @@
 // Live updates for the dashboard, served from the binary (no inline scripts: the pages' CSP
 // allows scripts from this origin only). Without this file every page still works; a reload
 // shows newer data. It listens to /events and, when a new run is recorded, fetches the same
-// page again and swaps its <main>: the page updates without a reload.
+// page again and swaps its <main> (also when the loop starts or finishes a run): the page
+// updates without a reload.
 'use strict';
 (function () {
   if (!window.EventSource || !window.fetch || !window.DOMParser) return;
@@ -35,6 +36,8 @@
   events.addEventListener('busy', function (e) {
     var d = JSON.parse(e.data);
     busy.textContent = d.busy ? 'running: ' + d.busy : '';
+    // Hosts of the branch being applied show as mid-rollout while it runs.
+    refresh();
   });
   events.addEventListener('run', function (e) {
     var d = JSON.parse(e.data);
