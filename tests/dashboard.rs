@@ -112,6 +112,11 @@ impl MockFleet {
             .unwrap()
     }
 
+    /// The free port standing in for the example's `port`.
+    fn port_of(&self, port: u16) -> u16 {
+        *self.ports.iter().find(|(_, p)| **p == port).unwrap().0
+    }
+
     fn ledger(&self) -> PathBuf {
         self.work.join("ledger.sqlite")
     }
@@ -144,8 +149,9 @@ impl Drop for MockFleet {
 
 /// Three real runs: all converge; then sw-sbx-mon01's sip-probe gets a health check that
 /// always fails (printing hostile text) and cannot be restored; then a drift check finds a
-/// hand-edited file on nt-sbx-mon01.
-fn real_runs() -> Option<MockFleet> {
+/// hand-edited file on nt-sbx-mon01, and on nt-sbx-sms01 a stopped gateway whose port another
+/// process (returned, still running) took.
+fn real_runs() -> Option<(MockFleet, support::Server)> {
     let mut f = MockFleet::new()?;
     let out = f.clarity(&[]);
     assert!(
@@ -182,6 +188,47 @@ fn real_runs() -> Option<MockFleet> {
     let mut text = std::fs::read_to_string(&edited).unwrap();
     text.push_str("\n\"hand-edited\": true\n");
     std::fs::write(&edited, text).unwrap();
+    // nt-sbx-sms01's gateway stops and another program takes its port.
+    let pidfile = f
+        .work
+        .join("sandboxes/nt-sbx-sms01/var/lib/clarity/run/clarity-smsgateway.pid");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let port = f.port_of(18080);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "port {port} stays taken after the gateway died"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let squatter = support::Server::start(
+        "python3 -m http.server",
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(f.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    assert!(support::wait_for_port(port, Duration::from_secs(10)));
     let out = f.clarity(&["drift"]);
     assert_eq!(
         out.status.code(),
@@ -190,7 +237,25 @@ fn real_runs() -> Option<MockFleet> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(f)
+    // The record names the process that really holds the port.
+    let l = Ledger::open_reader(&f.ledger()).unwrap();
+    let drift = l.newest_run(Some(RunMode::Drift)).unwrap().unwrap();
+    let conflict: Vec<_> = l
+        .drift_findings(&drift.id)
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.kind == "port-conflict")
+        .collect();
+    assert_eq!(conflict.len(), 1, "{conflict:?}");
+    assert_eq!(conflict[0].server, "nt-sbx-sms01");
+    assert_eq!(
+        conflict[0].detail,
+        format!(
+            "port {port}/tcp is held by python3 (pid {}), not by smsgateway",
+            squatter.pid()
+        )
+    );
+    Some((f, squatter))
 }
 
 /// `serve` on a loopback port in its own runtime, stopped on drop.
@@ -337,7 +402,9 @@ fn screenshots_dir() -> PathBuf {
 
 #[test]
 fn pages_from_real_runs() {
-    let Some(f) = real_runs() else { return };
+    let Some((f, _squatter)) = real_runs() else {
+        return;
+    };
     let runs = run_ids(&f.ledger());
     assert_eq!(runs.len(), 3, "apply, apply, drift");
     let api = Served::start(&f.ledger(), Some(&f.repo), false);
@@ -371,6 +438,17 @@ fn pages_from_real_runs() {
 
     let drifted = get(&format!("{}/hosts/nt-sbx-mon01", api.base), None);
     assert!(drifted.body.contains("sip-probe.json"), "{}", drifted.body);
+    let conflict = get(&format!("{}/hosts/nt-sbx-sms01", api.base), None);
+    assert!(
+        conflict.body.contains(&format!(
+            "conflict: port {}&#x2f;tcp is held by python3 (pid {})",
+            f.port_of(18080),
+            _squatter.pid()
+        )),
+        "{}",
+        conflict.body
+    );
+    insta::assert_snapshot!("host_port_conflict", normalized(&f, &conflict.body, &runs));
 
     let run = get(&format!("{}/runs/{}", api.base, runs[1]), None);
     assert_eq!(run.status, 200);

@@ -11,6 +11,7 @@ pub mod layout;
 pub mod lock;
 pub mod migrate;
 pub mod migrate_step;
+pub mod ports;
 pub mod release;
 pub mod state;
 

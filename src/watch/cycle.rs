@@ -383,6 +383,10 @@ impl Cycle {
         let inv = crate::load::load(&snapshot).inventory;
         let mut heal = BTreeSet::new();
         for f in findings {
+            // Another process holds the port: no apply can free it, an operator must.
+            if f.kind == "port-conflict" {
+                continue;
+            }
             let Some(entry) = inv.clients.get(&f.client) else {
                 continue;
             };

@@ -493,8 +493,8 @@ pub fn host(l: &Ledger, ctx: &Context, server: &str) -> Result<Option<HostView>,
                             conflict: drift
                                 .iter()
                                 .find(|f| {
-                                    f.kind == "port_conflict"
-                                        && f.detail.contains(&p.port.to_string())
+                                    f.kind == "port-conflict"
+                                        && f.detail.starts_with(&format!("port {}/", p.port))
                                 })
                                 .map(|f| f.detail.clone()),
                         })
