@@ -5,7 +5,9 @@
 //! snapshotted, escaping, the CSP and the token option are checked over HTTP, and headless
 //! Chromium (WebDriver through chromedriver) loads each page, checks the DOM and saves the
 //! screenshots docs/dashboard.md shows. A second test runs `--watch` and sees a pushed commit
-//! reach an open fleet page through Server-Sent Events, without a reload.
+//! reach an open fleet page through Server-Sent Events, without a reload. Two more write
+//! records by hand into a real ledger, for what real runs here cannot produce cheaply: names
+//! that are HTML, a refused commit, a halted rollout, stale hosts.
 
 mod support;
 
@@ -268,13 +270,25 @@ struct Served {
 
 impl Served {
     fn start(ledger: &Path, repo: Option<&Path>, require_token: bool) -> Served {
+        Served::with(
+            ledger,
+            dashboard::Options {
+                repo: repo.map(Path::to_path_buf),
+                drift_interval: None,
+                require_token,
+            },
+        )
+    }
+
+    fn with(ledger: &Path, options: dashboard::Options) -> Served {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        std::mem::forget(_rx);
+        // The loop's end of the trigger channel: kept open, never read (pages send nothing).
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::mem::forget(rx);
         let state = Arc::new(ServeState {
             ledger_path: ledger.to_path_buf(),
             metrics: Arc::new(Metrics::new()),
@@ -282,11 +296,7 @@ impl Served {
             triggers: tx,
             api_token: Some(TOKEN.into()),
             webhook_secret: None,
-            dashboard: dashboard::Options {
-                repo: repo.map(Path::to_path_buf),
-                drift_interval: None,
-                require_token,
-            },
+            dashboard: options,
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -837,4 +847,116 @@ fn watch_serves_the_fleet_page_and_updates_it_live() {
     );
     b.screenshot(&screenshots_dir().join("live.png"));
     assert_eq!(runs().len(), 2, "{}", w.log());
+}
+
+fn record(id: &str, branch: &str, outcome: RunOutcome, hosts: Vec<(&str, &str)>) -> RunRecord {
+    let at = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &id[0..4],
+        &id[4..6],
+        &id[6..8],
+        &id[9..11],
+        &id[11..13],
+        &id[13..15]
+    );
+    RunRecord {
+        format: RUN_FORMAT.into(),
+        id: id.into(),
+        commit: format!("{:0<40}", &id[id.len() - 1..]),
+        branch: Some(branch.into()),
+        started_at: at.clone(),
+        finished_at: at,
+        trigger: "watch".into(),
+        mode: RunMode::Apply,
+        outcome,
+        message: (outcome == RunOutcome::Refused)
+            .then(|| "commit 2000000000 is not signed by a trusted key".to_string()),
+        hosts: hosts
+            .into_iter()
+            .map(|(server, outcome)| HostRecord {
+                server: server.into(),
+                client: "acme".into(),
+                outcome: outcome.into(),
+                duration_ms: 5,
+                message: (outcome == "not_attempted")
+                    .then(|| "web: the failure budget (0) is spent".to_string()),
+                deployments: Vec::new(),
+                steps: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+/// The states the ledger alone decides: a refused commit on a host's branch, a rollout that
+/// halted before a host, and hosts no run listed for longer than twice the drift interval.
+#[test]
+fn refused_halted_and_stale_hosts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("ledger.sqlite");
+    let mut l = Ledger::open(&path).unwrap();
+    l.record_run(&record(
+        "20261101T090000Z-00000001",
+        "main",
+        RunOutcome::Success,
+        vec![("a1", "converged")],
+    ))
+    .unwrap();
+    l.record_run(&record(
+        "20261101T100000Z-00000003",
+        "staging",
+        RunOutcome::Failed,
+        vec![("a2", "not_attempted"), ("a3", "converged")],
+    ))
+    .unwrap();
+    l.record_run(&record(
+        "20261102T090000Z-00000002",
+        "main",
+        RunOutcome::Refused,
+        Vec::new(),
+    ))
+    .unwrap();
+    drop(l);
+    let api = Served::start(&path, None, false);
+    let page = get(&format!("{}/", api.base), None).body;
+    let state = |body: &str, server: &str| {
+        let at = body
+            .find(&format!("<tr data-server=\"{server}\" data-state=\""))
+            .unwrap_or_else(|| panic!("{server}:\n{body}"));
+        let rest = &body[at..];
+        let start = rest.find("data-state=\"").unwrap() + "data-state=\"".len();
+        rest[start..start + rest[start..].find('"').unwrap()].to_string()
+    };
+    assert_eq!(state(&page, "a1"), "awaiting_approval");
+    assert_eq!(state(&page, "a2"), "mid_rollout");
+    assert_eq!(
+        state(&page, "a3"),
+        "converged",
+        "no drift interval: never stale"
+    );
+    assert!(
+        page.contains("is not signed by a trusted key"),
+        "the refusal banner"
+    );
+    let run = get(
+        &format!("{}/runs/20261101T100000Z-00000003", api.base),
+        None,
+    )
+    .body;
+    assert!(run.contains("a2 (not_attempted): web: the failure budget (0) is spent"));
+    drop(api);
+
+    // With a drift interval, hosts last listed weeks ago are stale (unless worse).
+    let stale = Served::with(
+        &path,
+        dashboard::Options {
+            drift_interval: Some(Duration::from_secs(900)),
+            ..dashboard::Options::default()
+        },
+    );
+    let page = get(&format!("{}/", stale.base), None).body;
+    assert_eq!(state(&page, "a1"), "awaiting_approval");
+    assert_eq!(state(&page, "a2"), "mid_rollout");
+    assert_eq!(state(&page, "a3"), "stale");
+    let filtered = get(&format!("{}/?outcome=stale", stale.base), None).body;
+    assert!(filtered.contains("data-server=\"a3\"") && !filtered.contains("data-server=\"a1\""));
 }

@@ -179,7 +179,7 @@ pub fn fleet(l: &Ledger, ctx: &Context, filter: &FleetFilter) -> Result<Fleet, L
             }
         }
     }
-    let (datacenters, config_note) = datacenter_map(l, ctx, &runs);
+    let (datacenters, config_note) = datacenter_map(ctx, &runs);
     // `reconcile <branch>@<short commit>`: that branch's hosts are mid-rollout until the run
     // for that commit is recorded (the loop stays busy a moment after recording it).
     let busy: Option<(String, String)> = ctx
@@ -296,7 +296,6 @@ fn text<T: Serialize>(value: &T) -> String {
 
 /// Server → datacenter from the inventory at the newest applied commit.
 fn datacenter_map(
-    _l: &Ledger,
     ctx: &Context,
     runs: &[RunSummary],
 ) -> (BTreeMap<String, String>, Option<String>) {
