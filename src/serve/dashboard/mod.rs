@@ -135,7 +135,8 @@ fn refused(state: &ServeState, headers: &HeaderMap) -> Option<Response> {
     if !state.dashboard.require_token {
         return None;
     }
-    let expected = state.api_token.as_deref()?;
+    // Without a token nothing can match: closed, not open (the CLI refuses that combination).
+    let expected = state.api_token.as_deref().unwrap_or_default();
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -156,7 +157,9 @@ fn refused(state: &ServeState, headers: &HeaderMap) -> Option<Response> {
                 None
             }
         });
-    if given.is_some_and(|g| super::auth::same_secret(g.as_bytes(), expected.as_bytes())) {
+    if !expected.is_empty()
+        && given.is_some_and(|g| super::auth::same_secret(g.as_bytes(), expected.as_bytes()))
+    {
         return None;
     }
     let mut response = (

@@ -13,8 +13,11 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// How many runs the fleet page folds (the newest); older ones cannot change a host's state.
+/// How many apply runs the fleet page folds (the newest): a host whose last apply is older
+/// shows its last run but no apply outcome.
 const FLEET_RUNS: usize = 500;
+/// How many drift runs it looks at for each host's newest drift check.
+const DRIFT_RUNS: usize = 50;
 /// How many of a host's runs its page lists.
 pub const HOST_RUNS: usize = 10;
 
@@ -103,39 +106,32 @@ pub struct Fleet {
 
 struct Fold {
     host: FleetHost,
-    apply_seen: bool,
+    /// (started_at, id) of the host's newest apply run.
+    apply: Option<(String, String)>,
     drift_seen: bool,
 }
 
 pub fn fleet(l: &Ledger, ctx: &Context, filter: &FleetFilter) -> Result<Fleet, LedgerError> {
-    let runs = l.runs(&RunFilter {
+    // Apply and drift runs are read apart: frequent drift checks must not push a host's last
+    // apply out of the window.
+    let applies = l.runs(&RunFilter {
+        mode: Some(RunMode::Apply),
         limit: Some(FLEET_RUNS),
         ..RunFilter::default()
     })?;
+    let drifts = l.runs(&RunFilter {
+        mode: Some(RunMode::Drift),
+        limit: Some(DRIFT_RUNS),
+        ..RunFilter::default()
+    })?;
     let mut hosts: BTreeMap<String, Fold> = BTreeMap::new();
-    // branch → (refused run, newer than every apply of the branch seen so far)
-    let mut refused: BTreeMap<Option<String>, (&RunSummary, bool)> = BTreeMap::new();
-    let mut applied_branches: Vec<Option<String>> = Vec::new();
-    // Runs come newest first: the first of a kind is the one that counts.
-    for run in &runs {
-        if run.mode == RunMode::Apply && run.outcome == RunOutcome::Refused {
-            let newer = !applied_branches.contains(&run.branch);
-            refused.entry(run.branch.clone()).or_insert((run, newer));
-            continue;
-        }
-        if run.mode == RunMode::Apply {
-            applied_branches.push(run.branch.clone());
-        }
-        let findings = if run.mode == RunMode::Drift {
-            l.drift_findings(&run.id)?
-        } else {
-            Vec::new()
-        };
-        for h in &run.hosts {
-            let fold = hosts.entry(h.server.clone()).or_insert_with(|| Fold {
+    for last in l.server_last_runs(None)? {
+        hosts.insert(
+            last.server.clone(),
+            Fold {
                 host: FleetHost {
-                    server: h.server.clone(),
-                    client: h.client.clone(),
+                    server: last.server,
+                    client: last.client,
                     datacenter: String::new(),
                     profiles: Vec::new(),
                     state: HostState::Converged,
@@ -145,41 +141,72 @@ pub fn fleet(l: &Ledger, ctx: &Context, filter: &FleetFilter) -> Result<Fleet, L
                     last_apply_run: None,
                     last_commit: None,
                     branch: None,
-                    last_seen: run.finished_at.clone(),
+                    last_seen: last.finished_at,
                     message: None,
                     drift_findings: 0,
                 },
-                apply_seen: false,
+                apply: None,
                 drift_seen: false,
-            });
-            match run.mode {
-                RunMode::Apply if !fold.apply_seen => {
-                    fold.apply_seen = true;
-                    let f = &mut fold.host;
-                    f.outcome = Some(h.outcome.clone());
-                    f.last_apply_run = Some(run.id.clone());
-                    f.last_commit = Some(run.commit.clone());
-                    f.branch = run.branch.clone();
-                    f.message = h.message.clone();
-                    let mut profiles: Vec<String> =
-                        h.deployments.iter().map(|d| d.profile.clone()).collect();
-                    profiles.sort();
-                    profiles.dedup();
-                    f.profiles = profiles;
-                }
-                RunMode::Drift if !fold.drift_seen => {
-                    fold.drift_seen = true;
-                    // Only a drift check newer than the last apply says something about now.
-                    if !fold.apply_seen {
-                        fold.host.drift_findings =
-                            findings.iter().filter(|f| f.server == h.server).count();
-                    }
-                }
-                _ => {}
+            },
+        );
+    }
+    // branch → (refused run, newer than every apply of the branch)
+    let mut refused: BTreeMap<Option<String>, (&RunSummary, bool)> = BTreeMap::new();
+    let mut applied_branches: Vec<Option<String>> = Vec::new();
+    // Runs come newest first: the first one listing a host is the one that counts.
+    for run in &applies {
+        if run.outcome == RunOutcome::Refused {
+            let newer = !applied_branches.contains(&run.branch);
+            refused.entry(run.branch.clone()).or_insert((run, newer));
+            continue;
+        }
+        applied_branches.push(run.branch.clone());
+        for h in &run.hosts {
+            let Some(fold) = hosts.get_mut(&h.server) else {
+                continue;
+            };
+            if fold.apply.is_some() {
+                continue;
+            }
+            fold.apply = Some((run.started_at.clone(), run.id.clone()));
+            let f = &mut fold.host;
+            f.outcome = Some(h.outcome.clone());
+            f.last_apply_run = Some(run.id.clone());
+            f.last_commit = Some(run.commit.clone());
+            f.branch = run.branch.clone();
+            f.message = h.message.clone();
+            let mut profiles: Vec<String> =
+                h.deployments.iter().map(|d| d.profile.clone()).collect();
+            profiles.sort();
+            profiles.dedup();
+            f.profiles = profiles;
+        }
+    }
+    for run in &drifts {
+        if run
+            .hosts
+            .iter()
+            .all(|h| hosts.get(&h.server).is_none_or(|f| f.drift_seen))
+        {
+            continue;
+        }
+        let findings = l.drift_findings(&run.id)?;
+        for h in &run.hosts {
+            let Some(fold) = hosts.get_mut(&h.server) else {
+                continue;
+            };
+            if fold.drift_seen {
+                continue;
+            }
+            fold.drift_seen = true;
+            // Only a drift check newer than the last apply says something about now.
+            let key = (run.started_at.clone(), run.id.clone());
+            if fold.apply.as_ref().is_none_or(|a| key > *a) {
+                fold.host.drift_findings = findings.iter().filter(|f| f.server == h.server).count();
             }
         }
     }
-    let (datacenters, config_note) = datacenter_map(ctx, &runs);
+    let (datacenters, config_note) = datacenter_map(ctx, &applies);
     // `reconcile <branch>@<short commit>`: that branch's hosts are mid-rollout until the run
     // for that commit is recorded (the loop stays busy a moment after recording it).
     let busy: Option<(String, String)> = ctx
@@ -260,7 +287,7 @@ pub fn fleet(l: &Ledger, ctx: &Context, filter: &FleetFilter) -> Result<Fleet, L
         datacenters: datacenter_names,
         profiles,
         refusals: refusals_full,
-        newest_run: runs.first().map(|r| r.id.clone()),
+        newest_run: l.newest_run(None)?.map(|r| r.id),
         config_note,
     })
 }
@@ -400,20 +427,27 @@ pub fn host(l: &Ledger, ctx: &Context, server: &str) -> Result<Option<HostView>,
         .collect();
     // The newest apply run's record says what the host should run; the newest one where the
     // host ended converged and the deployment healthy says what it ran when last seen well.
-    let records: Vec<RunRecord> = summaries
+    let of_mode = |mode: RunMode, limit: usize| {
+        l.runs(&RunFilter {
+            server: Some(server.to_string()),
+            mode: Some(mode),
+            limit: Some(limit),
+            ..RunFilter::default()
+        })
+    };
+    // Read apart from the list above: drift checks every few minutes must not push the host's
+    // apply runs out of it.
+    let records: Vec<RunRecord> = of_mode(RunMode::Apply, HOST_RUNS)?
         .iter()
-        .filter(|r| r.mode == RunMode::Apply)
         .filter_map(|r| l.run(&r.id).transpose())
         .collect::<Result<_, _>>()?;
     let host_of = |r: &RunRecord| r.hosts.iter().find(|h| h.server == server).cloned();
-    let newest_drift = summaries
-        .iter()
-        .find(|r| r.mode == RunMode::Drift)
-        .filter(|d| {
-            fh.last_apply_run
-                .as_deref()
-                .is_none_or(|a| d.id.as_str() > a)
-        });
+    // Run ids start with their start time, so they order like it.
+    let newest_drift = of_mode(RunMode::Drift, 1)?.into_iter().next().filter(|d| {
+        fh.last_apply_run
+            .as_deref()
+            .is_none_or(|a| d.id.as_str() > a)
+    });
     let findings: Vec<DriftFinding> = match newest_drift {
         Some(d) => l
             .drift_findings(&d.id)?
