@@ -647,6 +647,16 @@ fn every_value_is_escaped_and_the_token_guards_pages() {
     assert_eq!(host.status, 200);
     assert!(!host.body.contains("<img"));
 
+    // Before the first run there is no ledger: an empty fleet, not an error.
+    let empty = Served::start(&tmp.path().join("none-yet.sqlite"), None, false);
+    let p = get(&format!("{}/", empty.base), None);
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("No run has been recorded"), "{}", p.body);
+    assert!(
+        !tmp.path().join("none-yet.sqlite").exists(),
+        "reading creates no ledger"
+    );
+
     let guarded = Served::start(&path, None, true);
     for route in ["/", "/events", "/runs/20261101T090000Z-0000000a"] {
         let p = get(&format!("{}{route}", guarded.base), None);

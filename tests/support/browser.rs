@@ -33,9 +33,18 @@ pub fn require_chromium() -> Option<(PathBuf, PathBuf)> {
 
 impl Browser {
     pub fn start(chromium: &Path, driver: &Path) -> Browser {
+        // Chromium's crash handler double-forks away from chromedriver; as a subreaper this
+        // process inherits it instead of PID 1 (which here reaps nothing), and `drop` reaps it.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
         let port = free_port();
+        let profile = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(driver);
-        cmd.arg(format!("--port={port}"))
+        // Chromium's crash handler keeps its database under the config home: inside the
+        // profile, so nothing is written to the user's home and its command line names the
+        // profile (which is how `drop` tells this browser's processes from another's).
+        cmd.env("HOME", profile.path())
+            .env("XDG_CONFIG_HOME", profile.path().join("config"))
+            .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -50,7 +59,6 @@ impl Browser {
             .proxy(None)
             .build()
             .new_agent();
-        let profile = tempfile::tempdir().unwrap();
         let base = format!("http://127.0.0.1:{port}");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -61,7 +69,7 @@ impl Browser {
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     "--disable-dev-shm-usage", "--window-size=1280,1000",
-                    format!("--user-data-dir={}", profile.path().display()),
+                    format!("--user-data-dir={}", profile.path().join("data").display()),
                 ]
             }
         }}});
@@ -155,11 +163,99 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // Deleting the session makes chromedriver stop its Chromium; then the driver is killed
-        // by PID.
+        // Note this browser's processes while they still run (a zombie has no command line):
+        // the driver's descendants, and what Chromium double-forked, which is reparented here
+        // and started for this profile (another test's browser may be running beside it).
+        let me = std::process::id();
+        let profile = self._profile.path().to_string_lossy().into_owned();
+        let mine = |p: &Process| {
+            p.ppid == me
+                && p.name != "chromedriver"
+                && std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&profile))
+        };
+        let mut chromium = descendants(self._driver.pid());
+        chromium.extend(processes().into_iter().filter(mine).map(|p| p.pid));
+        // Deleting the session makes chromedriver stop its Chromium; whatever is left is
+        // killed by PID, then the driver goes when its handle drops.
         let _ = self.agent.delete(&self.base).call();
         let _ = &self.session;
+        for &pid in &chromium {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // Reap what was reparented here: only Chromium's processes, by PID, so no other
+        // test's child loses its exit status.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // Killed processes pass through being some other Chromium process's zombie before
+            // they are reparented here: wait until every one of them is gone.
+            let left: Vec<Process> = processes()
+                .into_iter()
+                .filter(|p| chromium.contains(&p.pid))
+                .collect();
+            if left.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            for p in left.iter().filter(|p| p.ppid == me) {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(p.pid as i32),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
+}
+
+struct Process {
+    pid: u32,
+    ppid: u32,
+    name: String,
+}
+
+fn processes() -> Vec<Process> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // `pid (name) state ppid ...`; the name may hold spaces and parentheses.
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            out.push(Process {
+                pid,
+                ppid,
+                name: stat[open + 1..close].to_string(),
+            });
+        }
+    }
+    out
+}
+
+/// Every process below `root` (children before their children).
+fn descendants(root: u32) -> Vec<u32> {
+    let all = processes();
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for proc in &all {
+            if proc.ppid == p && !out.contains(&proc.pid) {
+                out.push(proc.pid);
+                frontier.push(proc.pid);
+            }
+        }
+    }
+    out
 }
 
 fn post(agent: &ureq::Agent, url: &str, body: &Value) -> Value {
