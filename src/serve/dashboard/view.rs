@@ -262,21 +262,19 @@ pub fn fleet(l: &Ledger, ctx: &Context, filter: &FleetFilter) -> Result<Fleet, L
         .cloned()
         .collect();
     attention.sort_by(|a, b| (a.state, &a.server).cmp(&(b.state, &b.server)));
-    let refusals = refused
-        .values()
-        .filter(|(_, newer)| *newer)
-        .map(|(r, _)| Refusal {
+    let mut refusals = Vec::new();
+    for (r, newer) in refused.values() {
+        if !newer {
+            continue;
+        }
+        // Summaries do not carry the run's message (why it was refused); the record does.
+        refusals.push(Refusal {
             run_id: r.id.clone(),
             branch: r.branch.clone(),
             commit: r.commit.clone(),
-            message: None,
+            message: l.run(&r.id)?.and_then(|run| run.message),
             at: r.finished_at.clone(),
-        })
-        .collect::<Vec<_>>();
-    let mut refusals_full = Vec::new();
-    for mut r in refusals {
-        r.message = l.run(&r.run_id)?.and_then(|run| run.message);
-        refusals_full.push(r);
+        });
     }
     Ok(Fleet {
         by_client: count_rows(&all, |h| h.client.clone()),
@@ -286,7 +284,7 @@ pub fn fleet(l: &Ledger, ctx: &Context, filter: &FleetFilter) -> Result<Fleet, L
         clients,
         datacenters: datacenter_names,
         profiles,
-        refusals: refusals_full,
+        refusals,
         newest_run: l.newest_run(None)?.map(|r| r.id),
         config_note,
     })
