@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: build prerequisites (OpenSSL headers for libssh2), then what the tests
 # exercise for real: git, the age CLI (secrets interop), python3 and a JRE (the example repo's
-# demo artifacts).
+# demo artifacts), and headless Chromium with its WebDriver (the dashboard's browser tests).
 # One package a line, so that additions merge cleanly.
 packages=(
   build-essential dpkg-dev pkg-config libssl-dev
@@ -15,6 +15,7 @@ packages=(
   postgresql nginx apache2-utils vsftpd supervisor
   systemd-container debootstrap
   zsh fish
+  chromium chromium-driver
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -265,6 +265,7 @@ impl Api {
             triggers,
             api_token: None,
             webhook_secret: None,
+            dashboard: Default::default(),
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

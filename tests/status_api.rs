@@ -265,6 +265,7 @@ impl Api {
             triggers: tx,
             api_token: api_token.map(str::to_string),
             webhook_secret: webhook_secret.map(str::to_string),
+            dashboard: Default::default(),
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -919,12 +920,13 @@ fn the_openapi_document_lists_exactly_the_routes() {
     documented.sort();
     let mut routed: Vec<(String, String)> = ROUTES
         .iter()
+        .chain(clarity::serve::dashboard::ROUTES)
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     routed.sort();
     assert_eq!(
         documented, routed,
-        "docs/api.openapi.yaml and serve::ROUTES differ"
+        "docs/api.openapi.yaml and serve::ROUTES + dashboard::ROUTES differ"
     );
 
     // Every $ref points at a schema that exists.

@@ -76,6 +76,7 @@ fn start(ledger: &Path, token: Option<&str>, access: Access) -> Api {
         triggers: tx,
         api_token: token.map(str::to_string),
         webhook_secret: None,
+        dashboard: Default::default(),
     });
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

@@ -134,12 +134,20 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
                     }
                 }
                 let (outcome, message) = match failure {
-                    Failure::Restored => {
-                        (HostOutcome::RolledBack, format!("`{}` failed", dep.name))
-                    }
-                    Failure::NotRestored => {
-                        (HostOutcome::RestoreFailed, format!("`{}` failed", dep.name))
-                    }
+                    Failure::Restored => (
+                        HostOutcome::RolledBack,
+                        format!(
+                            "`{}` failed; its previous release runs again and passed its own health checks",
+                            dep.name
+                        ),
+                    ),
+                    Failure::NotRestored => (
+                        HostOutcome::RestoreFailed,
+                        format!(
+                            "`{}` failed, and its previous release could not be restored healthy",
+                            dep.name
+                        ),
+                    ),
                     Failure::FirstInstall(left) => (
                         HostOutcome::Failed,
                         format!("`{}` failed on its first install; {left}", dep.name),

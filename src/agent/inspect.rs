@@ -113,6 +113,8 @@ pub fn inspect(layout: &Layout) -> Result<ActualHost, StateError> {
         cached.sort();
         host.cached_artifacts = cached;
     }
+    let managed: Vec<String> = host.deployments.keys().cloned().collect();
+    host.listeners = super::ports::listeners(layout, &managed);
     Ok(host)
 }
 

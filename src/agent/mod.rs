@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod migrate_step;
 pub mod names;
 pub mod owner;
+pub mod ports;
 pub mod release;
 pub mod state;
 

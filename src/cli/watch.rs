@@ -64,6 +64,11 @@ pub struct WatchArgs {
     /// Default: the service's `webhook-secret` credential, when it has one.
     #[arg(long, env = "CLARITY_WEBHOOK_SECRET_FILE", value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Require the API token (--api-token-file) for the dashboard's pages and live events too,
+    /// as a bearer token or as the password a browser asks for; without this flag they are
+    /// open to whoever reaches --listen, like the read-only API.
+    #[arg(long)]
+    pub dashboard_require_token: bool,
     /// Apply only commits signed by a trusted key (every commit since the last applied one).
     #[arg(long)]
     pub require_signed_commits: bool,
@@ -132,6 +137,12 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
         return Err(CliError::new("--api-token-for-reads needs a token")
             .hint("pass --api-token-file FILE (or CLARITY_API_TOKEN_FILE)"));
     }
+    if watch.dashboard_require_token && api_token.is_none() {
+        return Err(
+            CliError::new("--dashboard-require-token needs a token to require")
+                .hint("give the token with --api-token-file FILE (or $CLARITY_API_TOKEN_FILE)"),
+        );
+    }
     let configured = crate::approval::TrustedKeys::load(&watch.trusted_keys)
         .map_err(|e| CliError::hinted(&e, e.hint()))?;
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
@@ -154,6 +165,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
             token_for_reads: watch.api_token_for_reads,
         },
         webhook_secret,
+        dashboard_require_token: watch.dashboard_require_token,
         approval: crate::approval::Policy {
             require_signed: watch.require_signed_commits,
             configured,

@@ -23,6 +23,28 @@ pub struct ActualHost {
     /// SHA-256 of every artifact in the host's download cache.
     #[serde(default)]
     pub cached_artifacts: Vec<String>,
+    /// Every listening socket on the host and who holds it (drift compares them with the ports
+    /// deployments claim). Empty when the host has no /proc to read them from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<Listener>,
+}
+
+/// A listening TCP socket or bound UDP socket.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// The process holding it, when the agent may see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Its process name (`comm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    /// The managed deployment the process belongs to (it runs inside its directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
 }
 
 impl ActualHost {
@@ -33,6 +55,7 @@ impl ActualHost {
             agent_version: agent_version.to_string(),
             deployments: BTreeMap::new(),
             cached_artifacts: Vec::new(),
+            listeners: Vec::new(),
         }
     }
 }

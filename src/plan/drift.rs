@@ -47,6 +47,8 @@ pub enum DriftKind {
     UnknownRelease,
     /// A deployment on the host that the repository does not describe.
     UnknownDeployment,
+    /// A port the deployment claims is held by another process.
+    PortConflict,
 }
 
 impl DriftKind {
@@ -64,8 +66,42 @@ impl DriftKind {
             DriftKind::MigrationPending => "migration-pending",
             DriftKind::UnknownRelease => "unknown-release",
             DriftKind::UnknownDeployment => "unknown-deployment",
+            DriftKind::PortConflict => "port-conflict",
         }
     }
+}
+
+/// The ports `d` claims that a process outside it listens on, with who holds them. A holder
+/// the agent could not see (no pid) is not counted: it may be the service itself.
+fn port_conflicts(
+    d: &crate::desired::DesiredDeployment,
+    actual: &ActualHost,
+) -> Vec<(u16, &'static str, String)> {
+    let Some(spec) = &d.service else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in &spec.ports {
+        let protocol = match p.protocol {
+            crate::model::Protocol::Tcp => "tcp",
+            crate::model::Protocol::Udp => "udp",
+        };
+        let other = actual.listeners.iter().find(|l| {
+            l.port == p.port
+                && l.protocol == protocol
+                && l.pid.is_some()
+                && l.deployment.as_deref() != Some(d.name.as_str())
+        });
+        if let Some(l) = other {
+            let who = match (&l.process, &l.deployment) {
+                (Some(name), Some(dep)) => format!("{name} (pid {}) of {dep}", l.pid.unwrap_or(0)),
+                (Some(name), None) => format!("{name} (pid {})", l.pid.unwrap_or(0)),
+                (None, _) => format!("pid {}", l.pid.unwrap_or(0)),
+            };
+            out.push((p.port, protocol, who));
+        }
+    }
+    out
 }
 
 pub fn drift(desired: &DesiredHost, actual: &ActualHost) -> Vec<Finding> {
@@ -186,6 +222,16 @@ pub fn drift(desired: &DesiredHost, actual: &ActualHost) -> Vec<Finding> {
                     }
                 }
             }
+        }
+        for (port, protocol, holder) in port_conflicts(d, actual) {
+            find(
+                &d.name,
+                DriftKind::PortConflict,
+                format!(
+                    "port {port}/{protocol} is held by {holder}, not by {}",
+                    d.name
+                ),
+            );
         }
         for m in &a.migrations_pending {
             find(

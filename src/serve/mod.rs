@@ -9,6 +9,7 @@
 //! [`ROUTES`]; a test keeps the two in step.
 
 mod auth;
+pub mod dashboard;
 pub mod guard;
 mod handlers;
 pub mod metrics;
@@ -41,6 +42,8 @@ pub struct ServeState {
     /// The push webhook's shared secret (GitHub HMAC key, GitLab token); without one the hook
     /// does not exist.
     pub webhook_secret: Option<String>,
+    /// The dashboard's settings (its pages are merged into [`router`]).
+    pub dashboard: dashboard::Options,
 }
 
 /// Every route as (method, path), in the path syntax of both axum and OpenAPI. [`router`]
@@ -97,6 +100,7 @@ pub fn router_with(state: Arc<ServeState>, access: Access) -> axum::Router {
         .fold(axum::Router::new(), |r, &(method, path)| {
             r.route(path, endpoint(method, path))
         })
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard))

@@ -429,6 +429,10 @@ impl Cycle {
         let inv = crate::load::load(&snapshot).inventory;
         let mut heal = BTreeSet::new();
         for f in findings {
+            // Another process holds the port: no apply can free it, an operator must.
+            if f.kind == "port-conflict" {
+                continue;
+            }
             let Some(entry) = inv.clients.get(&f.client) else {
                 continue;
             };
@@ -474,4 +478,3 @@ fn last_settled(ledger: &Ledger, branch: &str) -> Option<String> {
         .flatten()
         .map(|a| a.commit)
 }
-

@@ -63,6 +63,11 @@ async fn run_async(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
                 triggers: tx.clone(),
                 api_token: config.api_token.clone(),
                 webhook_secret: config.webhook_secret.clone(),
+                dashboard: crate::serve::dashboard::Options {
+                    repo: Some(mirror.root.clone()),
+                    drift_interval: config.drift_interval,
+                    require_token: config.dashboard_require_token,
+                },
             });
             Some(tokio::spawn(crate::serve::serve_with(
                 listener,

@@ -60,6 +60,8 @@ pub struct Config {
     /// Who may reach the status API (Host names, token for reads).
     pub api_access: crate::serve::Access,
     pub webhook_secret: Option<String>,
+    /// The dashboard's pages need the API token too.
+    pub dashboard_require_token: bool,
     pub approval: approval::Policy,
     /// Push notes to a remote source (a local source always gets them).
     pub push_notes: bool,

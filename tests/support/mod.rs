@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod net;
 pub mod nspawn;
 pub mod sandbox;
