@@ -83,6 +83,7 @@ fn converged(d: &desired::DesiredHost) -> ActualHost {
                 migrations_applied: Vec::new(),
                 migrations_pending: Vec::new(),
                 known_releases: vec![dep.release.clone()],
+                container: None,
             },
         );
     }

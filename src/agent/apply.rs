@@ -92,6 +92,8 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
         backend: backend.as_ref(),
         steps_done: 0,
         kill_after: opts.kill_after_steps,
+        host: &req.host,
+        containers: req.containers.as_ref(),
     };
     for (i, dep) in req.deployments.iter().enumerate() {
         match runner.deployment(dep, &mut state, emit) {
@@ -171,6 +173,8 @@ struct Runner<'a> {
     backend: &'a dyn ServiceBackend,
     steps_done: usize,
     kill_after: Option<usize>,
+    host: &'a str,
+    containers: Option<&'a crate::model::ContainerRuntimeSettings>,
 }
 
 impl Runner<'_> {
@@ -183,10 +187,17 @@ impl Runner<'_> {
     ) -> Result<(), bool> {
         let layout = self.layout;
         let state_dir = layout.state_dir();
+        let previous_release = current_release(layout, &dep.name);
         let mut journal = Journal {
             deployment: dep.name.clone(),
             release: dep.release.clone(),
-            previous_release: current_release(layout, &dep.name),
+            container: super::container::journal_for(
+                layout,
+                dep,
+                self.containers,
+                previous_release.as_deref(),
+            ),
+            previous_release,
             previous_service: state
                 .deployments
                 .get(&dep.name)
@@ -249,6 +260,13 @@ impl Runner<'_> {
                     r
                 }
                 Action::RemoveDeployment => Ok(Some("handled after the deployments".into())),
+                Action::LoadImage
+                | Action::CreateContainer
+                | Action::StartContainer
+                | Action::StopContainer
+                | Action::PruneContainers => {
+                    self.container_step(dep, step.action, &step.target, &mut journal, emit)
+                }
             };
             let failed = result.is_err();
             emit(step_event(
@@ -355,8 +373,7 @@ impl Runner<'_> {
             .unwrap_or(&dep.artifact.id)
             .to_string();
         let build = || -> Result<(), String> {
-            super::release::place_artifact(dep.artifact.kind, &artifact, &file_name, &staging)
-                .map_err(|e| e.to_string())?;
+            super::container::place_artifact(dep.artifact.kind, &artifact, &file_name, &staging)?;
             for f in &dep.release_files {
                 let path = staging.join(&f.destination);
                 write_atomic(
@@ -553,12 +570,75 @@ impl Runner<'_> {
         )))
     }
 
+    /// The container steps; the journal records what they change before they change it.
+    fn container_step(
+        &self,
+        dep: &ApplyDeployment,
+        action: Action,
+        target: &str,
+        journal: &mut Journal,
+        emit: Emit,
+    ) -> Result<Option<String>, String> {
+        use super::container as c;
+        let ctx = c::StepContext {
+            layout: self.layout,
+            host: self.host,
+            settings: self.containers,
+            dep,
+        };
+        let mut cj = journal.container.clone().unwrap_or_default();
+        let cached = || crate::fetch::Cache::new(self.layout.cache_dir()).get(&dep.artifact.sha256);
+        let result = match action {
+            Action::LoadImage => {
+                let archive = match cached() {
+                    Some(p) => p,
+                    None => self.fetch(dep, emit)?.0,
+                };
+                c::load_image(&ctx, &archive)
+            }
+            Action::CreateContainer => {
+                journal.container = Some(cj.clone());
+                journal
+                    .save(&self.layout.state_dir())
+                    .map_err(|e| e.to_string())?;
+                let r = c::create(&ctx, &mut cj, cached().as_deref());
+                if cj.created.is_some() {
+                    journal.container = Some(cj.clone());
+                }
+                r
+            }
+            Action::StartContainer => {
+                cj.started = Some(target.to_string());
+                journal.container = Some(cj.clone());
+                journal
+                    .save(&self.layout.state_dir())
+                    .map_err(|e| e.to_string())?;
+                c::start(&ctx, &mut cj, target)
+            }
+            Action::StopContainer => c::stop(&ctx, target),
+            _ => c::prune(&ctx, journal.previous_release.as_deref()),
+        };
+        journal.container = Some(cj);
+        journal
+            .save(&self.layout.state_dir())
+            .map_err(|e| e.to_string())?;
+        result
+    }
+
     fn health(&self, dep: &ApplyDeployment, index: usize) -> Result<Option<String>, String> {
         let Some(check) = dep.health_checks.get(index) else {
             return Ok(Some("no such check".into()));
         };
         let dir = self.layout.current_link(&dep.name);
-        let report = crate::agent::health::run(check, &dir);
+        let runtime = dep.container.as_ref().map(|_| {
+            super::container::Runtime::new(self.layout, dep.artifact.kind, self.containers)
+        });
+        let check = super::container::check_for(
+            check,
+            runtime.as_ref(),
+            dep.container.as_ref().map(|c| c.name.as_str()),
+        );
+        let report = crate::agent::health::run(&check, &dir);
         if report.passed {
             Ok(Some(report.summary()))
         } else {
@@ -746,7 +826,9 @@ fn rollback(
             problems.push(e.to_string());
         }
     }
-    if j.service_installed || j.switched {
+    super::container::rollback(j, &mut problems);
+    // A container deployment has no service: its containers are the rollback above.
+    if (j.service_installed || j.switched) && j.container.is_none() {
         if previous_runs {
             if let Err(e) = backend.restart(&service) {
                 problems.push(e.to_string());
@@ -768,8 +850,11 @@ fn rollback(
         && previous_runs
         && let Some(d) = dep
     {
+        let runtime = j.container.as_ref().and_then(|c| c.runtime.as_ref());
+        let previous = j.container.as_ref().and_then(|c| c.previous.as_deref());
         for check in &d.health_checks {
-            let report = crate::agent::health::run(check, &layout.current_link(name));
+            let check = super::container::check_for(check, runtime, previous);
+            let report = crate::agent::health::run(&check, &layout.current_link(name));
             if !report.passed {
                 problems.push(format!(
                     "the previous release is unhealthy too: {}",
@@ -831,9 +916,28 @@ fn record(
 
 /// Keeps the newest `keep` releases (by install time), never the current or the previous one.
 fn prune_releases(layout: &Layout, name: &str, keep: u32, previous: Option<&str>) {
-    let current = current_release(layout, name);
+    let kept = releases_kept(layout, name, keep, previous);
     let Ok(entries) = std::fs::read_dir(layout.releases_dir(name)) else {
         return;
+    };
+    for e in entries.flatten() {
+        let r = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() && !r.starts_with('.') && !kept.contains(&r) {
+            let _ = std::fs::remove_dir_all(layout.release_dir(name, &r));
+        }
+    }
+}
+
+/// The releases [`prune_releases`] keeps: the newest `keep`, the current and the previous one.
+pub(crate) fn releases_kept(
+    layout: &Layout,
+    name: &str,
+    keep: u32,
+    previous: Option<&str>,
+) -> Vec<String> {
+    let current = current_release(layout, name);
+    let Ok(entries) = std::fs::read_dir(layout.releases_dir(name)) else {
+        return Vec::new();
     };
     let mut releases: Vec<(std::time::SystemTime, String)> = entries
         .flatten()
@@ -849,12 +953,14 @@ fn prune_releases(layout: &Layout, name: &str, keep: u32, previous: Option<&str>
         .collect();
     releases.sort();
     let excess = releases.len().saturating_sub(keep.max(1) as usize);
-    for (_, r) in releases.into_iter().take(excess) {
-        if Some(r.as_str()) == current.as_deref() || Some(r.as_str()) == previous {
-            continue;
-        }
-        let _ = std::fs::remove_dir_all(layout.release_dir(name, &r));
-    }
+    releases
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (_, r))| {
+            *i >= excess || Some(r.as_str()) == current.as_deref() || Some(r.as_str()) == previous
+        })
+        .map(|(_, (_, r))| r)
+        .collect()
 }
 
 fn remove_deployment(
@@ -864,6 +970,10 @@ fn remove_deployment(
     state: &mut AgentState,
 ) -> Result<Option<String>, String> {
     let service = service_name(name);
+    let containers = super::container::remove_all(layout, name);
+    if !containers.is_empty() {
+        return Err(containers.join("; "));
+    }
     let _ = backend.stop(&service);
     backend.remove(&service).map_err(|e| e.to_string())?;
     let dir = layout.deployment_dir(name);

@@ -114,6 +114,7 @@ pub fn request(
         deployments,
         remove,
         max_cache_bytes,
+        containers: desired.containers.clone(),
     })
 }
 
@@ -179,5 +180,6 @@ fn deployment(d: &DesiredDeployment, plan: &crate::plan::DeploymentPlan) -> Appl
         }),
         health_checks: d.health_checks.clone(),
         keep_releases: d.keep_releases,
+        container: crate::plan::container::wire(d),
     }
 }

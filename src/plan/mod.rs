@@ -3,6 +3,7 @@
 //! redacted). A step whose outcome cannot be known before running says so instead of being
 //! skipped. Pure: plans are data; dry-run renders them, apply executes the same value.
 
+pub mod container;
 pub mod drift;
 mod render;
 
@@ -343,6 +344,8 @@ fn deployment_plan(
                 .detail(format!("{:?} artifact", d.artifact.kind).to_lowercase()),
         );
     }
+    let containers = container::steps(d, actual, release_changes);
+    steps.extend(containers.load);
     let mut config_changed = false;
     for f in &d.release_files {
         // A new release gets every file written into it; show the diff against the current
@@ -440,6 +443,7 @@ fn deployment_plan(
             )),
         );
     }
+    steps.extend(containers.create);
     if release_changes {
         steps.push(
             step(
@@ -481,6 +485,7 @@ fn deployment_plan(
             );
         }
     }
+    steps.extend(containers.start);
     let acting = !steps.is_empty();
     if acting {
         for hc in &d.health_checks {
@@ -509,6 +514,7 @@ fn deployment_plan(
             );
         }
     }
+    steps.extend(containers.finish);
     let change = if actual.is_none() {
         Change::Create
     } else if acting {
