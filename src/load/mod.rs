@@ -4,6 +4,7 @@
 //! `source::Snapshot` already in memory.
 
 mod checks;
+mod containers;
 pub mod schema;
 pub mod yaml;
 

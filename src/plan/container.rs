@@ -247,3 +247,64 @@ fn short(image: Option<&str>) -> String {
         None => "(none)".to_string(),
     }
 }
+
+/// How the current release's container differs from what was applied.
+pub(super) fn drift(
+    d: &DesiredDeployment,
+    a: &ActualDeployment,
+) -> Vec<(super::drift::DriftKind, String)> {
+    use super::drift::DriftKind;
+    let mut out = Vec::new();
+    if d.container.is_none() || a.current_release.as_deref() != Some(d.release.as_str()) {
+        return out;
+    }
+    let expected = name(&d.name, &d.release);
+    let Some(c) = &a.container else {
+        out.push((
+            DriftKind::ContainerMissing,
+            format!("container {expected} is not recorded on the host"),
+        ));
+        return out;
+    };
+    match c.state {
+        ContainerState::Missing => out.push((
+            DriftKind::ContainerMissing,
+            format!("container {} is gone", c.name),
+        )),
+        ContainerState::Stopped => out.push((
+            DriftKind::ContainerStopped,
+            format!("container {} is stopped", c.name),
+        )),
+        ContainerState::Unknown => out.push((
+            DriftKind::ContainerStopped,
+            format!(
+                "the {} runtime could not be asked about {}",
+                c.runtime, c.name
+            ),
+        )),
+        ContainerState::Running => {}
+    }
+    if c.state != ContainerState::Missing {
+        if d.artifact.kind == ArtifactType::Docker && c.image != c.recorded_image {
+            out.push((
+                DriftKind::ContainerImage,
+                format!(
+                    "container {} runs image {}, the release loaded {}",
+                    c.name,
+                    short(c.image.as_deref()),
+                    short(c.recorded_image.as_deref())
+                ),
+            ));
+        }
+        if c.config_sha256 != c.recorded_config_sha256 {
+            out.push((
+                DriftKind::ContainerConfig,
+                format!(
+                    "container {} was created with another configuration than the release's",
+                    c.name
+                ),
+            ));
+        }
+    }
+    out
+}

@@ -47,6 +47,14 @@ pub enum DriftKind {
     UnknownRelease,
     /// A deployment on the host that the repository does not describe.
     UnknownDeployment,
+    /// The current release's container is gone.
+    ContainerMissing,
+    /// The current release's container is not running.
+    ContainerStopped,
+    /// The container runs another image than the one loaded for the release.
+    ContainerImage,
+    /// The container was created with another configuration than the release's.
+    ContainerConfig,
 }
 
 impl DriftKind {
@@ -64,6 +72,10 @@ impl DriftKind {
             DriftKind::MigrationPending => "migration-pending",
             DriftKind::UnknownRelease => "unknown-release",
             DriftKind::UnknownDeployment => "unknown-deployment",
+            DriftKind::ContainerMissing => "container-missing",
+            DriftKind::ContainerStopped => "container-stopped",
+            DriftKind::ContainerImage => "container-image",
+            DriftKind::ContainerConfig => "container-config",
         }
     }
 }
@@ -180,6 +192,9 @@ pub fn drift(desired: &DesiredHost, actual: &ActualHost) -> Vec<Finding> {
                     }
                 }
             }
+        }
+        for (kind, detail) in super::container::drift(d, a) {
+            find(&d.name, kind, detail);
         }
         for m in &a.migrations_pending {
             find(
