@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod nspawn;
 pub mod sandbox;
 
