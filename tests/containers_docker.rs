@@ -7,8 +7,8 @@
 
 mod support;
 
-use support::containers::{ContainerRepo, Dockerd, text};
 use std::time::Duration;
+use support::containers::{ContainerRepo, Dockerd, text};
 
 fn container_block(port: u16) -> String {
     format!(
@@ -65,10 +65,17 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
     assert!(r.wait_serving("v1", Duration::from_secs(5)));
     let rel1 = r.current().unwrap();
     let c1 = format!("clarity-web-{rel1}");
-    assert_eq!(d.inspect("{{.State.Status}}", &c1).as_deref(), Some("running"));
-    assert_eq!(d.inspect("{{.Image}}", &c1).as_deref(), Some(v1_id.as_str()));
     assert_eq!(
-        d.inspect("{{index .Config.Labels \"clarity.release\"}}", &c1).as_deref(),
+        d.inspect("{{.State.Status}}", &c1).as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        d.inspect("{{.Image}}", &c1).as_deref(),
+        Some(v1_id.as_str())
+    );
+    assert_eq!(
+        d.inspect("{{index .Config.Labels \"clarity.release\"}}", &c1)
+            .as_deref(),
         Some(rel1.as_str())
     );
     assert_eq!(
@@ -85,14 +92,17 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
     );
     // Env values reach the container through a file, which the agent removed again.
     assert!(
-        d.out(&["exec", &c1, "/bin/env"]).contains("GREETING=hello from 1.0"),
+        d.out(&["exec", &c1, "/bin/env"])
+            .contains("GREETING=hello from 1.0"),
         "env missing in the container"
     );
     let leftovers: Vec<_> = std::fs::read_dir(r.sandbox().join("var/lib/clarity/run"))
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(
-        !leftovers.iter().any(|n| n.to_string_lossy().ends_with(".env")),
+        !leftovers
+            .iter()
+            .any(|n| n.to_string_lossy().ends_with(".env")),
         "{leftovers:?}"
     );
     assert_eq!(r.recorded(), ("converged".into(), rel1.clone(), true));
@@ -114,7 +124,10 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
     assert!(r.wait_serving("v2", Duration::from_secs(5)));
     let rel2 = r.current().unwrap();
     let c2 = format!("clarity-web-{rel2}");
-    assert_eq!(d.inspect("{{.State.Status}}", &c1).as_deref(), Some("exited"));
+    assert_eq!(
+        d.inspect("{{.State.Status}}", &c1).as_deref(),
+        Some("exited")
+    );
     assert_eq!(r.recorded(), ("converged".into(), rel2.clone(), true));
 
     // A version whose health check fails: back on the previous container, serving, recorded
@@ -127,9 +140,22 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
     assert!(t.contains("rolled back"), "{t}");
     assert_eq!(r.current().as_deref(), Some(rel2.as_str()));
     assert!(r.wait_serving("v2", Duration::from_secs(5)));
-    assert_eq!(d.inspect("{{.State.Status}}", &c2).as_deref(), Some("running"));
-    let c3s = d.out(&["ps", "-a", "--filter", "label=clarity.deployment=web", "--format", "{{.Names}}"]);
-    assert!(!c3s.contains("clarity-web-3.0"), "the failed container stays: {c3s}");
+    assert_eq!(
+        d.inspect("{{.State.Status}}", &c2).as_deref(),
+        Some("running")
+    );
+    let c3s = d.out(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=clarity.deployment=web",
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert!(
+        !c3s.contains("clarity-web-3.0"),
+        "the failed container stays: {c3s}"
+    );
     // The host outcome is recorded as rolled back. (Which release the ledger's current-state
     // row names after a rollback is issue 11's fix of the record; see docs/containers.md.)
     assert_eq!(r.recorded().0, "rolled_back");
@@ -144,7 +170,10 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
     let pid = d.inspect("{{.State.Pid}}", &c2).unwrap();
     support::containers::run(std::process::Command::new("kill").args(["-9", &pid]));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(r.wait_serving("v2", Duration::from_secs(10)), "not restarted");
+    assert!(
+        r.wait_serving("v2", Duration::from_secs(10)),
+        "not restarted"
+    );
     assert_ne!(d.inspect("{{.RestartCount}}", &c2).as_deref(), Some("0"));
 
     // Drift: a stopped container, named, then healed by the next apply.
@@ -160,7 +189,15 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
     // Drift: the container replaced by hand with another image.
     d.out(&["rm", "-f", &c2]);
     d.out(&["load", "-i", v1.to_str().unwrap()]);
-    d.out(&["create", "--name", &c2, "-p", &format!("127.0.0.1:{}:8080", r.port), "--init", &v1_id]);
+    d.out(&[
+        "create",
+        "--name",
+        &c2,
+        "-p",
+        &format!("127.0.0.1:{}:8080", r.port),
+        "--init",
+        &v1_id,
+    ]);
     d.out(&["start", &c2]);
     assert!(r.wait_serving("v1", Duration::from_secs(5)));
     let o = r.drift();
@@ -172,7 +209,10 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
     let o = r.clarity(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(r.wait_serving("v2", Duration::from_secs(5)));
-    assert_eq!(d.inspect("{{.Image}}", &c2).as_deref(), Some(v2_id.as_str()));
+    assert_eq!(
+        d.inspect("{{.Image}}", &c2).as_deref(),
+        Some(v2_id.as_str())
+    );
     assert_eq!(r.drift().status.code(), Some(0));
 
     // Prune: with keep_releases 2, deploying 4.0 removes 1.0's container and its image; 2.0's
@@ -182,9 +222,16 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
     let o = r.clarity(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(r.wait_serving("v4", Duration::from_secs(5)));
-    assert_eq!(d.inspect("{{.State.Status}}", &c1), None, "1.0's container stays");
+    assert_eq!(
+        d.inspect("{{.State.Status}}", &c1),
+        None,
+        "1.0's container stays"
+    );
     assert_eq!(d.inspect("{{.Id}}", &v1_id), None, "1.0's image stays");
-    assert_eq!(d.inspect("{{.State.Status}}", &c2).as_deref(), Some("exited"));
+    assert_eq!(
+        d.inspect("{{.State.Status}}", &c2).as_deref(),
+        Some("exited")
+    );
     assert!(d.inspect("{{.Id}}", &v2_id).is_some());
 }
 

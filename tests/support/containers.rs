@@ -57,9 +57,13 @@ impl Dockerd {
             return None;
         }
         let dockerd = require_program("dockerd")?;
-        if !require(Path::new(DOCKER).is_file(), "Debian's docker client /usr/bin/docker (docker.io)")
-            || !require(Path::new(BUSYBOX).is_file(), "busybox-static at /bin/busybox")
-        {
+        if !require(
+            Path::new(DOCKER).is_file(),
+            "Debian's docker client /usr/bin/docker (docker.io)",
+        ) || !require(
+            Path::new(BUSYBOX).is_file(),
+            "busybox-static at /bin/busybox",
+        ) {
             return None;
         }
         std::fs::create_dir_all(dir).unwrap();
@@ -128,7 +132,12 @@ impl Dockerd {
         let root = dir.join(format!("rootfs-{tag}"));
         busybox_rootfs(&root, body, healthy);
         let tar = dir.join(format!("rootfs-{tag}.tar"));
-        run(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg("."));
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."));
         let name = format!("clarity-test/web:{tag}");
         let id = self.out(&[
             "import",
@@ -213,7 +222,10 @@ impl ContainerRepo {
             "clarity.yml",
             "keep_releases: 2\nallowed_absolute_roots:\n  - /srv\n",
         );
-        r.write("clients/acme/client.yml", "id: acme\ncode: ACME\nname: Acme\n");
+        r.write(
+            "clients/acme/client.yml",
+            "id: acme\ncode: ACME\nname: Acme\n",
+        );
         r.write(
             "clients/acme/datacenters/lab.yml",
             "code: lab\nname: Lab\ntype: edge\n",
@@ -286,7 +298,12 @@ impl ContainerRepo {
     pub fn clarity(&self, extra: &[&str]) -> std::process::Output {
         Command::new(super::clarity_bin())
             .args(["--repo", self.repo.to_str().unwrap()])
-            .args(["--work-dir", self.work.to_str().unwrap(), "--profile", "mock"])
+            .args([
+                "--work-dir",
+                self.work.to_str().unwrap(),
+                "--profile",
+                "mock",
+            ])
             .args(extra)
             .env("NO_COLOR", "1")
             .env_remove("CLARITY_AGE_IDENTITY")
@@ -296,7 +313,13 @@ impl ContainerRepo {
 
     pub fn drift(&self) -> std::process::Output {
         Command::new(super::clarity_bin())
-            .args(["--repo", self.repo.to_str().unwrap(), "--profile", "mock", "drift"])
+            .args([
+                "--repo",
+                self.repo.to_str().unwrap(),
+                "--profile",
+                "mock",
+                "drift",
+            ])
             .args(["--work-dir", self.work.to_str().unwrap()])
             .env("NO_COLOR", "1")
             .output()
@@ -322,14 +345,20 @@ impl ContainerRepo {
             .call()
             .ok()?;
         let status = resp.status().as_u16();
-        Some((status, resp.into_body().read_to_string().unwrap_or_default()))
+        Some((
+            status,
+            resp.into_body().read_to_string().unwrap_or_default(),
+        ))
     }
 
     /// Waits until `GET /` answers `body`.
     pub fn wait_serving(&self, body: &str, timeout: Duration) -> bool {
         let started = Instant::now();
         while started.elapsed() < timeout {
-            if self.get("/").is_some_and(|(s, b)| s == 200 && b.trim() == body) {
+            if self
+                .get("/")
+                .is_some_and(|(s, b)| s == 200 && b.trim() == body)
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -367,4 +396,106 @@ pub fn text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// An `lxc` artifact: one tar holding `meta.tar.xz` (an LXC `config` that runs busybox httpd
+/// on the host network on `port`) and `rootfs.tar.xz` (the busybox root filesystem).
+pub fn lxc_artifact(dir: &Path, tag: &str, body: &str, healthy: bool, port: u16) -> PathBuf {
+    let work = dir.join(format!("lxc-{tag}"));
+    let root = work.join("rootfs");
+    busybox_rootfs(&root, body, healthy);
+    let meta = work.join("meta");
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(
+        meta.join("config"),
+        format!(
+            "lxc.arch = x86_64\nlxc.init.cmd = /bin/httpd -f -p {port} -h /www\n\
+             lxc.mount.auto = proc:mixed sys:ro cgroup:mixed\nlxc.autodev = 1\n"
+        ),
+    )
+    .unwrap();
+    let pack = work.join("pack");
+    std::fs::create_dir_all(&pack).unwrap();
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&meta)
+        .arg("-cJf")
+        .arg(pack.join("meta.tar.xz"))
+        .arg("config"));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cJf")
+        .arg(pack.join("rootfs.tar.xz"))
+        .arg("."));
+    let archive = dir.join(format!("web-{tag}.tar"));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&pack)
+        .arg("-cf")
+        .arg(&archive)
+        .arg("meta.tar.xz")
+        .arg("rootfs.tar.xz"));
+    archive
+}
+
+/// An LXC container directory (`-P`) whose containers are stopped and destroyed on drop.
+pub struct LxcPath {
+    pub path: PathBuf,
+}
+
+impl LxcPath {
+    pub fn new(path: PathBuf) -> Option<LxcPath> {
+        if !super::require_root() {
+            return None;
+        }
+        require_program("lxc-create")?;
+        if !require(
+            Path::new(BUSYBOX).is_file(),
+            "busybox-static at /bin/busybox",
+        ) {
+            return None;
+        }
+        Some(LxcPath { path })
+    }
+
+    pub fn cmd(&self, tool: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(tool);
+        c.arg("-P").arg(&self.path).args(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
+    pub fn state(&self, name: &str) -> Option<String> {
+        let o = self
+            .cmd("lxc-info", &["-n", name, "-s", "-H"])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.path)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().join("config").is_file())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for LxcPath {
+    fn drop(&mut self) {
+        for name in self.names() {
+            let _ = self.cmd("lxc-stop", &["-n", &name, "-k"]).output();
+            let _ = self.cmd("lxc-destroy", &["-n", &name]).output();
+        }
+        unmount_below(&self.path);
+    }
 }
