@@ -512,7 +512,7 @@ fn deployment(
     h.update(serde_json::to_vec(&service).unwrap_or_default());
     // A container is created once per release, so its settings are part of the release.
     let container = a.kind.is_container().then(|| ContainerSpec {
-        settings: d.container.clone().unwrap_or_default(),
+        settings: d.container.as_deref().cloned().unwrap_or_default(),
         restart_policy: d.restart_policy,
         autostart: d.autostart,
     });

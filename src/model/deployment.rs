@@ -59,7 +59,7 @@ pub struct Deployment {
     pub drift: DriftPolicy,
     /// How the container runs (deployments of `docker` and `lxc` artifacts only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<super::ContainerSettings>,
+    pub container: Option<Box<super::ContainerSettings>>,
     /// Releases kept on the host; defaults to `clarity.yml` `keep_releases`. For containers:
     /// previous containers kept stopped for rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
