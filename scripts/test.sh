@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Debian packages: build prerequisites (OpenSSL headers for libssh2), then what the tests
 # exercise for real: git, the age CLI (secrets interop), python3 and a JRE (the example repo's
 # demo artifacts).
-packages=(build-essential pkg-config libssl-dev git age python3 default-jre-headless postgresql nginx apache2-utils vsftpd openssh-server curl supervisor systemd-container debootstrap gnupg openssh-client)
+packages=(build-essential pkg-config libssl-dev git age python3 default-jre-headless postgresql nginx apache2-utils vsftpd openssh-server curl supervisor systemd-container debootstrap gnupg openssh-client docker.io podman runc catatonit lxc busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

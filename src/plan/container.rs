@@ -122,9 +122,23 @@ pub(super) fn steps(
                 parts.push(format!("cpu {c}%"));
             }
         }
-        parts.push(format!("restart {}", spec.restart_policy.as_str()));
+        if docker {
+            parts.push(format!("restart {}", spec.restart_policy.as_str()));
+        }
+        if spec.autostart && !docker {
+            parts.push("start at boot".into());
+        }
         if !d.env.is_empty() {
-            parts.push(format!("{} env vars from a root-only file", d.env.len()));
+            parts.push(format!(
+                "{} env var{} {}",
+                d.env.len(),
+                if d.env.len() == 1 { "" } else { "s" },
+                if docker {
+                    "from a root-only file"
+                } else {
+                    "in the container's root-only config"
+                }
+            ));
         }
         if let Some(why) = why {
             parts.insert(0, why);
