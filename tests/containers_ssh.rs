@@ -217,9 +217,9 @@ impl Drop for Host {
             let lxc = self.dir.join("srv/lxc");
             for e in std::fs::read_dir(&lxc).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let p = lxc.display().to_string();
-                let _ = self.inside(&["lxc-stop", "-P", &p, "-n", &name, "-k"]);
-                let _ = self.inside(&["lxc-destroy", "-P", &p, "-n", &name]);
+                // The path as the host sees it: LXC names its command socket after it.
+                let _ = self.inside(&["lxc-stop", "-P", "/srv/lxc", "-n", &name, "-k"]);
+                let _ = self.inside(&["lxc-destroy", "-P", "/srv/lxc", "-n", &name]);
             }
             if let Ok(o) = Command::new(DOCKER)
                 .args(["-H", &self.sock, "ps", "-aq"])
@@ -443,4 +443,12 @@ fn docker_and_lxc_deployments_over_ssh_to_a_namespaced_host() {
         "not back on the previous container"
     );
     assert!(host.wait_serving(box_port, "l1"));
+    drop(host);
+    assert!(
+        !std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read_to_string(e.path().join("cmdline"))
+                .is_ok_and(|c| c.contains(&format!("-p\0{box_port}\0-h\0/www")))
+        }),
+        "the lxc container outlived the test"
+    );
 }
