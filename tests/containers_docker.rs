@@ -260,3 +260,59 @@ fn a_host_without_the_runtime_is_told_what_to_install() {
     );
     assert_eq!(r.current(), None, "nothing may be switched: {t}");
 }
+
+/// The same artifacts on Podman (private storage, runc): deploy, then a failing upgrade rolled
+/// back to the kept container.
+#[test]
+fn podman_deploy_and_rollback_after_a_failed_health_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(p) = support::containers::Podman::new(&tmp.path().join("podman")) else {
+        return;
+    };
+    let images = tmp.path().join("images");
+    let v1 = p.web_image(&images, "v1", "v1", true);
+    let v2 = p.web_image(&images, "v2", "v2", false);
+    let args: Vec<String> = p.args().iter().map(|a| format!("\"{a}\"")).collect();
+    let r = ContainerRepo::new(
+        tmp.path(),
+        "docker",
+        &format!(
+            "    runtime: podman\n    args: [{}]\n    env:\n      CONTAINERS_CONF: {}\n",
+            args.join(", "),
+            p.conf.display()
+        ),
+    );
+    let block = container_block(r.port);
+    r.set_versions(&[("1.0", &v1), ("2.0", &v2)]);
+    r.set_deployment("1.0", &block, "");
+    r.commit("web 1.0");
+    let o = r.clarity(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(r.wait_serving("v1", Duration::from_secs(5)));
+    let rel1 = r.current().unwrap();
+    let c1 = format!("clarity-web-{rel1}");
+    assert_eq!(
+        p.inspect("{{.State.Status}}", &c1).as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        p.inspect("{{index .Config.Labels \"clarity.release\"}}", &c1)
+            .as_deref(),
+        Some(rel1.as_str())
+    );
+    assert_eq!(r.recorded(), ("converged".into(), rel1.clone(), true));
+
+    r.set_deployment("2.0", &block, "");
+    r.commit("web 2.0, broken");
+    let o = r.clarity(&[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("rolled back"), "{t}");
+    assert_eq!(r.current().as_deref(), Some(rel1.as_str()));
+    assert!(r.wait_serving("v1", Duration::from_secs(5)));
+    assert_eq!(
+        p.inspect("{{.State.Status}}", &c1).as_deref(),
+        Some("running")
+    );
+    assert_eq!(r.recorded().0, "rolled_back");
+}

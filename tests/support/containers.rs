@@ -499,3 +499,113 @@ impl Drop for LxcPath {
         unmount_below(&self.path);
     }
 }
+
+/// A private podman: its own storage (`--root`, `--runroot`) and a containers.conf selecting
+/// runc (crun fails on these hosts). Dropping it removes its containers and storage.
+pub struct Podman {
+    pub dir: PathBuf,
+    pub conf: PathBuf,
+}
+
+impl Podman {
+    pub fn new(dir: &Path) -> Option<Podman> {
+        if !super::require_root()
+            || !require(Path::new(PODMAN).is_file(), "podman at /usr/bin/podman")
+            || !require(
+                Path::new("/usr/bin/runc").is_file() || Path::new("/usr/sbin/runc").is_file(),
+                "runc",
+            )
+            || !require(
+                Path::new(BUSYBOX).is_file(),
+                "busybox-static at /bin/busybox",
+            )
+        {
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let conf = dir.join("containers.conf");
+        std::fs::write(
+            &conf,
+            "[engine]\nruntime = \"runc\"\n[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
+        )
+        .unwrap();
+        Some(Podman {
+            dir: dir.to_path_buf(),
+            conf,
+        })
+    }
+
+    /// The global options the agent passes too.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--root".into(),
+            self.dir.join("root").display().to_string(),
+            "--runroot".into(),
+            self.dir.join("run").display().to_string(),
+        ]
+    }
+
+    pub fn podman(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(PODMAN);
+        c.env("CONTAINERS_CONF", &self.conf)
+            .args(self.args())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    pub fn out(&self, args: &[&str]) -> String {
+        run(&mut self.podman(args))
+    }
+
+    pub fn inspect(&self, format: &str, name: &str) -> Option<String> {
+        let o = self
+            .podman(&["container", "inspect", "--format", format, name])
+            .output()
+            .unwrap();
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    }
+
+    /// A busybox web image archive (docker-archive format), removed from storage again.
+    pub fn web_image(&self, dir: &Path, tag: &str, body: &str, healthy: bool) -> PathBuf {
+        let root = dir.join(format!("rootfs-{tag}"));
+        busybox_rootfs(&root, body, healthy);
+        let tar = dir.join(format!("rootfs-{tag}.tar"));
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."));
+        let name = format!("localhost/clarity-test/web:{tag}");
+        self.out(&[
+            "import",
+            "--change",
+            r#"CMD ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]"#,
+            tar.to_str().unwrap(),
+            &name,
+        ]);
+        let archive = dir.join(format!("web-{tag}.tar"));
+        self.out(&[
+            "save",
+            "--format",
+            "docker-archive",
+            "-o",
+            archive.to_str().unwrap(),
+            &name,
+        ]);
+        self.out(&["image", "rm", &name]);
+        archive
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "-af", "-t", "1"]).output();
+        let _ = self.podman(&["system", "reset", "-f"]).output();
+        unmount_below(&self.dir);
+    }
+}
