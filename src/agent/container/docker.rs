@@ -288,3 +288,60 @@ pub fn create(
     let _ = std::fs::remove_file(&env_file);
     result.map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive(dir: &Path, manifest: &str) -> std::path::PathBuf {
+        let path = dir.join("image.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(manifest.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "manifest.json", manifest.as_bytes())
+            .unwrap();
+        b.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn the_image_id_comes_from_the_manifest_in_both_archive_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let hex = "ab".repeat(32);
+        for config in [format!("{hex}.json"), format!("blobs/sha256/{hex}")] {
+            let a = archive(
+                dir.path(),
+                &format!(r#"[{{"Config":"{config}","Layers":[]}}]"#),
+            );
+            assert_eq!(manifest_image_id(&a).unwrap(), format!("sha256:{hex}"));
+        }
+    }
+
+    #[test]
+    fn archives_with_two_images_or_no_digest_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let hex = "cd".repeat(32);
+        let two = archive(
+            dir.path(),
+            &format!(r#"[{{"Config":"{hex}.json"}},{{"Config":"{hex}.json"}}]"#),
+        );
+        assert!(manifest_image_id(&two).unwrap_err().contains("2 images"));
+        let odd = archive(dir.path(), r#"[{"Config":"../../etc/passwd"}]"#);
+        assert!(
+            manifest_image_id(&odd)
+                .unwrap_err()
+                .contains("not a sha256")
+        );
+        let none = dir.path().join("empty.tar");
+        tar::Builder::new(std::fs::File::create(&none).unwrap())
+            .finish()
+            .unwrap();
+        assert!(
+            manifest_image_id(&none)
+                .unwrap_err()
+                .contains("no manifest.json")
+        );
+    }
+}
