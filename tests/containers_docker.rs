@@ -30,6 +30,7 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
     let (v2, v2_id) = d.web_image(&images, "v2", "v2", true);
     let (v3, _) = d.web_image(&images, "v3", "v3", false);
     let (v4, _) = d.web_image(&images, "v4", "v4", true);
+    let (v5, _) = d.web_image(&images, "v5", "v5", true);
     let r = ContainerRepo::new(
         tmp.path(),
         "docker",
@@ -40,7 +41,13 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
         ),
     );
     let block = container_block(r.port);
-    r.set_versions(&[("1.0", &v1), ("2.0", &v2), ("3.0", &v3), ("4.0", &v4)]);
+    r.set_versions(&[
+        ("1.0", &v1),
+        ("2.0", &v2),
+        ("3.0", &v3),
+        ("4.0", &v4),
+        ("5.0", &v5),
+    ]);
     r.set_deployment("1.0", &block, "");
     r.commit("web 1.0");
 
@@ -233,6 +240,39 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
         Some("exited")
     );
     assert!(d.inspect("{{.Id}}", &v2_id).is_some());
+
+    // The agent killed (-9) right after it started 5.0's container: the next run finds the
+    // journal, removes that container, starts 4.0's again, and then converges to 5.0.
+    r.set_deployment("5.0", &block, "");
+    r.commit("web 5.0");
+    let plan = r.clarity(&["--dry-run", "--output", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let steps = plan["hosts"][0]["deployments"][0]["steps"]
+        .as_array()
+        .unwrap();
+    let start = steps
+        .iter()
+        .position(|s| s["action"] == "start_container")
+        .unwrap();
+    let killed = std::process::Command::new(support::clarity_bin())
+        .args(["--repo", r.repo.to_str().unwrap()])
+        .args(["--work-dir", r.work.to_str().unwrap(), "--profile", "mock"])
+        .env("CLARITY_AGENT_KILL_AFTER_STEPS", (start + 1).to_string())
+        .output()
+        .unwrap();
+    assert_ne!(killed.status.code(), Some(0), "{}", text(&killed));
+    let o = r.clarity(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("interrupted"), "{}", text(&o));
+    assert!(r.wait_serving("v5", Duration::from_secs(5)));
+    let running = d.out(&[
+        "ps",
+        "--filter",
+        "label=clarity.deployment=web",
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(running, format!("clarity-web-{}", r.current().unwrap()));
 }
 
 #[test]
