@@ -570,7 +570,8 @@ impl Runner<'_> {
         )))
     }
 
-    /// The container steps; the journal records what they change before they change it.
+    /// The container steps (`super::container::step`), fetching again when the cache lost
+    /// the archive.
     fn container_step(
         &self,
         dep: &ApplyDeployment,
@@ -579,50 +580,15 @@ impl Runner<'_> {
         journal: &mut Journal,
         emit: Emit,
     ) -> Result<Option<String>, String> {
-        use super::container as c;
-        let ctx = c::StepContext {
+        let ctx = super::container::StepContext {
             layout: self.layout,
             host: self.host,
             settings: self.containers,
             dep,
         };
-        let mut cj = journal.container.clone().unwrap_or_default();
-        let cached = || crate::fetch::Cache::new(self.layout.cache_dir()).get(&dep.artifact.sha256);
-        let result = match action {
-            Action::LoadImage => {
-                let archive = match cached() {
-                    Some(p) => p,
-                    None => self.fetch(dep, emit)?.0,
-                };
-                c::load_image(&ctx, &archive)
-            }
-            Action::CreateContainer => {
-                journal.container = Some(cj.clone());
-                journal
-                    .save(&self.layout.state_dir())
-                    .map_err(|e| e.to_string())?;
-                let r = c::create(&ctx, &mut cj, cached().as_deref());
-                if cj.created.is_some() {
-                    journal.container = Some(cj.clone());
-                }
-                r
-            }
-            Action::StartContainer => {
-                cj.started = Some(target.to_string());
-                journal.container = Some(cj.clone());
-                journal
-                    .save(&self.layout.state_dir())
-                    .map_err(|e| e.to_string())?;
-                c::start(&ctx, &mut cj, target)
-            }
-            Action::StopContainer => c::stop(&ctx, target),
-            _ => c::prune(&ctx, journal.previous_release.as_deref()),
-        };
-        journal.container = Some(cj);
-        journal
-            .save(&self.layout.state_dir())
-            .map_err(|e| e.to_string())?;
-        result
+        super::container::step(&ctx, action, target, journal, &mut || {
+            self.fetch(dep, emit).map(|f| f.0)
+        })
     }
 
     fn health(&self, dep: &ApplyDeployment, index: usize) -> Result<Option<String>, String> {

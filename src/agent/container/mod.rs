@@ -302,8 +302,50 @@ impl StepContext<'_> {
     }
 }
 
+/// Runs one container step. The journal is saved before each change with what a rollback
+/// (even after a crash) needs to undo it. `fetch` gets the archive when the cache lost it.
+pub fn step(
+    ctx: &StepContext,
+    action: crate::model::apply::Action,
+    target: &str,
+    journal: &mut super::journal::Journal,
+    fetch: &mut dyn FnMut() -> Result<PathBuf, String>,
+) -> Result<Option<String>, String> {
+    use crate::model::apply::Action;
+    let state_dir = ctx.layout.state_dir();
+    let cached = || crate::fetch::Cache::new(ctx.layout.cache_dir()).get(&ctx.dep.artifact.sha256);
+    let mut cj = journal.container.clone().unwrap_or_default();
+    let save = |journal: &mut super::journal::Journal, cj: &ContainerJournal| {
+        journal.container = Some(cj.clone());
+        journal.save(&state_dir).map_err(|e| e.to_string())
+    };
+    let result = match action {
+        Action::LoadImage => {
+            let archive = match cached() {
+                Some(p) => p,
+                None => fetch()?,
+            };
+            load_image(ctx, &archive)
+        }
+        Action::CreateContainer => {
+            cj.created = ctx.dep.container.as_ref().map(|c| c.name.clone());
+            save(journal, &cj)?;
+            create(ctx, cached().as_deref())
+        }
+        Action::StartContainer => {
+            cj.started = Some(target.to_string());
+            save(journal, &cj)?;
+            start(ctx, target)
+        }
+        Action::StopContainer => stop(ctx, target),
+        _ => prune(ctx, journal.previous_release.as_deref()),
+    };
+    save(journal, &cj)?;
+    result
+}
+
 /// `load image`: loads the verified archive and checks the image id against its manifest.
-pub fn load_image(ctx: &StepContext, archive: &Path) -> Result<Option<String>, String> {
+fn load_image(ctx: &StepContext, archive: &Path) -> Result<Option<String>, String> {
     let rt = ctx.runtime();
     rt.check_installed(ctx.host)?;
     let id = docker::load(&rt, archive)?;
@@ -313,11 +355,7 @@ pub fn load_image(ctx: &StepContext, archive: &Path) -> Result<Option<String>, S
 /// `create container`: the release's container, from its image (docker) or its metadata and
 /// rootfs tarballs (lxc). An existing container of the release is kept when it was made from
 /// the same image and configuration, and replaced otherwise.
-pub fn create(
-    ctx: &StepContext,
-    journal: &mut ContainerJournal,
-    cached_archive: Option<&Path>,
-) -> Result<Option<String>, String> {
+fn create(ctx: &StepContext, cached_archive: Option<&Path>) -> Result<Option<String>, String> {
     let rt = ctx.runtime();
     rt.check_installed(ctx.host)?;
     let wire = ctx.wire()?;
@@ -358,8 +396,6 @@ pub fn create(
             if other.is_some() {
                 rt.remove(&wire.name)?;
             }
-            // Journal first: a crash between create and the record must still remove it.
-            journal.created = Some(wire.name.clone());
             match rt.kind {
                 RuntimeKind::Lxc => lxc::create(&rt, ctx, wire, &release_dir)?,
                 _ => docker::create(&rt, ctx, wire, &release_dir, image.as_deref().unwrap_or(""))?,
@@ -405,20 +441,15 @@ pub fn create(
 
 /// `start container`: starts the release's container and waits until the runtime says it
 /// runs.
-pub fn start(
-    ctx: &StepContext,
-    journal: &mut ContainerJournal,
-    target: &str,
-) -> Result<Option<String>, String> {
+fn start(ctx: &StepContext, target: &str) -> Result<Option<String>, String> {
     let rt = ctx.runtime();
     rt.check_installed(ctx.host)?;
-    journal.started = Some(target.to_string());
     rt.start(target)?;
     Ok(None)
 }
 
 /// `stop container`: stops a previous release's container; it stays for rollback.
-pub fn stop(ctx: &StepContext, target: &str) -> Result<Option<String>, String> {
+fn stop(ctx: &StepContext, target: &str) -> Result<Option<String>, String> {
     let rt = ctx.runtime();
     if rt.state(target) != ContainerState::Running {
         return Ok(Some("not running".into()));
@@ -431,7 +462,7 @@ pub fn stop(ctx: &StepContext, target: &str) -> Result<Option<String>, String> {
 /// (the newest `keep_releases` stay, and always the current and the previous one), then the
 /// images that only those containers used. A runtime refuses to remove an image some
 /// container still uses, which is what keeps every kept container's image.
-pub fn prune(ctx: &StepContext, previous_release: Option<&str>) -> Result<Option<String>, String> {
+fn prune(ctx: &StepContext, previous_release: Option<&str>) -> Result<Option<String>, String> {
     let layout = ctx.layout;
     let dep = ctx.dep;
     let kept = super::apply::releases_kept(layout, &dep.name, dep.keep_releases, previous_release);
