@@ -273,6 +273,25 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
         "{{.Names}}",
     ]);
     assert_eq!(running, format!("clarity-web-{}", r.current().unwrap()));
+
+    // Rolling back by commit to the kept 4.0 restarts its container: nothing is loaded or
+    // created again.
+    r.set_deployment("4.0", &block, "");
+    r.commit("back to 4.0");
+    let p = text(&r.clarity(&["--dry-run"]));
+    assert!(
+        p.contains("start container clarity-web-4.0-") && p.contains("the kept container"),
+        "{p}"
+    );
+    for s in ["load image", "create container", "fetch artifact"] {
+        assert!(
+            !p.contains(s),
+            "`{s}` in a rollback to a kept release:\n{p}"
+        );
+    }
+    let o = r.clarity(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(r.wait_serving("v4", Duration::from_secs(5)));
 }
 
 #[test]
