@@ -211,6 +211,8 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(t.contains("[container-image]"), "{t}");
+    // Re-created by hand, it lacks the configuration label the agent gave it.
+    assert!(t.contains("[container-config]"), "{t}");
     let p = text(&r.clarity(&["--dry-run"]));
     assert!(p.contains("runs image"), "{p}");
     let o = r.clarity(&[]);
