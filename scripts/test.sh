@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: build prerequisites (OpenSSL headers for libssh2), then what the tests
 # exercise for real: git, the age CLI (secrets interop), python3 and a JRE (the example repo's
-# demo artifacts), and headless Chromium with its WebDriver (the dashboard's browser tests).
+# demo artifacts), headless Chromium with its WebDriver (the dashboard's browser tests), and
+# the container runtimes (docker and lxc artifacts).
 # One package a line, so that additions merge cleanly.
 packages=(
   build-essential dpkg-dev pkg-config libssl-dev
@@ -16,6 +17,7 @@ packages=(
   systemd-container debootstrap
   zsh fish
   chromium chromium-driver
+  docker.io podman runc catatonit lxc busybox-static
 )
 missing=()
 for p in "${packages[@]}"; do

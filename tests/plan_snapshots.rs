@@ -85,6 +85,7 @@ fn converged(d: &desired::DesiredHost) -> ActualHost {
                 migrations_pending: Vec::new(),
                 known_releases: vec![dep.release.clone()],
                 health_checks_sha256: Some(plan::health_checks_sha256(&dep.health_checks)),
+                container: None,
             },
         );
     }

@@ -111,6 +111,8 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
         steps_done: 0,
         kill_after: opts.kill_after_steps,
         fetch_attempts: std::cell::Cell::new(None),
+        host: &req.host,
+        containers: req.containers.as_ref(),
     };
     for (i, dep) in req.deployments.iter().enumerate() {
         match runner.deployment(dep, &mut state, emit) {
@@ -219,6 +221,8 @@ struct Runner<'a> {
     kill_after: Option<usize>,
     /// Download attempts of the last fetch, for its step event (and the retry metrics).
     fetch_attempts: std::cell::Cell<Option<u32>>,
+    host: &'a str,
+    containers: Option<&'a crate::model::ContainerRuntimeSettings>,
 }
 
 impl Runner<'_> {
@@ -231,10 +235,17 @@ impl Runner<'_> {
     ) -> Result<(), Failure> {
         let layout = self.layout;
         let state_dir = layout.state_dir();
+        let previous_release = current_release(layout, &dep.name);
         let mut journal = Journal {
             deployment: dep.name.clone(),
             release: dep.release.clone(),
-            previous_release: current_release(layout, &dep.name),
+            container: super::container::journal_for(
+                layout,
+                dep,
+                self.containers,
+                previous_release.as_deref(),
+            ),
+            previous_release,
             previous_service: state
                 .deployments
                 .get(&dep.name)
@@ -311,6 +322,13 @@ impl Runner<'_> {
                     r
                 }
                 Action::RemoveDeployment => Ok(Some("handled after the deployments".into())),
+                Action::LoadImage
+                | Action::CreateContainer
+                | Action::StartContainer
+                | Action::StopContainer
+                | Action::PruneContainers => {
+                    self.container_step(dep, step.action, &step.target, &mut journal, emit)
+                }
             };
             let failed = result.is_err();
             let mut event = step_event(
@@ -464,8 +482,7 @@ impl Runner<'_> {
             .unwrap_or(&dep.artifact.id)
             .to_string();
         let build = || -> Result<(), String> {
-            super::release::place_artifact(dep.artifact.kind, &artifact, &file_name, &staging)
-                .map_err(|e| e.to_string())?;
+            super::container::place_artifact(dep.artifact.kind, &artifact, &file_name, &staging)?;
             for f in &dep.release_files {
                 let path = staging.join(&f.destination);
                 write_atomic(
@@ -662,12 +679,41 @@ impl Runner<'_> {
         )))
     }
 
+    /// The container steps (`super::container::step`), fetching again when the cache lost
+    /// the archive.
+    fn container_step(
+        &self,
+        dep: &ApplyDeployment,
+        action: Action,
+        target: &str,
+        journal: &mut Journal,
+        emit: Emit,
+    ) -> Result<Option<String>, String> {
+        let ctx = super::container::StepContext {
+            layout: self.layout,
+            host: self.host,
+            settings: self.containers,
+            dep,
+        };
+        super::container::step(&ctx, action, target, journal, &mut || {
+            self.fetch(dep, emit).map(|f| f.0)
+        })
+    }
+
     fn health(&self, dep: &ApplyDeployment, index: usize) -> Result<Option<String>, String> {
         let Some(check) = dep.health_checks.get(index) else {
             return Ok(Some("no such check".into()));
         };
         let dir = self.layout.current_link(&dep.name);
-        let report = crate::agent::health::run(check, &dir);
+        let runtime = dep.container.as_ref().map(|_| {
+            super::container::Runtime::new(self.layout, dep.artifact.kind, self.containers)
+        });
+        let check = super::container::check_for(
+            check,
+            runtime.as_ref(),
+            dep.container.as_ref().map(|c| c.name.as_str()),
+        );
+        let report = crate::agent::health::run(&check, &dir);
         if report.passed {
             Ok(Some(report.summary()))
         } else {
@@ -964,7 +1010,9 @@ fn rollback(
             problems.push(e.to_string());
         }
     }
-    if j.service_installed || j.switched {
+    super::container::rollback(j, &mut problems);
+    // A container deployment has no service: its containers are the rollback above.
+    if (j.service_installed || j.switched) && j.container.is_none() {
         if previous_runs {
             if let Err(e) = backend.restart(&service) {
                 problems.push(e.to_string());
@@ -999,8 +1047,12 @@ fn rollback(
         };
     let mut passed = 0;
     if problems.is_empty() && previous_runs {
+        // A container release is checked inside its kept container.
+        let runtime = j.container.as_ref().and_then(|c| c.runtime.as_ref());
+        let previous = j.container.as_ref().and_then(|c| c.previous.as_deref());
         for check in checks {
-            let report = crate::agent::health::run(check, &layout.current_link(name));
+            let check = super::container::check_for(check, runtime, previous);
+            let report = crate::agent::health::run(&check, &layout.current_link(name));
             if !report.passed {
                 problems.push(format!(
                     "the previous release is unhealthy too (by {whose} health checks): {}",
@@ -1096,9 +1148,28 @@ fn record(
 
 /// Keeps the newest `keep` releases (by install time), never the current or the previous one.
 fn prune_releases(layout: &Layout, name: &str, keep: u32, previous: Option<&str>) {
-    let current = current_release(layout, name);
+    let kept = releases_kept(layout, name, keep, previous);
     let Ok(entries) = std::fs::read_dir(layout.releases_dir(name)) else {
         return;
+    };
+    for e in entries.flatten() {
+        let r = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() && !r.starts_with('.') && !kept.contains(&r) {
+            let _ = std::fs::remove_dir_all(layout.release_dir(name, &r));
+        }
+    }
+}
+
+/// The releases [`prune_releases`] keeps: the newest `keep`, the current and the previous one.
+pub(crate) fn releases_kept(
+    layout: &Layout,
+    name: &str,
+    keep: u32,
+    previous: Option<&str>,
+) -> Vec<String> {
+    let current = current_release(layout, name);
+    let Ok(entries) = std::fs::read_dir(layout.releases_dir(name)) else {
+        return Vec::new();
     };
     let mut releases: Vec<(std::time::SystemTime, String)> = entries
         .flatten()
@@ -1114,12 +1185,14 @@ fn prune_releases(layout: &Layout, name: &str, keep: u32, previous: Option<&str>
         .collect();
     releases.sort();
     let excess = releases.len().saturating_sub(keep.max(1) as usize);
-    for (_, r) in releases.into_iter().take(excess) {
-        if Some(r.as_str()) == current.as_deref() || Some(r.as_str()) == previous {
-            continue;
-        }
-        let _ = std::fs::remove_dir_all(layout.release_dir(name, &r));
-    }
+    releases
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (_, r))| {
+            *i >= excess || Some(r.as_str()) == current.as_deref() || Some(r.as_str()) == previous
+        })
+        .map(|(_, (_, r))| r)
+        .collect()
 }
 
 fn remove_deployment(
@@ -1129,6 +1202,10 @@ fn remove_deployment(
     state: &mut AgentState,
 ) -> Result<Option<String>, String> {
     let service = service_name(name);
+    let containers = super::container::remove_all(layout, name);
+    if !containers.is_empty() {
+        return Err(containers.join("; "));
+    }
     let _ = backend.stop(&service);
     backend.remove(&service).map_err(|e| e.to_string())?;
     let dir = layout.deployment_dir(name);

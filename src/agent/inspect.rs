@@ -82,6 +82,9 @@ pub fn inspect(layout: &Layout) -> Result<ActualHost, StateError> {
                 )
             })
             .unwrap_or_default();
+        let release_names: Vec<String> = releases.iter().map(|(_, r)| r.clone()).collect();
+        let container =
+            super::container::inspect(layout, &name, current.as_deref(), &release_names);
         host.deployments.insert(
             name.clone(),
             ActualDeployment {
@@ -96,6 +99,7 @@ pub fn inspect(layout: &Layout) -> Result<ActualHost, StateError> {
                 service,
                 migrations_pending,
                 known_releases: record.releases.keys().cloned().collect(),
+                container,
                 migrations_applied: record.migrations_applied.clone(),
                 health_checks_sha256: current
                     .as_ref()

@@ -27,6 +27,9 @@ pub struct Journal {
     pub migrations_applied: Vec<i64>,
     /// A database backup taken before migrating.
     pub database_backup: Option<String>,
+    /// The containers this apply created, started and would restart (container deployments).
+    #[serde(default)]
+    pub container: Option<super::container::ContainerJournal>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

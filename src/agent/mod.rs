@@ -2,6 +2,7 @@
 //! inspect and converge that one host. It reads and writes only below its root directory.
 
 pub mod apply;
+pub mod container;
 pub mod detached;
 pub mod extract;
 pub mod files;

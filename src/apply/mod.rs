@@ -119,6 +119,7 @@ pub fn request(
         deployments,
         remove,
         max_cache_bytes,
+        containers: desired.containers.clone(),
     })
 }
 
@@ -185,5 +186,6 @@ fn deployment(d: &DesiredDeployment, plan: &crate::plan::DeploymentPlan) -> Appl
         }),
         health_checks: d.health_checks.clone(),
         keep_releases: d.keep_releases,
+        container: crate::plan::container::wire(d),
     }
 }

@@ -42,6 +42,9 @@ pub struct DesiredHost {
     #[serde(skip)]
     pub ssh: Option<SshEndpoint>,
     pub service_manager: ServiceManager,
+    /// The server's `agent.containers` settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containers: Option<crate::model::ContainerRuntimeSettings>,
     /// In dependency order: a deployment comes after the deployments it depends on.
     pub deployments: Vec<DesiredDeployment>,
 }
@@ -92,6 +95,18 @@ pub struct DesiredDeployment {
     pub rollout: Option<crate::model::Rollout>,
     /// This host's priority among the deployment's targets (lower goes first).
     pub priority: i32,
+    /// How the release's container runs (`docker` and `lxc` artifacts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
+}
+
+/// A container deployment's settings with the deployment-wide fields that apply to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerSpec {
+    #[serde(flatten)]
+    pub settings: crate::model::ContainerSettings,
+    pub restart_policy: RestartPolicy,
+    pub autostart: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -196,6 +196,7 @@ pub(super) fn host(
             Transport::Local => ServiceManager::Process,
             Transport::Ssh => ServiceManager::Systemd,
         }),
+        containers: s.agent.containers.clone(),
         deployments,
     })
 }
@@ -562,6 +563,16 @@ fn deployment(
         ));
     }
     h.update(serde_json::to_vec(&service).unwrap_or_default());
+    // A container is created once per release, so its settings are part of the release.
+    let container = a.kind.is_container().then(|| ContainerSpec {
+        settings: d.container.as_deref().cloned().unwrap_or_default(),
+        restart_policy: d.restart_policy,
+        autostart: d.autostart,
+    });
+    if let Some(c) = &container {
+        h.update(b"\0container\0");
+        h.update(serde_json::to_vec(c).unwrap_or_default());
+    }
     let release = format!("{}-{}", version.version, &hex::encode(h.finalize())[..12]);
 
     Ok(DesiredDeployment {
@@ -606,6 +617,7 @@ fn deployment(
             .find(|t| t.server == server)
             .map(|t| t.priority)
             .unwrap_or_default(),
+        container,
     })
 }
 

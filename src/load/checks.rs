@@ -46,6 +46,7 @@ pub(super) fn run(
     port_conflicts(inv, &mut out);
     profile_conflicts(inv, &mut out);
     super::checks_identity::run(inv, &mut out);
+    super::containers::run(inv, &mut out);
     out
 }
 
@@ -718,21 +719,6 @@ fn artifacts(snapshot: &Snapshot, inv: &Inventory, out: &mut Out) {
                     inv.artifacts.keys().cloned(),
                 ));
             }
-        }
-        if matches!(a.kind, ArtifactType::Docker | ArtifactType::Lxc) {
-            out.push(
-                Diagnostic::warning(
-                    "unsupported-type",
-                    &doc.file,
-                    doc.pos(&[K("type")]),
-                    format!(
-                        "artifact type `{:?}` is modelled but the agent cannot install it yet",
-                        a.kind
-                    )
-                    .to_lowercase(),
-                )
-                .with_hint("deployments of it will fail at apply time"),
-            );
         }
         if let Some(run) = &a.run {
             command_argv(

@@ -5,6 +5,7 @@
 
 mod checks;
 mod checks_identity;
+mod containers;
 pub mod env_refs;
 pub mod operator_policy;
 mod repository_kinds;

@@ -61,6 +61,9 @@ pub struct ApplyRequest {
     /// Prune the download cache to this many bytes after applying.
     #[serde(default)]
     pub max_cache_bytes: Option<u64>,
+    /// The server's `agent.containers` settings (for `docker` and `lxc` artifacts).
+    #[serde(default)]
+    pub containers: Option<super::ContainerRuntimeSettings>,
 }
 
 /// What a plan step does; the agent executes steps by this name.
@@ -78,6 +81,11 @@ pub enum Action {
     RestartService,
     HealthCheck,
     RemoveDeployment,
+    LoadImage,
+    CreateContainer,
+    StartContainer,
+    StopContainer,
+    PruneContainers,
 }
 
 impl Action {
@@ -94,6 +102,11 @@ impl Action {
             Action::RestartService => "restart service",
             Action::HealthCheck => "health check",
             Action::RemoveDeployment => "remove deployment",
+            Action::LoadImage => "load image",
+            Action::CreateContainer => "create container",
+            Action::StartContainer => "start container",
+            Action::StopContainer => "stop container",
+            Action::PruneContainers => "prune containers",
         }
     }
 }
@@ -118,6 +131,25 @@ pub struct ApplyDeployment {
     #[serde(default)]
     pub health_checks: Vec<HealthCheck>,
     pub keep_releases: u32,
+    /// How the release's container runs (`docker` and `lxc` artifacts).
+    #[serde(default)]
+    pub container: Option<WireContainer>,
+}
+
+/// A release's container: the deployment's `container:` settings with the values the agent
+/// needs to create it. Env values are secrets: the agent hands them to the runtime in a file
+/// readable by root only, never on a command line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireContainer {
+    /// `clarity-<deployment>-<release>`.
+    pub name: String,
+    pub settings: super::ContainerSettings,
+    pub env: std::collections::BTreeMap<String, WireSecret>,
+    pub restart: RestartPolicy,
+    pub autostart: bool,
+    /// Hash of everything the container is created from (the `clarity.config` label).
+    pub config_sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,10 +41,19 @@ pub enum ArtifactType {
     Script,
     /// An archive (`.tar.gz`, `.tar.xz`, `.zip`) extracted into the release.
     Tarball,
-    /// A container image (not yet installable by the agent).
+    /// A container image archive (`docker save` format; OCI archives where the runtime
+    /// accepts them), loaded into Docker or Podman and run as one container per release.
     Docker,
-    /// An LXC image (not yet installable by the agent).
+    /// One tar archive holding an LXC metadata tarball (`meta.tar*`) and a rootfs tarball
+    /// (`rootfs.tar*`), created as one LXC container per release.
     Lxc,
+}
+
+impl ArtifactType {
+    /// Runs as a container rather than as a service of the host's service manager.
+    pub fn is_container(self) -> bool {
+        matches!(self, ArtifactType::Docker | ArtifactType::Lxc)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

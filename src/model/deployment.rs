@@ -60,7 +60,11 @@ pub struct Deployment {
     /// What the watch loop does about drift: report it only, or correct it.
     #[serde(default)]
     pub drift: DriftPolicy,
-    /// Releases kept on the host; defaults to `clarity.yml` `keep_releases`.
+    /// How the container runs (deployments of `docker` and `lxc` artifacts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Box<super::ContainerSettings>>,
+    /// Releases kept on the host; defaults to `clarity.yml` `keep_releases`. For containers:
+    /// previous containers kept stopped for rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_releases: Option<u32>,
 }

@@ -94,6 +94,49 @@ pub struct ActualDeployment {
     /// the release on the host); absent when its agent did not keep them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_checks_sha256: Option<String>,
+    /// The current release's container (`docker` and `lxc` artifacts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ActualContainer>,
+}
+
+/// A deployment's containers as the runtime reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActualContainer {
+    /// `docker`, `podman` or `lxc`.
+    pub runtime: String,
+    /// The current release's container name.
+    pub name: String,
+    pub state: ContainerState,
+    /// Image id the container runs (`docker`/`podman`), as the runtime reports it.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Image id the agent loaded and created the container from.
+    #[serde(default)]
+    pub recorded_image: Option<String>,
+    /// The container's `clarity.config` label (a hash of how it was created).
+    #[serde(default)]
+    pub config_sha256: Option<String>,
+    /// The hash the agent recorded when it created the container.
+    #[serde(default)]
+    pub recorded_config_sha256: Option<String>,
+    /// Host ports (`external/protocol`) the current container publishes.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Containers of earlier releases that exist (kept stopped for rollback).
+    #[serde(default)]
+    pub kept: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Running,
+    Stopped,
+    /// The runtime has no such container.
+    Missing,
+    /// The runtime could not be asked (not installed, daemon down).
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

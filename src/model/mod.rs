@@ -5,6 +5,7 @@
 pub mod apply;
 mod artifact;
 mod client;
+mod container;
 mod datacenter;
 mod deployment;
 pub mod docs;
@@ -17,6 +18,7 @@ mod settings;
 
 pub use artifact::*;
 pub use client::*;
+pub use container::*;
 pub use datacenter::*;
 pub use deployment::*;
 pub use repository::*;

@@ -94,6 +94,9 @@ pub struct AgentSettings {
     /// Service manager on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_manager: Option<ServiceManager>,
+    /// Container runtimes on the host, for `docker` and `lxc` artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<super::ContainerRuntimeSettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

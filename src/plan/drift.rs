@@ -49,6 +49,14 @@ pub enum DriftKind {
     UnknownDeployment,
     /// A port the deployment claims is held by another process.
     PortConflict,
+    /// The current release's container is gone.
+    ContainerMissing,
+    /// The current release's container is not running.
+    ContainerStopped,
+    /// The container runs another image than the one loaded for the release.
+    ContainerImage,
+    /// The container was created with another configuration than the release's.
+    ContainerConfig,
 }
 
 impl DriftKind {
@@ -67,6 +75,10 @@ impl DriftKind {
             DriftKind::UnknownRelease => "unknown-release",
             DriftKind::UnknownDeployment => "unknown-deployment",
             DriftKind::PortConflict => "port-conflict",
+            DriftKind::ContainerMissing => "container-missing",
+            DriftKind::ContainerStopped => "container-stopped",
+            DriftKind::ContainerImage => "container-image",
+            DriftKind::ContainerConfig => "container-config",
         }
     }
 }
@@ -232,6 +244,9 @@ pub fn drift(desired: &DesiredHost, actual: &ActualHost) -> Vec<Finding> {
                     d.name
                 ),
             );
+        }
+        for (kind, detail) in super::container::drift(d, a) {
+            find(&d.name, kind, detail);
         }
         for m in &a.migrations_pending {
             find(

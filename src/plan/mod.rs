@@ -3,6 +3,7 @@
 //! redacted). A step whose outcome cannot be known before running says so instead of being
 //! skipped. Pure: plans are data; dry-run renders them, apply executes the same value.
 
+pub mod container;
 pub mod drift;
 mod render;
 
@@ -349,6 +350,8 @@ fn deployment_plan(
                 .detail(format!("{:?} artifact", d.artifact.kind).to_lowercase()),
         );
     }
+    let containers = container::steps(d, actual, release_changes);
+    steps.extend(containers.load);
     let mut config_changed = false;
     for f in &d.release_files {
         // A new release gets every file written into it; show the diff against the current
@@ -446,6 +449,7 @@ fn deployment_plan(
             )),
         );
     }
+    steps.extend(containers.create);
     if release_changes {
         steps.push(
             step(
@@ -487,6 +491,7 @@ fn deployment_plan(
             );
         }
     }
+    steps.extend(containers.start);
     // Checks that changed alone are a step too: the running release is verified with them
     // (and keeps them) or the apply fails, so a new check is never first met by a rollback.
     let checks_changed = steps.is_empty()
@@ -532,6 +537,7 @@ fn deployment_plan(
             );
         }
     }
+    steps.extend(containers.finish);
     let change = if actual.is_none() {
         Change::Create
     } else if acting {

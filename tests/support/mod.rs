@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod containers;
 pub mod net;
 pub mod nspawn;
 pub mod sandbox;
