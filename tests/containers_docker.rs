@@ -163,9 +163,8 @@ fn docker_deploy_upgrade_rollback_crash_drift_prune() {
         !c3s.contains("clarity-web-3.0"),
         "the failed container stays: {c3s}"
     );
-    // The host outcome is recorded as rolled back. (Which release the ledger's current-state
-    // row names after a rollback is issue 11's fix of the record; see docs/containers.md.)
-    assert_eq!(r.recorded().0, "rolled_back");
+    // Recorded as rolled back, on the release the host really runs again, healthy.
+    assert_eq!(r.recorded(), ("rolled_back".into(), rel2.clone(), true));
 
     // Back on 2.0 in the repository: nothing to do.
     r.set_deployment("2.0", &block, "");
@@ -375,5 +374,5 @@ fn podman_deploy_and_rollback_after_a_failed_health_check() {
         p.inspect("{{.State.Status}}", &c1).as_deref(),
         Some("running")
     );
-    assert_eq!(r.recorded().0, "rolled_back");
+    assert_eq!(r.recorded(), ("rolled_back".into(), rel1.clone(), true));
 }

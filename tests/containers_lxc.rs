@@ -92,7 +92,7 @@ fn lxc_deploy_upgrade_rollback_drift_prune() {
         "{:?}",
         lxc.names()
     );
-    assert_eq!(r.recorded().0, "rolled_back");
+    assert_eq!(r.recorded(), ("rolled_back".into(), rel2.clone(), true));
 
     // Drift: the container stopped by hand; the next apply starts it again.
     r.set_deployment("2.0", &block, "");
