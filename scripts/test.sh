@@ -46,6 +46,6 @@ export GIT_COMMITTER_NAME="${GIT_COMMITTER_NAME:-clarity-tests}" GIT_COMMITTER_E
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+cargo test --all-targets --locked --no-fail-fast
 # Fuzz targets, 60 s each (they run side by side, so about a minute in all).
 scripts/fuzz.sh 60

@@ -351,7 +351,8 @@ fn template_errors_are_reported_once_each_with_their_position_and_hint() {
         .stdout
         .replace(path_arg(dir.path()), "<repo>")
         .lines()
-        .filter(|l| !l.starts_with("invalid:") && !l.starts_with("valid:"))
+        // The summary counts the example's files, which grows with the example.
+        .filter(|l| !l.starts_with("validation failed:"))
         .collect::<Vec<_>>()
         .join("\n");
     insta::assert_snapshot!("validate_template_errors", normalised);
