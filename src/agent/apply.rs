@@ -358,13 +358,7 @@ impl Runner<'_> {
                 // would make the next apply claim an interruption that did not happen.
                 Journal::clear(&state_dir);
                 emit(report.active(&dep.name));
-                return Err(if report.first_install {
-                    Failure::FirstInstall(report.health)
-                } else if report.restored {
-                    Failure::Restored
-                } else {
-                    Failure::NotRestored
-                });
+                return Err(report.failure());
             }
         }
         record(state, dep, self.backend.kind(), &applied_migrations);
@@ -385,13 +379,7 @@ impl Runner<'_> {
             let report = rollback(layout, self.backend, &journal, Some(dep), state, emit);
             Journal::clear(&state_dir);
             emit(report.active(&dep.name));
-            return Err(if report.first_install {
-                Failure::FirstInstall(report.health)
-            } else if report.restored {
-                Failure::Restored
-            } else {
-                Failure::NotRestored
-            });
+            return Err(report.failure());
         }
         prune_releases(
             layout,
@@ -933,6 +921,17 @@ struct RollbackReport {
 }
 
 impl RollbackReport {
+    /// How the failed apply ended, once its changes were undone.
+    fn failure(self) -> Failure {
+        if self.first_install {
+            Failure::FirstInstall(self.health)
+        } else if self.restored {
+            Failure::Restored
+        } else {
+            Failure::NotRestored
+        }
+    }
+
     fn active(&self, deployment: &str) -> AgentEvent {
         AgentEvent::Active {
             deployment: deployment.to_string(),
