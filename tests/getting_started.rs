@@ -111,6 +111,12 @@ fn the_guide_builds_a_repository_from_nothing_and_it_converges() {
         stdout.contains("Hello from acme-sbx01 (mock), client Acme Corp"),
         "{stdout}"
     );
+    // The install step counts what the release holds: the script and the config file.
+    assert!(
+        stdout.contains("install release 1.0.0-")
+            && stdout.contains(": ok (2 files from hello.py, 1 config file)"),
+        "{stdout}"
+    );
     // The guide's output never shows the secret, except the one line the guide's curl got back
     // from the service (its reply holds the message, not the token).
     assert!(

@@ -507,15 +507,19 @@ impl Runner<'_> {
         journal
             .save(&layout.state_dir())
             .map_err(|e| e.to_string())?;
+        // Counted before the rename, on what the release really holds (an archive's entries,
+        // not only the config files written into it).
+        let files = count_files(&staging);
         std::fs::rename(&staging, &target).map_err(|e| {
             let _ = std::fs::remove_dir_all(&staging);
             format!("rename {} into place: {e}", staging.display())
         })?;
         sync_dir(&releases);
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         Ok(Some(format!(
-            "{} files, {}",
-            dep.release_files.len(),
-            file_name
+            "{} from {file_name}, {}",
+            plural(files, "file"),
+            plural(dep.release_files.len(), "config file")
         )))
     }
 
@@ -941,6 +945,21 @@ impl RollbackReport {
             health: self.health.clone(),
         }
     }
+}
+
+/// Regular files below `dir`, links not followed (what a release directory holds).
+fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => count_files(&e.path()),
+            Ok(t) if t.is_file() => 1,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Undoes an interrupted or failed deployment apply: the previous release, files, migrations

@@ -235,6 +235,8 @@ pub fn host_plan(desired: &DesiredHost, actual: &ActualHost, prune: bool) -> Hos
 }
 
 fn file_diff(path: &str, old: Option<&str>, new: &str) -> String {
+    // `a/` and `b/` stand for the root, as in git: `/etc/x` is `b/etc/x`, not `b//etc/x`.
+    let path = path.trim_start_matches('/');
     let diff = similar::TextDiff::from_lines(old.unwrap_or(""), new);
     let old_name = if old.is_some() {
         format!("a/{path}")
@@ -617,6 +619,25 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diff_headers_name_absolute_destinations_like_git() {
+        let created = file_diff("/etc/app/app.conf", None, "a=1\n");
+        assert!(
+            created.starts_with("--- /dev/null\n+++ b/etc/app/app.conf\n"),
+            "{created}"
+        );
+        let changed = file_diff("/etc/app/app.conf", Some("a=1\n"), "a=2\n");
+        assert!(
+            changed.starts_with("--- a/etc/app/app.conf\n+++ b/etc/app/app.conf\n"),
+            "{changed}"
+        );
+        let relative = file_diff("conf/app.conf", Some("a=1\n"), "a=2\n");
+        assert!(
+            relative.starts_with("--- a/conf/app.conf\n+++ b/conf/app.conf\n"),
+            "{relative}"
+        );
+    }
 
     #[test]
     fn owners_match_with_or_without_group() {
