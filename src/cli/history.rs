@@ -81,7 +81,7 @@ pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> CliResult {
 
 fn list(global: &GlobalArgs, args: &HistoryArgs, path: &std::path::Path) -> CliResult {
     let since = match &args.since {
-        Some(s) => Some(parse_since(s, now_secs()).map_err(|e| {
+        Some(s) => Some(parse_since(s, crate::agent::now_secs()).map_err(|e| {
             CliError::new(format!("--since {s}: {e}")).hint(
                 "give a date (2026-11-01), a UTC time (2026-11-01T08:00:00Z) or an age (12h, 7d)",
             )
@@ -414,13 +414,6 @@ fn rebuild(global: &GlobalArgs, path: &std::path::Path) -> CliResult {
         if report.runs == 1 { "" } else { "s" }
     );
     Ok(Exit::Ok)
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// `--since` as the RFC 3339 lower bound the ledger compares start times with.

@@ -257,25 +257,81 @@ fn api_error(e: ApiError) -> Response {
     error_page(e.status, &e.message)
 }
 
-fn view_context(state: &ServeState) -> (Option<PathBuf>, Option<String>, Option<u64>) {
-    let busy = state
-        .status
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .busy
-        .clone();
-    let stale_after = state
-        .dashboard
-        .drift_interval
-        .map(|d| d.as_secs().saturating_mul(2));
-    (state.dashboard.repo.clone(), busy, stale_after)
+/// What a view needs from the loop besides the ledger, taken before the ledger is read on a
+/// blocking thread.
+struct ViewInputs {
+    repo: Option<PathBuf>,
+    busy: Option<String>,
+    stale_after: Option<u64>,
+    now: u64,
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+impl ViewInputs {
+    fn of(state: &ServeState) -> ViewInputs {
+        let busy = state
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .busy
+            .clone();
+        let stale_after = state
+            .dashboard
+            .drift_interval
+            .map(|d| d.as_secs().saturating_mul(2));
+        ViewInputs {
+            repo: state.dashboard.repo.clone(),
+            busy,
+            stale_after,
+            now: crate::agent::now_secs(),
+        }
+    }
+
+    fn context(&self) -> view::Context<'_> {
+        view::Context {
+            repo: self.repo.as_deref(),
+            busy: self.busy.clone(),
+            stale_after: self.stale_after,
+            now: self.now,
+        }
+    }
+}
+
+/// A page that one view of the ledger fills, titled `title`, or a 404 saying `missing` when the
+/// view finds nothing (or there is no ledger yet).
+async fn view_page<V, F>(
+    state: &ServeState,
+    template: &str,
+    title: &str,
+    missing: &str,
+    build: F,
+) -> Response
+where
+    V: Serialize + Send + 'static,
+    F: FnOnce(
+            &crate::ledger::Ledger,
+            &view::Context,
+        ) -> Result<Option<V>, crate::ledger::LedgerError>
+        + Send
+        + 'static,
+{
+    let inputs = ViewInputs::of(state);
+    let found = with_ledger(state, move |l| {
+        let Some(l) = l else { return Ok(None) };
+        let newest = l.newest_run(None)?.map(|r| r.id);
+        Ok(build(l, &inputs.context())?.map(|v| (v, newest)))
+    })
+    .await;
+    match found {
+        Ok(Some((view, newest))) => render(
+            state,
+            template,
+            title,
+            newest,
+            minijinja::context! { view => view },
+        ),
+        Ok(None) => error_page(StatusCode::NOT_FOUND, missing),
+        Err(e) => api_error(e),
+    }
 }
 
 async fn fleet_page(
@@ -290,19 +346,11 @@ async fn fleet_page(
         Ok(Query(f)) => f,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.body_text()),
     };
-    let (repo, busy, stale_after) = view_context(&state);
+    let inputs = ViewInputs::of(&state);
     let f = filter.clone();
-    let fleet = with_ledger(&state, move |l| {
-        let ctx = view::Context {
-            repo: repo.as_deref(),
-            busy,
-            stale_after,
-            now: now_secs(),
-        };
-        match l {
-            Some(l) => view::fleet(l, &ctx, &f).map(Some),
-            None => Ok(None),
-        }
+    let fleet = with_ledger(&state, move |l| match l {
+        Some(l) => view::fleet(l, &inputs.context(), &f).map(Some),
+        None => Ok(None),
     })
     .await;
     match fleet {
@@ -340,34 +388,12 @@ async fn host_page(
     if let Some(r) = refused(&state, &headers) {
         return r;
     }
-    let (repo, busy, stale_after) = view_context(&state);
+    let missing = format!("No run has listed a server `{server}`");
     let name = server.clone();
-    let found = with_ledger(&state, move |l| {
-        let Some(l) = l else { return Ok(None) };
-        let ctx = view::Context {
-            repo: repo.as_deref(),
-            busy,
-            stale_after,
-            now: now_secs(),
-        };
-        let newest = l.newest_run(None)?.map(|r| r.id);
-        Ok(view::host(l, &ctx, &name)?.map(|v| (v, newest)))
+    view_page(&state, "host.html", &server, &missing, move |l, ctx| {
+        view::host(l, ctx, &name)
     })
-    .await;
-    match found {
-        Ok(Some((view, newest))) => render(
-            &state,
-            "host.html",
-            &server,
-            newest,
-            minijinja::context! { view => view },
-        ),
-        Ok(None) => error_page(
-            StatusCode::NOT_FOUND,
-            &format!("No run has listed a server `{server}`"),
-        ),
-        Err(e) => api_error(e),
-    }
+    .await
 }
 
 async fn run_page(
@@ -378,31 +404,16 @@ async fn run_page(
     if let Some(r) = refused(&state, &headers) {
         return r;
     }
-    let (repo, busy, stale_after) = view_context(&state);
+    let missing = format!("No run with id `{id}`");
     let lookup = id.clone();
-    let found = with_ledger(&state, move |l| {
-        let Some(l) = l else { return Ok(None) };
-        let ctx = view::Context {
-            repo: repo.as_deref(),
-            busy,
-            stale_after,
-            now: now_secs(),
-        };
-        let newest = l.newest_run(None)?.map(|r| r.id);
-        Ok(view::run(l, &ctx, &lookup)?.map(|v| (v, newest)))
-    })
-    .await;
-    match found {
-        Ok(Some((view, newest))) => render(
-            &state,
-            "run.html",
-            &format!("Run {id}"),
-            newest,
-            minijinja::context! { view => view },
-        ),
-        Ok(None) => error_page(StatusCode::NOT_FOUND, &format!("No run with id `{id}`")),
-        Err(e) => api_error(e),
-    }
+    view_page(
+        &state,
+        "run.html",
+        &format!("Run {id}"),
+        &missing,
+        move |l, ctx| view::run(l, ctx, &lookup),
+    )
+    .await
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
