@@ -161,3 +161,27 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `GET http://127.0.0.1:PORT{path}`: the status and body, whatever the status; `None` when
+/// nothing answers within 2 s.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let resp = ureq::get(&format!("http://127.0.0.1:{port}{path}"))
+        .config()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .call()
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((
+        status,
+        resp.into_body().read_to_string().unwrap_or_default(),
+    ))
+}
+
+/// The release `current` points at for `deployment` on the host rooted at `root`, as on disk.
+pub fn current_release(root: &Path, deployment: &str) -> Option<String> {
+    std::fs::read_link(root.join("opt/clarity").join(deployment).join("current"))
+        .ok()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+}

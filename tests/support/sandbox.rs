@@ -5,7 +5,6 @@ use super::{free_port, git, require_program};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 pub const SERVICE: &str = r#"import http.server, os, sys
 port = int(os.environ["PORT"])
@@ -152,24 +151,11 @@ impl Fixture {
     }
 
     pub fn current(&self) -> Option<String> {
-        std::fs::read_link(self.sandbox().join("opt/clarity/web/current"))
-            .ok()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        super::current_release(&self.sandbox(), "web")
     }
 
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let resp = ureq::get(&format!("http://127.0.0.1:{}{path}", self.port))
-            .config()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(2)))
-            .build()
-            .call()
-            .ok()?;
-        let status = resp.status().as_u16();
-        Some((
-            status,
-            resp.into_body().read_to_string().unwrap_or_default(),
-        ))
+        super::http_get(self.port, path)
     }
 }
 
