@@ -7,10 +7,10 @@
 mod fetch_servers;
 mod support;
 
-use clarity::fetch::{
-    Artifact, Cache, FetchError, Fetched, HttpAuth, Received, Retry, Source, fetch,
+use clarity::fetch::{Cache, FetchError, Fetched, Received, Retry, Source};
+use fetch_servers::{
+    Fault, Flaky, artifact_bytes, fetch_into, http_source, put, python_http, sha256_hex,
 };
-use fetch_servers::{Fault, Flaky, artifact_bytes, put, python_http, sha256_hex};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -22,13 +22,6 @@ fn fast(attempts: u32) -> Retry {
     }
 }
 
-fn http(url: String) -> Source {
-    Source::Http {
-        base_url: url,
-        auth: HttpAuth::None,
-    }
-}
-
 fn get(
     source: &Source,
     location: &str,
@@ -37,14 +30,7 @@ fn get(
     cache: &Cache,
     retry: &Retry,
 ) -> Result<Fetched, FetchError> {
-    let artifact = Artifact {
-        repository: "mirror",
-        location,
-        sha256,
-        size,
-        max_size: None,
-    };
-    fetch(source, &artifact, cache, retry, &mut |_| {})
+    fetch_into(source, location, sha256, size, None, cache, retry)
 }
 
 /// Every file in `dir`, sorted, with its content.
@@ -80,7 +66,7 @@ fn wrong_checksum_is_reported_and_the_cache_is_untouched() {
 
     let expected = sha256_hex(b"what the config repository says");
     let e = get(
-        &http(server.url()),
+        &http_source(server.url()),
         "app.jar",
         &expected,
         None,
@@ -119,7 +105,7 @@ fn size_mismatch_is_reported() {
     let Some(plain) = python_http(root.path()) else {
         return;
     };
-    let source = http(format!("http://127.0.0.1:{}", plain.port));
+    let source = http_source(format!("http://127.0.0.1:{}", plain.port));
     let e = get(&source, "tool.bin", &sha, Some(40_000), &cache, &fast(4)).unwrap_err();
     let m = e.to_string();
     assert!(
@@ -140,7 +126,7 @@ fn size_mismatch_is_reported() {
     // Without a length, the whole (truncated) transfer is hashed, and both sizes and hashes
     // are reported after the one retry.
     let e = get(
-        &http(server.url()),
+        &http_source(server.url()),
         "tool.bin",
         &sha,
         Some(50_000),
@@ -169,7 +155,7 @@ fn size_mismatch_is_reported() {
 
     // More than the declared size, unannounced: the transfer is stopped there, not retried.
     let e = get(
-        &http(server.url()),
+        &http_source(server.url()),
         "tool.bin",
         &sha,
         Some(10_000),
@@ -201,7 +187,7 @@ fn html_instead_of_the_binary_is_refused_without_retrying() {
     };
     let cache_dir = tempfile::tempdir().unwrap();
     let e = get(
-        &http(server.url()),
+        &http_source(server.url()),
         "app.jar",
         &sha,
         None,
@@ -224,7 +210,7 @@ fn flaky_fetch(fault: Fault, failures: u32, attempts: u32) -> (Result<Fetched, F
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = Cache::new(cache_dir.path());
     let r = get(
-        &http(server.url()),
+        &http_source(server.url()),
         "svc.tar.gz",
         &sha,
         Some(bytes.len() as u64),
@@ -286,7 +272,7 @@ fn gives_up_after_the_configured_attempts() {
     let port = support::free_port();
     let cache_dir = tempfile::tempdir().unwrap();
     let e = get(
-        &http(format!("http://127.0.0.1:{port}")),
+        &http_source(format!("http://127.0.0.1:{port}")),
         "a.jar",
         &"a".repeat(64),
         None,
@@ -309,7 +295,7 @@ fn not_found_is_not_retried() {
     };
     let cache_dir = tempfile::tempdir().unwrap();
     let e = get(
-        &http(server.url()),
+        &http_source(server.url()),
         "gone.jar",
         &"c".repeat(64),
         None,
@@ -334,7 +320,7 @@ fn a_cached_artifact_is_not_downloaded_again() {
         return;
     };
     let cache_dir = tempfile::tempdir().unwrap();
-    let source = http(format!("http://127.0.0.1:{}", server.port));
+    let source = http_source(format!("http://127.0.0.1:{}", server.port));
     let first = get(
         &source,
         "app.jar",
@@ -368,7 +354,7 @@ fn concurrent_fetches_of_one_artifact_agree() {
         return;
     };
     let cache_dir = tempfile::tempdir().unwrap();
-    let source = http(format!("http://127.0.0.1:{}", server.port));
+    let source = http_source(format!("http://127.0.0.1:{}", server.port));
     let results: Vec<Fetched> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|_| {

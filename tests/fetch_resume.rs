@@ -9,20 +9,13 @@
 mod fetch_servers;
 mod support;
 
-use clarity::fetch::{
-    Artifact, Cache, FetchError, Fetched, HttpAuth, Retry, Source, fetch, sha256_file,
-};
+use clarity::fetch::{Cache, FetchError, Fetched, HttpAuth, Retry, Source, sha256_file};
 use clarity::secret::SecretString;
-use fetch_servers::{Fault, Flaky, artifact_bytes, put, python_http, sha256_hex};
+use fetch_servers::{
+    Fault, Flaky, artifact_bytes, fetch_into, http_source, put, python_http, sha256_hex,
+};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn http(url: String) -> Source {
-    Source::Http {
-        base_url: url,
-        auth: HttpAuth::None,
-    }
-}
 
 fn get(
     source: &Source,
@@ -32,14 +25,15 @@ fn get(
     max_size: Option<u64>,
     cache: &Cache,
 ) -> Result<Fetched, FetchError> {
-    let artifact = Artifact {
-        repository: "mirror",
+    fetch_into(
+        source,
         location,
         sha256,
         size,
         max_size,
-    };
-    fetch(source, &artifact, cache, &Retry::none(), &mut |_| {})
+        cache,
+        &Retry::none(),
+    )
 }
 
 fn files(dir: &Path) -> Vec<String> {
@@ -94,7 +88,7 @@ fn an_http_download_killed_halfway_resumes_with_only_the_rest() {
     // The next attempt asks for the rest, transfers only that, and the artifact verifies.
     let cache = Cache::new(cache_dir.path());
     let f = get(
-        &http(server.url()),
+        &http_source(server.url()),
         "app-3.0.jar",
         &sha,
         Some(size),
@@ -131,7 +125,7 @@ fn a_server_that_ignores_range_makes_the_download_start_over() {
     )
     .unwrap();
     let f = get(
-        &http(format!("http://127.0.0.1:{}", server.port)),
+        &http_source(format!("http://127.0.0.1:{}", server.port)),
         "tool.bin",
         &sha,
         Some(bytes.len() as u64),
@@ -159,7 +153,7 @@ fn a_gzip_encoded_body_is_hashed_as_received_never_inflated() {
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = Cache::new(cache_dir.path());
     let e = get(
-        &http(server.url()),
+        &http_source(server.url()),
         "bomb.bin",
         &inflated_sha,
         None,
@@ -179,7 +173,7 @@ fn a_gzip_encoded_body_is_hashed_as_received_never_inflated() {
     // What was on the wire is what is hashed and kept.
     let served = server_body(&server, "bomb.bin");
     let f = get(
-        &http(server.url()),
+        &http_source(server.url()),
         "bomb.bin",
         &sha256_hex(&served),
         None,
@@ -216,7 +210,7 @@ fn a_download_without_a_declared_size_stops_at_the_cap() {
     };
     let cache_dir = tempfile::tempdir().unwrap();
     let e = get(
-        &http(server.url()),
+        &http_source(server.url()),
         "stream",
         &sha256_hex(b"anything"),
         None,

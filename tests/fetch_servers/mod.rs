@@ -192,6 +192,34 @@ pub fn fetch_once(
     (r, cache_dir)
 }
 
+/// An unauthenticated http repository at `url`.
+pub fn http_source(url: String) -> clarity::fetch::Source {
+    clarity::fetch::Source::Http {
+        base_url: url,
+        auth: clarity::fetch::HttpAuth::None,
+    }
+}
+
+/// Fetches `location` (of a repository named `mirror`) from `source` into `cache`.
+pub fn fetch_into(
+    source: &clarity::fetch::Source,
+    location: &str,
+    sha256: &str,
+    size: Option<u64>,
+    max_size: Option<u64>,
+    cache: &clarity::fetch::Cache,
+    retry: &clarity::fetch::Retry,
+) -> Result<clarity::fetch::Fetched, clarity::fetch::FetchError> {
+    let artifact = clarity::fetch::Artifact {
+        repository: "mirror",
+        location,
+        sha256,
+        size,
+        max_size,
+    };
+    clarity::fetch::fetch(source, &artifact, cache, retry, &mut |_| {})
+}
+
 /// The system python when there is one: a version manager's shim adds startup time.
 pub fn python() -> Option<PathBuf> {
     let system = PathBuf::from("/usr/bin/python3");
