@@ -77,6 +77,19 @@ impl ContainerPort {
     pub fn internal(&self) -> u16 {
         self.internal.unwrap_or(self.external)
     }
+
+    /// The host side as the runtimes and the port claims name it: `8080/tcp`.
+    pub fn host_port(&self) -> String {
+        format!("{}/{}", self.external, self.protocol.as_str())
+    }
+
+    /// `[ip:]external`, the host side with its address, for the publish mapping.
+    pub fn host_side(&self) -> String {
+        match &self.host_ip {
+            Some(ip) => format!("{ip}:{}", self.external),
+            None => self.external.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -148,6 +148,16 @@ pub enum Protocol {
     Udp,
 }
 
+impl Protocol {
+    /// The name in files and in `PORT/PROTOCOL` notation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Volume {

@@ -92,14 +92,10 @@ pub(super) fn steps(
         let mut parts = Vec::new();
         for p in &settings.ports {
             parts.push(format!(
-                "port {}{} → {}/{}",
-                p.host_ip
-                    .as_deref()
-                    .map(|ip| format!("{ip}:"))
-                    .unwrap_or_default(),
-                p.external,
+                "port {} → {}/{}",
+                p.host_side(),
                 p.internal(),
-                format!("{:?}", p.protocol).to_lowercase()
+                p.protocol.as_str()
             ));
         }
         for v in &settings.volumes {
@@ -158,13 +154,7 @@ pub(super) fn steps(
                 settings
                     .ports
                     .iter()
-                    .map(|p| {
-                        format!(
-                            "{}/{}",
-                            p.external,
-                            format!("{:?}", p.protocol).to_lowercase()
-                        )
-                    })
+                    .map(|p| p.host_port())
                     .filter(|p| c.ports.contains(p))
                     .collect()
             })

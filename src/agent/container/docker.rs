@@ -217,14 +217,10 @@ pub fn create(
     for p in &s.ports {
         argv.push("--publish".into());
         argv.push(format!(
-            "{}{}:{}/{}",
-            p.host_ip
-                .as_deref()
-                .map(|ip| format!("{ip}:"))
-                .unwrap_or_default(),
-            p.external,
+            "{}:{}/{}",
+            p.host_side(),
             p.internal(),
-            format!("{:?}", p.protocol).to_lowercase()
+            p.protocol.as_str()
         ));
     }
     for v in &s.volumes {

@@ -412,18 +412,7 @@ fn create(ctx: &StepContext, cached_archive: Option<&Path>) -> Result<Option<Str
         name: wire.name.clone(),
         image: image.clone(),
         config_sha256: wire.config_sha256.clone(),
-        ports: wire
-            .settings
-            .ports
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}/{}",
-                    p.external,
-                    format!("{:?}", p.protocol).to_lowercase()
-                )
-            })
-            .collect(),
+        ports: wire.settings.ports.iter().map(|p| p.host_port()).collect(),
     };
     let text = serde_json::to_vec_pretty(&record).expect("record serializes");
     write_atomic(
