@@ -10,7 +10,6 @@ use crate::plan::{self, HostPlan, HostStatus, Plan};
 use crate::source::{self, ReadMode};
 use clap::Args;
 use rayon::prelude::*;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Reconcile: compute what every selected server should run, compare it with what runs, and
@@ -181,7 +180,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     if let Some(base) = &args.base {
         plan.changed_since_base = Some(changed_since(global, base, &snapshot, inv)?);
     }
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let colour = global.color.stdout();
     match global.output {
         Output::Text => print!("{}", plan::render_text(&plan, colour)),
         Output::Json => print!("{}", plan::render_json(&plan)),
@@ -196,10 +195,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             ("s", "are")
         };
         if args.dry_run {
-            eprintln!(
-                "error: {} host{n} {are} unreachable (pass --allow-unreachable to plan the others anyway)",
-                s.hosts_unreachable
-            );
+            eprintln!("{}", unreachable_in_dry_run(s.hosts_unreachable, plan.hosts.len()));
         } else {
             eprintln!(
                 "error: {} host{n} {are} unreachable; the others are applied, and the run fails (pass --allow-unreachable to not count unreachable hosts as failures)",
@@ -260,11 +256,12 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         reach: &reach,
         prune: args.prune,
     };
+    let progress = super::progress::Progress::new();
     let report = fleet::run(
         &fleet::Reach {
             hosts: &transports,
             pool: &pool,
-            observer: &Printer,
+            observer: &progress,
         },
         &ledger,
         &inv.settings,
@@ -272,16 +269,14 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         &desired,
         &plan.hosts,
     );
+    progress.finish();
     for (client, deployment, profile) in fleet::pins_to_release(&ledger, &desired, &report) {
         if ledger.unpin(&client, &deployment, &profile)? {
             println!("released the emergency pin of {client}/{deployment}/{profile}");
         }
     }
     println!();
-    println!("{:<28} {:<14} DETAIL", "HOST", "RESULT");
-    for r in &report.hosts {
-        println!("{:<28} {:<14} {}", r.host, r.outcome.label(), r.detail);
-    }
+    print!("{}", super::summary::table(&report, &run_id, colour));
     let ok = report.ok(args.allow_unreachable);
     let mut trigger = args.context.trigger();
     if args.skip_promotion_gate && !inv.settings.promotion.is_empty() {
@@ -309,6 +304,25 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     Ok(if ok { Exit::Ok } else { Exit::Failed })
 }
 
+/// The error of a dry-run that could not inspect some hosts. The others were planned (their
+/// plan is printed above), so the hint says what `--allow-unreachable` changes: the exit code.
+fn unreachable_in_dry_run(unreachable: usize, hosts: usize) -> String {
+    let (n, are) = if unreachable == 1 {
+        ("", "is")
+    } else {
+        ("s", "are")
+    };
+    let others = hosts.saturating_sub(unreachable);
+    let above = match others {
+        0 => String::new(),
+        1 => "; the plan of the other host is above".to_string(),
+        _ => format!("; the plan of the other {others} hosts is above"),
+    };
+    format!(
+        "error: {unreachable} host{n} {are} unreachable{above} (pass --allow-unreachable to not fail the run for an unreachable host)"
+    )
+}
+
 /// The command line's transports for the fleet apply.
 struct Transports<'a> {
     reach: &'a Reach<'a>,
@@ -328,24 +342,6 @@ impl fleet::Hosts for Transports<'_> {
 
     fn replan(&self, host: &DesiredHost) -> HostPlan {
         plan_host(self.reach, host, self.prune)
-    }
-}
-
-/// Prints the fleet apply's progress: steps on stdout, a download bar on a terminal's stderr.
-struct Printer;
-
-impl fleet::Observer for Printer {
-    fn line(&self, text: &str) {
-        println!("{text}");
-    }
-
-    fn progress(&self, server: &str, deployment: &str, downloaded: u64, total: Option<u64>) {
-        if std::io::stderr().is_terminal() {
-            eprint!(
-                "\r{server}: {deployment}: downloading {}",
-                progress_bar(downloaded, total)
-            );
-        }
     }
 }
 
@@ -476,25 +472,9 @@ fn plan_host(reach: &Reach, host: &DesiredHost, prune: bool) -> HostPlan {
     }
 }
 
-fn progress_bar(done: u64, total: Option<u64>) -> String {
-    match total.filter(|t| *t > 0) {
-        Some(t) => {
-            let width = 30;
-            let filled = ((done as f64 / t as f64) * width as f64).round() as usize;
-            format!(
-                "[{}{}] {:>3}%",
-                "#".repeat(filled.min(width)),
-                " ".repeat(width - filled.min(width)),
-                done * 100 / t
-            )
-        }
-        None => format!("{done} bytes"),
-    }
-}
-
 /// Deployments whose inputs differ between `base` and the snapshot being planned: the
-/// deployment file, its artifact and repository, the templates it renders and its client's
-/// secrets for the profile. Deployments that exist only in `base` count as changed (removed).
+/// deployment file, the version entry of its artifact it uses, its repository, the templates
+/// it renders and its client's secrets for the profile. Deployments that exist only in `base` count as changed (removed).
 fn changed_since(
     global: &GlobalArgs,
     base: &str,
@@ -503,6 +483,7 @@ fn changed_since(
 ) -> Result<plan::BaseComparison, CliError> {
     let old = source::read(&global.repo, &ReadMode::Commit(base.to_string()))?;
     let differs = |path: &str| old.text(path) != head.text(path);
+    let old_inv = crate::load::load(&old).inventory;
     let mut deployments = std::collections::BTreeSet::new();
     for (client, entry) in &inv.clients {
         for ((artifact, profile), doc) in &entry.deployments {
@@ -518,7 +499,6 @@ fn changed_since(
                 .unwrap_or_default();
             let mut inputs = vec![
                 doc.file.clone(),
-                format!("artifacts/{artifact}.yml"),
                 format!("repositories/{repository}.yml"),
                 format!("secrets/{client}/{profile}.yml"),
             ];
@@ -528,7 +508,10 @@ fn changed_since(
                     .filter_map(|f| f.template.as_ref())
                     .map(|t| format!("templates/{t}")),
             );
-            if inputs.iter().any(|p| differs(p)) {
+            // The artifact file is shared: only the version entry this deployment uses counts.
+            let artifact_changed = differs(&format!("artifacts/{artifact}.yml"))
+                && super::base_artifact::used_entry_changed(&old_inv, inv, artifact, &d.version);
+            if artifact_changed || inputs.iter().any(|p| differs(p)) {
                 deployments.insert(format!("{client}/{artifact}/{profile}"));
             }
         }
