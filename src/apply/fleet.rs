@@ -416,11 +416,12 @@ fn agent_run(
                     action.verb()
                 ));
                 if *status == StepStatus::Failed {
-                    failures.push(format!(
-                        "{deployment}: {} {target}: {}",
-                        action.verb(),
-                        message.clone().unwrap_or_default()
-                    ));
+                    // A health check's message starts with its own name: say it once.
+                    let message = message.as_deref().unwrap_or_default();
+                    let message = message
+                        .strip_prefix(&format!("{target}: "))
+                        .unwrap_or(message);
+                    failures.push(format!("{deployment}: {} {target}: {message}", action.verb()));
                 }
             }
             AgentEvent::Progress {
