@@ -565,8 +565,10 @@ fn deployment_plan(
                 })
                 .unknown(if checks_changed {
                     "the health checks changed; they are only known once run on the host"
-                } else {
+                } else if release_changes {
                     "health is only known once the new release runs"
+                } else {
+                    "health is only known once the service runs with the change"
                 }),
             );
         }
