@@ -10,6 +10,7 @@ use super::gate;
 use super::rollout::{self, Next, Unit};
 use crate::desired::DesiredHost;
 use crate::ledger::Ledger;
+use crate::model::host::ActualHost;
 use crate::model::Settings;
 use crate::model::apply::{AgentEvent, ApplyRequest, StepStatus};
 use crate::model::run::{
@@ -21,8 +22,10 @@ use crate::transport::TransportError;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
-/// How the fleet apply reaches hosts (the command line's SSH and local transports).
+/// How runs reach hosts (the command line's SSH and local transports).
 pub trait Hosts: Sync {
+    /// The host's actual state, from its agent.
+    fn inspect(&self, host: &DesiredHost) -> Result<ActualHost, TransportError>;
     /// Sends `req` to the host's agent and hands back its events as they arrive.
     fn apply(
         &self,
@@ -31,8 +34,17 @@ pub trait Hosts: Sync {
         lock_timeout_s: u64,
         on_event: &mut dyn FnMut(&AgentEvent),
     ) -> Result<crate::model::apply::HostOutcome, TransportError>;
-    /// Inspects the host again and plans it (after its agent recovered an interrupted apply).
-    fn replan(&self, host: &DesiredHost) -> HostPlan;
+    /// Closes the host's connection, if it has one: it has nothing more to do in this run.
+    fn release(&self, server: &str);
+    /// Plans as if every host were empty, contacting none (`--assume-empty-hosts`).
+    fn assume_empty(&self) -> bool {
+        false
+    }
+    /// `--deployment`: the host's other deployments are out of this run's sight, so they are
+    /// neither reported as no longer desired nor pruned.
+    fn only(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Where the fleet apply reports progress: one line per step, rollback, halt or held unit,
@@ -59,6 +71,9 @@ pub struct Options {
     pub skip_promotion_gate: bool,
     /// Unreachable hosts do not make the run fail.
     pub allow_unreachable: bool,
+    /// `--prune`: a host re-planned during the run (after its agent recovered an interrupted
+    /// apply) is planned with removals too, as it was the first time.
+    pub prune: bool,
 }
 
 /// What one host's agent said a deployment runs at the end of its apply.
@@ -475,7 +490,7 @@ fn agent_run(
         let (o, detail) = match outcome {
             Ok(Agent::Converged) => (HostOutcome::Converged, converged_detail(part, &steps, duration_ms)),
             Ok(Agent::Recovered) if attempt == 0 => {
-                plan = hosts.replan(d);
+                plan = super::prepare::plan_host(hosts, d, options.prune);
                 continue;
             }
             Ok(Agent::RolledBack) => (HostOutcome::RolledBack, failures.join("; ")),

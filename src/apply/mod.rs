@@ -1,11 +1,18 @@
-//! Driving a plan through a transport: the request for one host is built from the same
-//! `HostPlan` that `--dry-run` prints (its steps, in its order) plus the desired state's data,
-//! so apply cannot do something the plan did not show. `fleet` runs a whole planned fleet
-//! (rollout, pins, the promotion gate of `gate`) and returns typed host outcomes; it prints
-//! nothing and decides no exit code.
+//! Runs, from a commit to a record: `prepare` computes the desired state and plans it through
+//! the hosts' agents; the request for one host is built here from the same `HostPlan` that
+//! `--dry-run` prints (its steps, in its order) plus the desired state's data, so apply cannot
+//! do something the plan did not show; `fleet` runs a whole planned fleet (rollout, pins, the
+//! promotion gate of `gate`) and returns typed host outcomes; `reconcile` records and
+//! announces the run. None of it prints or decides an exit code: the command line and the
+//! watch loop both drive runs through it.
 
+mod base_artifact;
+pub mod drift;
+pub mod error;
 pub mod fleet;
 pub mod gate;
+pub mod prepare;
+pub mod reconcile;
 pub mod rollout;
 
 use std::sync::atomic::{AtomicBool, Ordering};

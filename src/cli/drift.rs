@@ -1,16 +1,13 @@
-//! `clarity-reconcile drift`: inspect every selected host without changing anything and report
-//! how it differs from the desired state of the commit last applied (from the ledger).
+//! `clarity-reconcile drift`: its options, the report it prints and its exit code. The check
+//! itself (inspect every selected host, compare with the commit it last converged on, record)
+//! is `crate::apply::drift`'s, which the watch loop runs too.
 
 use super::reach::Reach;
-use super::reconcile::{Computed, compute};
 use super::{CliError, CliResult, Exit, GlobalArgs, Output};
-use crate::model::run::{
-    DriftFinding, HostOutcome, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord,
-};
-use crate::plan::drift::{Finding, drift};
-use crate::source::{self, ReadMode};
+use crate::apply::drift::{self, HostFindings};
+use crate::apply::reconcile::Start;
+use crate::plan::drift::Finding;
 use clap::Args;
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -40,8 +37,6 @@ pub struct DriftArgs {
     /// An unreachable host is reported but does not make the run fail.
     #[arg(long)]
     pub allow_unreachable: bool,
-    #[arg(skip)]
-    pub context: super::reconcile::RunContext,
 }
 
 pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
@@ -67,75 +62,34 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     };
     let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
     let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
-    // Compare against what was applied, not against whatever HEAD says now.
-    let rev = match &global.rev {
-        Some(r) => r.clone(),
-        None => {
-            let last = ledger.last_applied_commit(&crate::ledger::AppliedFilter {
-                branch: args.context.branch.clone(),
-                client: global.client.clone(),
-                profiles: global.profiles(),
-                server: global.server.clone(),
-                successful_only: true,
-            })?;
-            match last {
-                Some(a) => a.commit,
-                None => {
-                    eprintln!(
-                        "note: the ledger has no successful apply for this selection; comparing with HEAD"
-                    );
-                    "HEAD".into()
-                }
-            }
-        }
-    };
-    let snapshot = source::read(&global.repo, &ReadMode::Commit(rev))?;
-    let (started_at, run_id) = args.context.started();
-    let Computed {
-        mut desired,
-        inventory,
-    } = compute(global, &snapshot, args.age_identity.as_deref(), None)?;
-    if global.rev.is_none() {
-        judge_by_baselines(global, args, &ledger, &snapshot, &mut desired)?;
-    }
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
     let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
     let reach = Reach::new(&global.reach, &exe, &work_dir, false, None);
     let pool = global.reach.thread_pool()?;
-    let per_host: Vec<HostFindings> = pool.install(|| {
-        desired
-            .into_par_iter()
-            .map(|d| match d {
-                Err(errors) => {
-                    let server = errors.first().map(|e| e.server.clone()).unwrap_or_default();
-                    (
-                        server,
-                        String::new(),
-                        Err(errors
-                            .iter()
-                            .map(|e| e.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; ")),
-                    )
-                }
-                Ok(host) => {
-                    let actual = reach.inspect(&host);
-                    let found = actual.map(|a| drift(&host, &a)).map_err(|e| e.message);
-                    (host.server.clone(), host.client.clone(), found)
-                }
-            })
-            .collect()
-    });
-    let findings: Vec<&Finding> = per_host
-        .iter()
-        .filter_map(|(_, _, r)| r.as_ref().ok())
-        .flatten()
-        .collect();
-    let errors: Vec<(&str, &str)> = per_host
-        .iter()
-        .filter_map(|(s, _, r)| r.as_ref().err().map(|e| (s.as_str(), e.as_str())))
-        .collect();
+    let (started_at, id) = crate::agent::run_started();
+    let report = drift::check(
+        drift::Request {
+            repo: &global.repo,
+            rev: global.rev.as_deref(),
+            branch: None,
+            inputs: &global.inputs(args.age_identity.as_deref(), None),
+            start: Start {
+                id,
+                started_at,
+                branch: None,
+                trigger: super::reconcile::cli_trigger(),
+            },
+            notify: true,
+        },
+        &reach,
+        &pool,
+        &mut ledger,
+        &|line| eprintln!("note: {line}"),
+    )?;
+    let findings: Vec<&Finding> = report.findings().collect();
+    let errors: Vec<(&str, &str)> = report.errors().collect();
+    let snapshot = &report.snapshot;
     match global.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({
             "commit": snapshot.commit().map(|c| c.to_string()),
@@ -144,62 +98,9 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
         })).expect("serializes")),
         Output::Text => print!(
             "{}",
-            text(&snapshot.describe(), &per_host, global.color.stdout())
+            text(&snapshot.describe(), &report.per_host, global.color.stdout())
         ),
         Output::Markdown => print!("{}", markdown(&snapshot.describe(), &findings)),
-    }
-    let record = RunRecord {
-        format: RUN_FORMAT.to_string(),
-        message: None,
-        id: run_id,
-        commit: snapshot.commit().map(|c| c.to_string()).unwrap_or_default(),
-        branch: None,
-        started_at,
-        finished_at: crate::agent::now_rfc3339(),
-        trigger: args.context.trigger(),
-        mode: RunMode::Drift,
-        outcome: if !errors.is_empty() {
-            RunOutcome::Failed
-        } else if findings.is_empty() {
-            RunOutcome::NoChanges
-        } else {
-            RunOutcome::DriftFound
-        },
-        hosts: per_host
-            .iter()
-            .map(|(server, client, r)| HostRecord {
-                server: server.clone(),
-                client: client.clone(),
-                outcome: match r {
-                    Ok(f) if f.is_empty() => HostOutcome::NoDrift,
-                    Ok(_) => HostOutcome::Drift,
-                    Err(_) => HostOutcome::Unreachable,
-                },
-                duration_ms: 0,
-                message: r.as_ref().err().cloned(),
-                deployments: Vec::new(),
-                steps: Vec::new(),
-            })
-            .collect(),
-    };
-    let stored: Vec<DriftFinding> = findings
-        .iter()
-        .map(|f| DriftFinding {
-            server: f.server.clone(),
-            client: f.client.clone(),
-            deployment: f.deployment.clone(),
-            kind: f.kind.as_str().to_string(),
-            detail: f.detail.clone(),
-        })
-        .collect();
-    ledger.record_drift(&record, &stored)?;
-    // The notes hold drift runs too, so `history rebuild` restores them with their findings.
-    if !record.commit.is_empty() {
-        crate::ledger::notes::write_drift(&global.repo, &record.commit, &record, &stored)?;
-    }
-    if !args.context.watch {
-        // The watch loop notifies from its own reading of the record.
-        crate::notify::deliver_now(&inventory.settings.notify, &record, stored.len());
     }
     if !errors.is_empty() && !args.allow_unreachable {
         return Ok(Exit::Failed);
@@ -211,57 +112,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     })
 }
 
-/// Replaces the desired state of every host whose last settled commit (the newest apply it
-/// converged in) is not `snapshot`'s with the desired state at that commit: a host that rolled
-/// back, or was not attempted, is judged by what it runs, not by the commit that failed.
-fn judge_by_baselines(
-    global: &GlobalArgs,
-    args: &DriftArgs,
-    ledger: &crate::ledger::Ledger,
-    snapshot: &source::Snapshot,
-    desired: &mut [Result<crate::desired::DesiredHost, Vec<crate::desired::DesiredError>>],
-) -> Result<(), CliError> {
-    let baselines = ledger.host_baselines(args.context.branch.as_deref())?;
-    let here = snapshot.commit().map(|c| c.to_string()).unwrap_or_default();
-    let mut by_commit: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, d) in desired.iter().enumerate() {
-        if let Ok(host) = d
-            && let Some(commit) = baselines.get(&host.server)
-            && *commit != here
-        {
-            by_commit.entry(commit).or_default().push(i);
-        }
-    }
-    for (commit, hosts) in by_commit {
-        let Ok(then) = source::read(&global.repo, &ReadMode::Commit(commit.to_string())) else {
-            eprintln!(
-                "note: the commit {commit} some hosts last converged on is not in the repository any more; they are compared with {}",
-                snapshot.describe()
-            );
-            continue;
-        };
-        let Computed { desired: at, .. } =
-            compute(global, &then, args.age_identity.as_deref(), None)?;
-        for i in hosts {
-            let server = desired[i]
-                .as_ref()
-                .map(|h| h.server.clone())
-                .unwrap_or_default();
-            if let Some(d) = at
-                .iter()
-                .find(|d| d.as_ref().is_ok_and(|h| h.server == server))
-            {
-                desired[i] = d.clone();
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Per host: server, client, and its findings or why it could not be inspected.
-type HostFindings = (String, String, Result<Vec<Finding>, String>);
-
-fn text(source: &str, per_host: &[HostFindings], colour: bool) -> String {
+pub(super) fn text(source: &str, per_host: &[HostFindings], colour: bool) -> String {
     use super::terminal::{green, red, yellow};
     let mut out = format!("Drift report for {source}\n");
     let mut by_client: BTreeMap<&str, (usize, usize)> = BTreeMap::new();

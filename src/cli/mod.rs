@@ -5,7 +5,6 @@
 //! usage error.
 
 mod agent;
-mod base_artifact;
 pub mod completions;
 pub(crate) mod drift;
 mod history;
@@ -108,21 +107,27 @@ pub struct GlobalArgs {
 }
 
 impl GlobalArgs {
-    /// The checks that depend on the operator's flags rather than on the repository, run by
-    /// `validate` and before every plan.
-    pub(crate) fn operator_checks(
+    /// What the operator decides about a run, from these options: the selection, what the
+    /// repository may read, and how secrets are decrypted.
+    pub(crate) fn inputs(
         &self,
-        inv: &crate::load::Inventory,
-    ) -> Vec<crate::diag::Diagnostic> {
-        let mut out = crate::load::env_refs::check(inv, &self.allow_env);
-        out.extend(crate::load::operator_policy::check(
-            inv,
-            &crate::load::operator_policy::OperatorPolicy {
+        age_identity: Option<&std::path::Path>,
+        deployment: Option<&str>,
+    ) -> crate::apply::prepare::Inputs {
+        crate::apply::prepare::Inputs {
+            selection: crate::desired::Selection {
+                client: self.client.clone(),
+                profiles: self.profiles(),
+                server: self.server.clone(),
+                deployment: deployment.map(str::to_string),
+            },
+            allow_env: self.allow_env.clone(),
+            policy: crate::load::operator_policy::OperatorPolicy {
                 file_roots: self.allow_file_root.clone(),
                 allow_http_credentials: self.allow_http_credentials,
             },
-        ));
-        out
+            age_identity: age_identity.map(std::path::Path::to_path_buf),
+        }
     }
 
     /// `--profile` as the list it is (`staging,prod` is two profiles), parsed here once so
@@ -238,6 +243,18 @@ impl CliError {
 
 impl From<crate::source::SourceError> for CliError {
     fn from(e: crate::source::SourceError) -> Self {
+        CliError::hinted(&e, e.hint())
+    }
+}
+
+impl From<crate::apply::error::RunError> for CliError {
+    /// Validation errors are listed on stderr first, every one of them, above the error line.
+    fn from(e: crate::apply::error::RunError) -> Self {
+        if let crate::apply::error::RunError::Invalid(errors) = &e {
+            for d in errors {
+                eprintln!("{d}");
+            }
+        }
         CliError::hinted(&e, e.hint())
     }
 }

@@ -78,6 +78,13 @@ impl Bars {
     }
 }
 
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // Stops the spinners' ticking wherever the caller forgot to.
+        self.finish();
+    }
+}
+
 impl Default for Progress {
     fn default() -> Self {
         Progress::new()

@@ -155,9 +155,11 @@ impl<'a> Reach<'a> {
             .map_err(|e| refused(format!("the ssh config cannot be used: {e}"), false))?;
         ssh_target(&host.server, ssh, config).map_err(|e| refused(e, false))
     }
+}
 
+impl crate::apply::fleet::Hosts for Reach<'_> {
     /// The host's actual state, from its agent.
-    pub fn inspect(&self, host: &DesiredHost) -> Result<ActualHost, TransportError> {
+    fn inspect(&self, host: &DesiredHost) -> Result<ActualHost, TransportError> {
         match host.transport {
             Transport::Local => self.local(host)?.inspect(),
             Transport::Ssh => {
@@ -169,7 +171,7 @@ impl<'a> Reach<'a> {
     }
 
     /// Sends `req` to the host's agent and hands back its events as they arrive.
-    pub fn apply(
+    fn apply(
         &self,
         host: &DesiredHost,
         req: &ApplyRequest,
@@ -187,8 +189,16 @@ impl<'a> Reach<'a> {
     }
 
     /// Closes the host's connection, if it has one (it has nothing more to do in this run).
-    pub fn release(&self, server: &str) {
+    fn release(&self, server: &str) {
         self.fleet.release(server);
+    }
+
+    fn assume_empty(&self) -> bool {
+        self.assume_empty
+    }
+
+    fn only(&self) -> Option<&str> {
+        self.only
     }
 }
 

@@ -1,15 +1,13 @@
-//! The reconcile command itself (no subcommand): read the repository at a commit, compute every
-//! selected host's desired state, inspect what runs, and print the plan (`--dry-run`).
+//! The reconcile command itself (no subcommand): its options, the plan and results it prints,
+//! and its exit code. The run itself (compute, inspect, plan, apply, record) is `crate::apply`'s.
 
 use super::reach::Reach;
 use super::{CliError, CliResult, Exit, GlobalArgs, Output};
-use crate::apply::fleet;
-use crate::desired::{self, Context, DesiredHost, InventorySecrets, Selection, Templates};
-use crate::model::host::ActualHost;
-use crate::plan::{self, HostPlan, HostStatus, Plan};
+use crate::apply::{fleet, prepare, reconcile};
+use crate::model::run::RunOutcome;
+use crate::plan;
 use crate::source::{self, ReadMode};
 use clap::Args;
-use rayon::prelude::*;
 use std::path::PathBuf;
 
 /// Reconcile: compute what every selected server should run, compare it with what runs, and
@@ -67,45 +65,15 @@ pub struct ReconcileArgs {
     /// plans show secrets as unknown.
     #[arg(long, value_name = "FILE")]
     pub age_identity: Option<PathBuf>,
-    #[arg(skip)]
-    pub context: RunContext,
 }
 
-/// How the watch loop starts a run in-process (not command-line options).
-#[derive(Debug, Clone, Default)]
-pub struct RunContext {
-    /// The followed branch the commit came from, recorded with the run.
-    pub branch: Option<String>,
-    /// What started the run (`watch`, `watch:api`, `watch:heal`); default `cli:<user>@<host>`.
-    pub trigger: Option<String>,
-    /// The run's start time and id, chosen by the caller so it can read the record back.
-    pub run: Option<(String, String)>,
-    /// The caller handles SIGTERM itself (the watch loop).
-    pub signals_handled: bool,
-    /// The watch loop runs it: the loop sends the notifications from its record of the run.
-    pub watch: bool,
-}
-
-impl RunContext {
-    pub(super) fn started(&self) -> (String, String) {
-        self.run.clone().unwrap_or_else(crate::agent::run_started)
-    }
-
-    pub(super) fn trigger(&self) -> String {
-        self.trigger.clone().unwrap_or_else(|| {
-            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-            let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_default();
-            format!("cli:{user}@{machine}")
-        })
-    }
-
-    pub(super) fn branch(&self, global: &GlobalArgs) -> Option<String> {
-        self.branch
-            .clone()
-            .or_else(|| source::branch_of(&global.repo, global.rev.as_deref()))
-    }
+/// Who started a run: `cli:<user>@<host>`.
+pub(super) fn cli_trigger() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!("cli:{user}@{machine}")
 }
 
 pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
@@ -134,14 +102,9 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     for w in &snapshot.warnings {
         eprintln!("warning: {w}");
     }
-    let Computed { inventory, desired } = compute(
-        global,
-        &snapshot,
-        args.age_identity.as_deref(),
-        args.deployment.as_deref(),
-    )?;
-    let inv = &inventory;
-    if desired.is_empty() {
+    let inputs = global.inputs(args.age_identity.as_deref(), args.deployment.as_deref());
+    let computed = prepare::compute(&snapshot, &inputs)?;
+    if computed.desired.is_empty() {
         eprintln!("note: no deployment targets the selected servers");
     }
     let exe = std::env::current_exe()
@@ -155,36 +118,18 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         args.deployment.as_deref(),
     );
     let pool = global.reach.thread_pool()?;
-    let planned: Vec<(Option<DesiredHost>, HostPlan)> = pool.install(|| {
-        desired
-            .into_par_iter()
-            .map(|d| match d {
-                Err(errors) => (None, failed_host(&errors)),
-                Ok(host) => {
-                    let plan = plan_host(&reach, &host, args.prune);
-                    // Only hosts with changes talk to their agent again in this run.
-                    if args.dry_run || plan.status != HostStatus::Changes {
-                        reach.release(&host.server);
-                    }
-                    (Some(host), plan)
-                }
-            })
-            .collect()
-    });
-    let (desired, hosts): (Vec<_>, Vec<_>) = planned.into_iter().unzip();
-    let mut plan = Plan::new(
-        snapshot.describe(),
-        snapshot.commit().map(|c| c.to_string()),
-        hosts,
-    );
+    let mut planned = prepare::plan(&reach, &pool, snapshot, computed, args.prune, !args.dry_run);
     if let Some(base) = &args.base {
-        plan.changed_since_base = Some(changed_since(global, base, &snapshot, inv)?);
+        let comparison =
+            prepare::changed_since(&global.repo, base, &planned.snapshot, &planned.inventory)?;
+        planned.plan.changed_since_base = Some(comparison);
     }
+    let plan = &planned.plan;
     let colour = global.color.stdout();
     match global.output {
-        Output::Text => print!("{}", plan::render_text(&plan, colour)),
-        Output::Json => print!("{}", plan::render_json(&plan)),
-        Output::Markdown => print!("{}", plan::render_markdown(&plan)),
+        Output::Text => print!("{}", plan::render_text(plan, colour)),
+        Output::Json => print!("{}", plan::render_json(plan)),
+        Output::Markdown => print!("{}", plan::render_markdown(plan)),
     }
     let s = &plan.summary;
     let unreachable_fails = s.hosts_unreachable > 0 && !args.allow_unreachable;
@@ -228,80 +173,61 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     // A repository that cannot be computed for a host is applied nowhere. A host that cannot
     // be reached or inspected is that host's problem only: it is reported with the results and
     // fails the run, and the others are applied.
-    if desired.iter().any(Option::is_none) {
+    let Some(desired) = planned.applicable() else {
         return Err(CliError::new(
             "nothing was applied: the config repository has errors for some hosts",
         )
         .hint("fix the errors above, or narrow the run with --server/--client/--profile"));
-    }
-    let Some(commit) = snapshot.commit() else {
+    };
+    let Some(commit) = planned.snapshot.commit().map(|c| c.to_string()) else {
         return Err(CliError::new("nothing was applied: applying needs a commit, and the config repository is not a git repository")
             .hint("run `git init` and commit the config repository; `--dry-run` works on plain directories"));
     };
-    let (started_at, run_id) = args.context.started();
-    if !args.context.signals_handled {
-        crate::apply::stop_on_signals()
-            .map_err(|e| CliError::new(format!("cannot handle SIGTERM: {e}")))?;
-    }
+    let (started_at, id) = crate::agent::run_started();
+    crate::apply::stop_on_signals()
+        .map_err(|e| CliError::new(format!("cannot handle SIGTERM: {e}")))?;
     let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
     let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
-    let desired: Vec<DesiredHost> = desired.into_iter().flatten().collect();
-    let options = fleet::Options {
-        lock_timeout_s: args.lock_timeout,
-        max_cache_bytes: args.max_cache,
-        skip_promotion_gate: args.skip_promotion_gate,
-        allow_unreachable: args.allow_unreachable,
-    };
-    let transports = Transports {
-        reach: &reach,
-        prune: args.prune,
-    };
     let progress = super::progress::Progress::new();
-    let report = fleet::run(
+    let run = reconcile::apply(
         &fleet::Reach {
-            hosts: &transports,
+            hosts: &reach,
             pool: &pool,
             observer: &progress,
         },
-        &ledger,
-        &inv.settings,
-        &options,
+        &mut ledger,
+        &planned,
         &desired,
-        &plan.hosts,
+        &commit,
+        &fleet::Options {
+            lock_timeout_s: args.lock_timeout,
+            max_cache_bytes: args.max_cache,
+            skip_promotion_gate: args.skip_promotion_gate,
+            allow_unreachable: args.allow_unreachable,
+            prune: args.prune,
+        },
+        reconcile::Start {
+            id,
+            started_at,
+            branch: source::branch_of(&global.repo, global.rev.as_deref()),
+            trigger: cli_trigger(),
+        },
+        &reconcile::Recording {
+            repo: &global.repo,
+            push_notes: args.push_notes,
+            notify: true,
+        },
     );
     progress.finish();
-    for (client, deployment, profile) in fleet::pins_to_release(&ledger, &desired, &report) {
-        if ledger.unpin(&client, &deployment, &profile)? {
-            println!("released the emergency pin of {client}/{deployment}/{profile}");
-        }
-    }
+    let run = run?;
     println!();
-    print!("{}", super::summary::table(&report, &run_id, colour));
-    let ok = report.ok(args.allow_unreachable);
-    let mut trigger = args.context.trigger();
-    if args.skip_promotion_gate && !inv.settings.promotion.is_empty() {
-        trigger.push_str(" (promotion gate skipped)");
-    }
-    let run = fleet::record(
-        fleet::RunHeader {
-            id: run_id,
-            started_at,
-            commit: commit.to_string(),
-            branch: args.context.branch(global),
-            trigger,
-        },
-        &desired,
-        &plan.hosts,
-        report,
-        args.allow_unreachable,
-    );
-    record_run(global, args, &mut ledger, &run)?;
+    print!("{}", super::summary::table(&run, colour));
     println!("recorded run {} (history show {})", run.id, run.id);
-    if !args.context.watch {
-        // The watch loop notifies from its own record of the run; a one-shot run does here.
-        crate::notify::deliver_now(&inv.settings.notify, &run, 0);
-    }
-    Ok(if ok { Exit::Ok } else { Exit::Failed })
+    Ok(if run.outcome == RunOutcome::Failed {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
 }
 
 /// The error of a dry-run that could not inspect some hosts. The others were planned (their
@@ -321,214 +247,4 @@ fn unreachable_in_dry_run(unreachable: usize, hosts: usize) -> String {
     format!(
         "error: {unreachable} host{n} {are} unreachable{above} (pass --allow-unreachable to not fail the run for an unreachable host)"
     )
-}
-
-/// The command line's transports for the fleet apply.
-struct Transports<'a> {
-    reach: &'a Reach<'a>,
-    prune: bool,
-}
-
-impl fleet::Hosts for Transports<'_> {
-    fn apply(
-        &self,
-        host: &DesiredHost,
-        req: &crate::model::apply::ApplyRequest,
-        lock_timeout_s: u64,
-        on_event: &mut dyn FnMut(&crate::model::apply::AgentEvent),
-    ) -> Result<crate::model::apply::HostOutcome, crate::transport::TransportError> {
-        self.reach.apply(host, req, lock_timeout_s, on_event)
-    }
-
-    fn replan(&self, host: &DesiredHost) -> HostPlan {
-        plan_host(self.reach, host, self.prune)
-    }
-}
-
-/// Writes the run to the ledger and as a note on its commit (and pushes the notes if asked).
-fn record_run(
-    global: &GlobalArgs,
-    args: &ReconcileArgs,
-    ledger: &mut crate::ledger::Ledger,
-    run: &crate::model::run::RunRecord,
-) -> Result<(), CliError> {
-    ledger.record_run(run)?;
-    crate::ledger::notes::write(&global.repo, &run.commit, run)?;
-    if args.push_notes {
-        crate::ledger::notes::push(&global.repo, "origin")?;
-    }
-    Ok(())
-}
-
-/// The inventory and every selected host's desired state at `snapshot`; stops with every
-/// validation error when the repository has any.
-pub(super) struct Computed {
-    pub inventory: crate::load::Inventory,
-    pub desired: Vec<Result<DesiredHost, Vec<desired::DesiredError>>>,
-}
-
-pub(super) fn compute(
-    global: &GlobalArgs,
-    snapshot: &source::Snapshot,
-    age_identity: Option<&std::path::Path>,
-    deployment: Option<&str>,
-) -> Result<Computed, CliError> {
-    let mut loaded = crate::load::load(snapshot);
-    let operator_diags = global.operator_checks(&loaded.inventory);
-    loaded.diagnostics.extend(operator_diags);
-    let (templates, template_diags) = Templates::new(&loaded.inventory);
-    if loaded.has_errors() || !template_diags.is_empty() {
-        let mut all = loaded.diagnostics;
-        all.extend(template_diags);
-        let count = all.error_count();
-        for d in all
-            .sorted()
-            .iter()
-            .filter(|d| d.severity == crate::diag::Severity::Error)
-        {
-            eprintln!("{d}");
-        }
-        return Err(CliError::new(format!(
-            "the config repository has {count} error{}; nothing was planned",
-            if count == 1 { "" } else { "s" }
-        ))
-        .hint("fix them (`clarity-reconcile validate` lists them with file:line:column)"));
-    }
-    let inv = &loaded.inventory;
-    let identities =
-        crate::secret::identities_from(age_identity).map_err(|e| CliError::hinted(&e, e.hint()))?;
-    let secrets = InventorySecrets::new(inv, identities);
-    let ctx = Context {
-        // Only what the operator allowed is visible to the repository at all.
-        env: std::env::vars()
-            .filter(|(k, _)| global.allow_env.contains(k))
-            .collect(),
-        allowed_env: global.allow_env.clone(),
-        secrets: &secrets,
-        lenient_env: false,
-        config_root: Some(snapshot.root.clone()),
-    };
-    let selection = Selection {
-        client: global.client.clone(),
-        profiles: global.profiles(),
-        server: global.server.clone(),
-        deployment: deployment.map(str::to_string),
-    };
-    let desired = desired::hosts(inv, &templates, &selection, &ctx);
-    Ok(Computed {
-        inventory: loaded.inventory,
-        desired,
-    })
-}
-
-fn failed_host(errors: &[desired::DesiredError]) -> HostPlan {
-    HostPlan {
-        server: errors.first().map(|e| e.server.clone()).unwrap_or_default(),
-        client: String::new(),
-        status: HostStatus::Failed,
-        errors: errors
-            .iter()
-            .map(|e| {
-                let line = e.line.map(|l| format!(":{l}")).unwrap_or_default();
-                let hint = e
-                    .hint
-                    .as_ref()
-                    .map(|h| format!(" (hint: {h})"))
-                    .unwrap_or_default();
-                format!("{}{line}: {}{hint}", e.file, e.message)
-            })
-            .collect(),
-        deployments: Vec::new(),
-        no_longer_desired: Vec::new(),
-    }
-}
-
-/// Inspects one host and plans it.
-fn plan_host(reach: &Reach, host: &DesiredHost, prune: bool) -> HostPlan {
-    let actual = if reach.assume_empty {
-        Ok(ActualHost::empty(crate::agent::AGENT_VERSION))
-    } else {
-        reach.inspect(host)
-    };
-    match actual {
-        Ok(mut actual) => {
-            if let Some(only) = reach.only {
-                actual.deployments.retain(|name, _| name == only);
-            }
-            plan::host_plan(host, &actual, prune)
-        }
-        Err(e) => HostPlan {
-            server: host.server.clone(),
-            client: host.client.clone(),
-            status: if e.unreachable {
-                HostStatus::Unreachable
-            } else {
-                HostStatus::Failed
-            },
-            errors: vec![e.message],
-            deployments: Vec::new(),
-            no_longer_desired: Vec::new(),
-        },
-    }
-}
-
-/// Deployments whose inputs differ between `base` and the snapshot being planned: the
-/// deployment file, the version entry of its artifact it uses, its repository, the templates
-/// it renders and its client's secrets for the profile. Deployments that exist only in `base` count as changed (removed).
-fn changed_since(
-    global: &GlobalArgs,
-    base: &str,
-    head: &source::Snapshot,
-    inv: &crate::load::Inventory,
-) -> Result<plan::BaseComparison, CliError> {
-    let old = source::read(&global.repo, &ReadMode::Commit(base.to_string()))?;
-    let differs = |path: &str| old.text(path) != head.text(path);
-    let old_inv = crate::load::load(&old).inventory;
-    let mut deployments = std::collections::BTreeSet::new();
-    for (client, entry) in &inv.clients {
-        for ((artifact, profile), doc) in &entry.deployments {
-            let d = &doc.value;
-            let repository = d
-                .repository
-                .clone()
-                .or_else(|| {
-                    inv.artifacts
-                        .get(artifact)
-                        .map(|a| a.value.repository.clone())
-                })
-                .unwrap_or_default();
-            let mut inputs = vec![
-                doc.file.clone(),
-                format!("repositories/{repository}.yml"),
-                format!("secrets/{client}/{profile}.yml"),
-            ];
-            inputs.extend(
-                d.config_files
-                    .iter()
-                    .filter_map(|f| f.template.as_ref())
-                    .map(|t| format!("templates/{t}")),
-            );
-            // The artifact file is shared: only the version entry this deployment uses counts.
-            let artifact_changed = differs(&format!("artifacts/{artifact}.yml"))
-                && super::base_artifact::used_entry_changed(&old_inv, inv, artifact, &d.version);
-            if artifact_changed || inputs.iter().any(|p| differs(p)) {
-                deployments.insert(format!("{client}/{artifact}/{profile}"));
-            }
-        }
-    }
-    for path in old.files.keys() {
-        if let ["clients", client, "deployments", artifact, file] =
-            path.split('/').collect::<Vec<_>>().as_slice()
-            && !head.files.contains_key(path)
-        {
-            deployments.insert(format!(
-                "{client}/{artifact}/{} (removed)",
-                file.trim_end_matches(".yml")
-            ));
-        }
-    }
-    Ok(plan::BaseComparison {
-        base: base.to_string(),
-        deployments: deployments.into_iter().collect(),
-    })
 }

@@ -228,7 +228,6 @@ pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> CliResult {
         ledger: args.ledger.clone(),
         push_notes: false,
         age_identity: args.age_identity.clone(),
-        context: Default::default(),
     };
     let applied = super::reconcile::run(&apply_global, &apply_args)?;
     if applied != Exit::Ok {

@@ -4,18 +4,19 @@
 //! module only prints, the record is written elsewhere.
 
 use super::terminal::paint_outcome;
-use crate::apply::fleet::RunReport;
 use crate::failure_text::{LINE_LIMIT, first_line};
+use crate::model::run::RunRecord;
 
-/// The table's text: header and one row per host. `colour` paints the RESULT column.
-pub fn table(report: &RunReport, run_id: &str, colour: bool) -> String {
+/// The per-host results of an applied run, as the table a one-shot apply and the watch loop
+/// print after it: header and one row per host. `colour` paints the RESULT column.
+pub fn table(run: &RunRecord, colour: bool) -> String {
     let mut out = format!("{:<28} {:<14} DETAIL\n", "HOST", "RESULT");
-    for r in &report.hosts {
-        let result = paint_outcome(r.outcome, &format!("{:<14}", r.outcome.label()), colour);
+    for h in &run.hosts {
+        let result = paint_outcome(h.outcome, &format!("{:<14}", h.outcome.label()), colour);
         out.push_str(&format!(
             "{:<28} {result} {}\n",
-            r.host,
-            detail(&r.detail, run_id)
+            h.server,
+            detail(h.message.as_deref().unwrap_or_default(), &run.id)
         ));
     }
     out

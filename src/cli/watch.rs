@@ -1,9 +1,14 @@
-//! `--watch`: the options of the long-running loop and the bridge that lets it run the reconcile
-//! and drift commands in-process.
+//! `--watch`: the options of the long-running loop, and the runner that carries out its jobs
+//! through the same run functions (`crate::apply`) as the one-shot commands.
 
-use super::drift::DriftArgs;
-use super::reconcile::{ReconcileArgs, RunContext};
+use super::reach::{Reach, ReachArgs};
+use super::reconcile::ReconcileArgs;
 use super::{CliError, CliResult, Exit, GlobalArgs};
+use crate::apply::error::RunError;
+use crate::apply::reconcile::{self, Start};
+use crate::apply::{drift, fleet, prepare};
+use crate::ledger::Ledger;
+use crate::source::{self, ReadMode};
 use crate::watch::{Job, Runs};
 use clap::Args;
 use std::path::PathBuf;
@@ -173,12 +178,18 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
         push_notes: args.push_notes,
     };
     let runs = Arc::new(InProcess {
-        global: global.clone(),
-        reconcile: ReconcileArgs {
-            work_dir,
-            ledger: Some(ledger),
-            push_notes: false,
-            ..args.clone()
+        reach: global.reach.clone(),
+        inputs: global.inputs(args.age_identity.as_deref(), None),
+        exe: std::env::current_exe()
+            .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?,
+        work_dir,
+        ledger,
+        options: fleet::Options {
+            lock_timeout_s: args.lock_timeout,
+            max_cache_bytes: args.max_cache,
+            skip_promotion_gate: args.skip_promotion_gate,
+            allow_unreachable: args.allow_unreachable,
+            prune: args.prune,
         },
     });
     crate::watch::run(config, runs).map_err(CliError::new)?;
@@ -200,71 +211,125 @@ fn read_secret_file(
     Ok(Some(secret))
 }
 
-/// Runs the watch loop's jobs with the reconcile and drift commands, as if typed with the
-/// loop's own options plus the job's commit, branch and profiles.
+/// Runs the watch loop's jobs in-process, through the same run functions as the one-shot
+/// commands, with the loop's own options plus the job's commit, branch and profiles. Plans and
+/// results go to stdout (the service's journal), as a one-shot run prints them.
 struct InProcess {
-    global: GlobalArgs,
-    reconcile: ReconcileArgs,
+    reach: ReachArgs,
+    /// The loop's selection and operator inputs; each job sets its profiles and deployment.
+    inputs: prepare::Inputs,
+    exe: PathBuf,
+    work_dir: PathBuf,
+    ledger: PathBuf,
+    options: fleet::Options,
 }
 
 impl InProcess {
-    fn global(&self, job: &Job) -> GlobalArgs {
-        GlobalArgs {
-            repo: job.repo.clone(),
-            rev: Some(job.commit.clone()),
-            profile: Some(job.profiles.join(",")),
-            ..self.global.clone()
+    fn inputs(&self, job: &Job) -> prepare::Inputs {
+        let mut inputs = self.inputs.clone();
+        inputs.selection.profiles = job.profiles.clone();
+        inputs.selection.deployment = job.deployment.clone();
+        inputs
+    }
+
+    fn start(job: &Job) -> Start {
+        Start {
+            id: job.run.1.clone(),
+            started_at: job.run.0.clone(),
+            branch: Some(job.branch.clone()),
+            trigger: job.trigger.clone(),
         }
     }
 
-    fn context(job: &Job) -> RunContext {
-        RunContext {
-            branch: Some(job.branch.clone()),
-            trigger: Some(job.trigger.clone()),
-            run: Some(job.run.clone()),
-            signals_handled: true,
-            watch: true,
-        }
+    fn reach<'a>(&'a self, only: Option<&'a str>) -> Reach<'a> {
+        Reach::new(&self.reach, &self.exe, &self.work_dir, false, only)
+    }
+
+    fn pool(&self) -> Result<rayon::ThreadPool, String> {
+        self.reach.thread_pool().map_err(|e| e.message)
+    }
+
+    fn ledger(&self) -> Result<Ledger, String> {
+        Ledger::open(&self.ledger).map_err(|e| e.to_string())
     }
 }
 
-fn outcome(result: CliResult) -> Result<(), String> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let mut text = e.message;
-            for c in e.causes {
-                text.push_str(&format!(": {c}"));
-            }
-            Err(text)
+/// A run error as one line of the loop's log, with its hint.
+fn error_line(e: RunError) -> String {
+    if let RunError::Invalid(errors) = &e {
+        for d in errors {
+            eprintln!("{d}");
         }
+    }
+    match e.hint() {
+        Some(hint) => format!("{e} (hint: {hint})"),
+        None => e.to_string(),
     }
 }
 
 impl Runs for InProcess {
     fn apply(&self, job: &Job) -> Result<(), String> {
-        let args = ReconcileArgs {
-            deployment: job.deployment.clone(),
-            context: Self::context(job),
-            ..self.reconcile.clone()
+        let snapshot = source::read(&job.repo, &ReadMode::Commit(job.commit.clone()))
+            .map_err(|e| error_line(e.into()))?;
+        let computed = prepare::compute(&snapshot, &self.inputs(job)).map_err(error_line)?;
+        let reach = self.reach(job.deployment.as_deref());
+        let pool = self.pool()?;
+        let planned = prepare::plan(&reach, &pool, snapshot, computed, self.options.prune, true);
+        print!("{}", crate::plan::render_text(&planned.plan, false));
+        let Some(desired) = planned.applicable() else {
+            return Err(
+                "nothing was applied: the config repository has errors for some hosts (see the plan above)"
+                    .into(),
+            );
         };
-        outcome(super::reconcile::run(&self.global(job), &args))
+        let run = reconcile::apply(
+            &fleet::Reach {
+                hosts: &reach,
+                pool: &pool,
+                observer: &super::progress::Progress::new(),
+            },
+            &mut self.ledger()?,
+            &planned,
+            &desired,
+            &job.commit,
+            &self.options,
+            Self::start(job),
+            // The loop notifies from its own reading of the record, with retries.
+            &reconcile::Recording {
+                repo: &job.repo,
+                push_notes: false,
+                notify: false,
+            },
+        )
+        .map_err(error_line)?;
+        println!();
+        print!("{}", super::summary::table(&run, false));
+        println!("recorded run {}", run.id);
+        Ok(())
     }
 
     fn drift(&self, job: &Job) -> Result<(), String> {
-        let args = DriftArgs {
-            work_dir: self.reconcile.work_dir.clone(),
-            ledger: self.reconcile.ledger.clone(),
-            age_identity: self.reconcile.age_identity.clone(),
-            allow_unreachable: true,
-            context: Self::context(job),
-        };
-        // No --rev: the drift command judges each host by the commit it last converged on,
-        // exactly as a one-shot `drift` does, never by a commit that failed there.
-        let global = GlobalArgs {
-            rev: None,
-            ..self.global(job)
-        };
-        outcome(super::drift::run(&global, &args))
+        let report = drift::check(
+            drift::Request {
+                repo: &job.repo,
+                // Each host is judged by the commit it last converged on, exactly as a
+                // one-shot `drift` does, never by a commit that failed there.
+                rev: None,
+                branch: Some(&job.branch),
+                inputs: &self.inputs(job),
+                start: Self::start(job),
+                notify: false,
+            },
+            &self.reach(None),
+            &self.pool()?,
+            &mut self.ledger()?,
+            &|line| eprintln!("note: {line}"),
+        )
+        .map_err(error_line)?;
+        print!(
+            "{}",
+            super::drift::text(&report.snapshot.describe(), &report.per_host, false)
+        );
+        Ok(())
     }
 }

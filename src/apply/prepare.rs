@@ -1,0 +1,253 @@
+//! Preparing a run: from a snapshot of the config repository to every selected host's desired
+//! state (`compute`), and from there, through the hosts' agents, to the plan (`plan`). The
+//! command line, the watch loop and the drift run all prepare their runs here, with the same
+//! operator inputs, so a commit is judged the same way whoever runs it. It prints nothing:
+//! validation errors come back as diagnostics for the caller to show.
+
+use super::error::RunError;
+use super::fleet::Hosts;
+use crate::desired::{self, Context, DesiredError, DesiredHost, InventorySecrets, Templates};
+use crate::diag::{Diagnostic, Severity};
+use crate::model::host::ActualHost;
+use crate::plan::{self, HostPlan, HostStatus, Plan};
+use crate::source::{self, ReadMode, Snapshot};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// What the operator (never the repository) decides about a run: which hosts, which of the
+/// reconciler's environment variables and files the repository may see, and how secrets are
+/// decrypted.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    pub selection: desired::Selection,
+    /// `--allow-env`: the only environment variables `${ENV:..}` may read.
+    pub allow_env: Vec<String>,
+    /// `--allow-file-root`, `--allow-http-credentials`.
+    pub policy: crate::load::operator_policy::OperatorPolicy,
+    /// `--age-identity` (else the environment's or the service credential's).
+    pub age_identity: Option<PathBuf>,
+}
+
+impl Inputs {
+    /// The checks that depend on the operator's choices rather than on the repository, run by
+    /// `validate` and before every plan.
+    pub fn operator_checks(&self, inv: &crate::load::Inventory) -> Vec<Diagnostic> {
+        let mut out = crate::load::env_refs::check(inv, &self.allow_env);
+        out.extend(crate::load::operator_policy::check(inv, &self.policy));
+        out
+    }
+}
+
+/// The inventory and every selected host's desired state at a snapshot (a host whose desired
+/// state cannot be computed carries its errors instead).
+pub struct Computed {
+    pub inventory: crate::load::Inventory,
+    pub desired: Vec<Result<DesiredHost, Vec<DesiredError>>>,
+}
+
+/// Loads and validates the snapshot and computes every selected host's desired state; stops
+/// with every validation error when the repository has any.
+pub fn compute(snapshot: &Snapshot, inputs: &Inputs) -> Result<Computed, RunError> {
+    let mut loaded = crate::load::load(snapshot);
+    let operator_diags = inputs.operator_checks(&loaded.inventory);
+    loaded.diagnostics.extend(operator_diags);
+    let (templates, template_diags) = Templates::new(&loaded.inventory);
+    if loaded.has_errors() || !template_diags.is_empty() {
+        let mut all = loaded.diagnostics;
+        all.extend(template_diags);
+        let errors = all
+            .sorted()
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
+        return Err(RunError::Invalid(errors));
+    }
+    let inv = &loaded.inventory;
+    let identities = crate::secret::identities_from(inputs.age_identity.as_deref())
+        .map_err(RunError::Identity)?;
+    let secrets = InventorySecrets::new(inv, identities);
+    let ctx = Context {
+        // Only what the operator allowed is visible to the repository at all.
+        env: std::env::vars()
+            .filter(|(k, _)| inputs.allow_env.contains(k))
+            .collect(),
+        allowed_env: inputs.allow_env.clone(),
+        secrets: &secrets,
+        lenient_env: false,
+        config_root: Some(snapshot.root.clone()),
+    };
+    let desired = desired::hosts(inv, &templates, &inputs.selection, &ctx);
+    Ok(Computed {
+        inventory: loaded.inventory,
+        desired,
+    })
+}
+
+/// A snapshot computed and planned: what the plan shows is what an apply of it does.
+pub struct Planned {
+    pub snapshot: Snapshot,
+    pub inventory: crate::load::Inventory,
+    /// Pairwise with `plan.hosts`; `None` where the desired state could not be computed.
+    pub desired: Vec<Option<DesiredHost>>,
+    pub plan: Plan,
+}
+
+impl Planned {
+    /// The planned hosts' desired states when every one of them could be computed: a
+    /// repository that cannot be computed for a host is applied nowhere.
+    pub fn applicable(&self) -> Option<Vec<DesiredHost>> {
+        self.desired.iter().cloned().collect()
+    }
+}
+
+/// Inspects every computed host and plans it. With `keep_connections`, a host with changes
+/// keeps its connection for the apply that follows; every other host's is closed.
+pub fn plan(
+    hosts: &dyn Hosts,
+    pool: &rayon::ThreadPool,
+    snapshot: Snapshot,
+    computed: Computed,
+    prune: bool,
+    keep_connections: bool,
+) -> Planned {
+    let planned: Vec<(Option<DesiredHost>, HostPlan)> = pool.install(|| {
+        computed
+            .desired
+            .into_par_iter()
+            .map(|d| match d {
+                Err(errors) => (None, failed_host(&errors)),
+                Ok(host) => {
+                    let plan = plan_host(hosts, &host, prune);
+                    if !keep_connections || plan.status != HostStatus::Changes {
+                        hosts.release(&host.server);
+                    }
+                    (Some(host), plan)
+                }
+            })
+            .collect()
+    });
+    let (desired, host_plans): (Vec<_>, Vec<_>) = planned.into_iter().unzip();
+    let plan = Plan::new(
+        snapshot.describe(),
+        snapshot.commit().map(|c| c.to_string()),
+        host_plans,
+    );
+    Planned {
+        snapshot,
+        inventory: computed.inventory,
+        desired,
+        plan,
+    }
+}
+
+fn failed_host(errors: &[DesiredError]) -> HostPlan {
+    HostPlan {
+        server: errors.first().map(|e| e.server.clone()).unwrap_or_default(),
+        client: String::new(),
+        status: HostStatus::Failed,
+        errors: errors
+            .iter()
+            .map(|e| {
+                let line = e.line.map(|l| format!(":{l}")).unwrap_or_default();
+                let hint = e
+                    .hint
+                    .as_ref()
+                    .map(|h| format!(" (hint: {h})"))
+                    .unwrap_or_default();
+                format!("{}{line}: {}{hint}", e.file, e.message)
+            })
+            .collect(),
+        deployments: Vec::new(),
+        no_longer_desired: Vec::new(),
+    }
+}
+
+/// Inspects one host (or assumes it empty) and plans it.
+pub fn plan_host(hosts: &dyn Hosts, host: &DesiredHost, prune: bool) -> HostPlan {
+    let actual = if hosts.assume_empty() {
+        Ok(ActualHost::empty(crate::agent::AGENT_VERSION))
+    } else {
+        hosts.inspect(host)
+    };
+    match actual {
+        Ok(mut actual) => {
+            if let Some(only) = hosts.only() {
+                actual.deployments.retain(|name, _| name == only);
+            }
+            plan::host_plan(host, &actual, prune)
+        }
+        Err(e) => HostPlan {
+            server: host.server.clone(),
+            client: host.client.clone(),
+            status: if e.unreachable {
+                HostStatus::Unreachable
+            } else {
+                HostStatus::Failed
+            },
+            errors: vec![e.message],
+            deployments: Vec::new(),
+            no_longer_desired: Vec::new(),
+        },
+    }
+}
+
+/// Deployments whose inputs differ between `base` and the snapshot being planned: the
+/// deployment file, the version entry of its artifact it uses, its repository, the templates
+/// it renders and its client's secrets for the profile. Deployments that exist only in `base` count as changed (removed).
+pub fn changed_since(
+    repo: &Path,
+    base: &str,
+    head: &Snapshot,
+    inv: &crate::load::Inventory,
+) -> Result<plan::BaseComparison, source::SourceError> {
+    let old = source::read(repo, &ReadMode::Commit(base.to_string()))?;
+    let differs = |path: &str| old.text(path) != head.text(path);
+    let old_inv = crate::load::load(&old).inventory;
+    let mut deployments = std::collections::BTreeSet::new();
+    for (client, entry) in &inv.clients {
+        for ((artifact, profile), doc) in &entry.deployments {
+            let d = &doc.value;
+            let repository = d
+                .repository
+                .clone()
+                .or_else(|| {
+                    inv.artifacts
+                        .get(artifact)
+                        .map(|a| a.value.repository.clone())
+                })
+                .unwrap_or_default();
+            let mut inputs = vec![
+                doc.file.clone(),
+                format!("repositories/{repository}.yml"),
+                format!("secrets/{client}/{profile}.yml"),
+            ];
+            inputs.extend(
+                d.config_files
+                    .iter()
+                    .filter_map(|f| f.template.as_ref())
+                    .map(|t| format!("templates/{t}")),
+            );
+            // The artifact file is shared: only the version entry this deployment uses counts.
+            let artifact_changed = differs(&format!("artifacts/{artifact}.yml"))
+                && super::base_artifact::used_entry_changed(&old_inv, inv, artifact, &d.version);
+            if artifact_changed || inputs.iter().any(|p| differs(p)) {
+                deployments.insert(format!("{client}/{artifact}/{profile}"));
+            }
+        }
+    }
+    for path in old.files.keys() {
+        if let ["clients", client, "deployments", artifact, file] =
+            path.split('/').collect::<Vec<_>>().as_slice()
+            && !head.files.contains_key(path)
+        {
+            deployments.insert(format!(
+                "{client}/{artifact}/{} (removed)",
+                file.trim_end_matches(".yml")
+            ));
+        }
+    }
+    Ok(plan::BaseComparison {
+        base: base.to_string(),
+        deployments: deployments.into_iter().collect(),
+    })
+}
