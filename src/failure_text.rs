@@ -3,7 +3,7 @@
 //! recorded (the ledger and notes keep the whole text), only what a person sees at a glance.
 
 /// How many characters of the first meaningful line a summary shows.
-pub const LINE_LIMIT: usize = 100;
+pub const LINE_LIMIT: usize = 120;
 
 /// The first meaningful line of `text` (not blank, not only markup or punctuation), with HTML
 /// tags removed and cut to `limit` characters, and whether anything was left out (more
