@@ -2,12 +2,18 @@
 //! line of a summary or a progress line. Pure text in, text out: it never decides what is
 //! recorded (the ledger and notes keep the whole text), only what a person sees at a glance.
 
-/// How many characters of the first meaningful line a summary shows.
+/// How many characters of the first meaningful line of a long (multi-line) output a summary
+/// shows.
 pub const LINE_LIMIT: usize = 120;
 
-/// The first meaningful line of `text` (not blank, not only markup or punctuation), with HTML
-/// tags removed and cut to `limit` characters, and whether anything was left out (more
-/// lines, or a longer line).
+/// How long a message of one line may be before it is cut too: one line is usually the whole
+/// story (`sha256 mismatch: expected ..., got ...`) and is kept, unless it is a wall of text.
+pub const ONE_LINE_LIMIT: usize = 500;
+
+/// The first meaningful line of `text` (not blank, not only markup or punctuation), with an
+/// HTML page reduced to its title, and whether anything was left out. Text of several lines
+/// is cut to its first meaningful line of at most `limit` characters; text of one line is kept
+/// up to [`ONE_LINE_LIMIT`] characters.
 pub fn first_line(text: &str, limit: usize) -> (String, bool) {
     let text = html_reduced(text);
     let lines: Vec<&str> = text
@@ -21,16 +27,15 @@ pub fn first_line(text: &str, limit: usize) -> (String, bool) {
         .find(|l| meaningful(l))
         .or_else(|| lines.first().copied())
         .unwrap_or("");
-    let mut cut = lines.len() > 1;
-    let line: String = if first.chars().count() > limit {
-        cut = true;
+    let several = lines.len() > 1;
+    let limit = if several { limit } else { ONE_LINE_LIMIT };
+    if first.chars().count() > limit {
         let mut s: String = first.chars().take(limit.saturating_sub(1)).collect();
         s.push('…');
-        s
+        (s, true)
     } else {
-        first.to_string()
-    };
-    (line, cut)
+        (first.to_string(), several)
+    }
 }
 
 /// A line that says something: it has a letter or digit outside markup.
@@ -71,11 +76,7 @@ pub fn html_reduced(text: &str) -> String {
             .collect::<Vec<_>>()
             .join(" ")
     });
-    format!(
-        "{}(HTML page: {reduced}){}",
-        &text[..start],
-        &text[end..]
-    )
+    format!("{}(HTML page: {reduced}){}", &text[..start], &text[end..])
 }
 
 /// `s` without `<...>` tags (and without the contents of `<style>`/`<script>`, which are not
@@ -90,7 +91,11 @@ fn strip_tags(s: &str) -> String {
         let skip_to = ["style", "script"].iter().find_map(|name| {
             lower
                 .starts_with(&format!("<{name}"))
-                .then(|| lower.find(&format!("</{name}>")).map(|e| e + name.len() + 3))
+                .then(|| {
+                    lower
+                        .find(&format!("</{name}>"))
+                        .map(|e| e + name.len() + 3)
+                })
                 .flatten()
         });
         let close = skip_to.or_else(|| tag.find('>').map(|e| e + 1));
@@ -124,9 +129,14 @@ mod tests {
 
     #[test]
     fn long_lines_are_cut_and_short_ones_kept() {
-        let (line, cut) = first_line(&"x".repeat(150), 100);
+        let (line, cut) = first_line(&format!("{}\nmore", "x".repeat(150)), 100);
         assert_eq!(line.chars().count(), 100);
         assert!(line.ends_with('…') && cut);
+        // One line is the whole message unless it is a wall of text.
+        let one = "y".repeat(300);
+        assert_eq!(first_line(&one, 100), (one.clone(), false));
+        let (wall, cut) = first_line(&"z".repeat(2000), 100);
+        assert!(wall.chars().count() == ONE_LINE_LIMIT && cut);
         assert_eq!(first_line("applied", 100), ("applied".to_string(), false));
     }
 

@@ -179,7 +179,10 @@ fn an_apply_on_a_terminal_shows_each_host_with_download_bytes_and_rate() {
         .unwrap();
     let seen = std::fs::read_to_string(&transcript).unwrap_or_default();
     assert!(o.status.success(), "{}\n{seen}", both(&o));
-    assert_eq!(f.current().as_deref().map(|r| r.starts_with("1.0.0")), Some(true));
+    assert_eq!(
+        f.current().as_deref().map(|r| r.starts_with("1.0.0")),
+        Some(true)
+    );
     // The host's live line while downloading: bytes of the total and a rate.
     let live = regex::Regex::new(
         r"sbx-1: web: downloading \[[=> ]+\] [0-9.]+ [KM]iB/2\.00 MiB \([0-9.]+ [KM]iB/s, ",
@@ -194,8 +197,8 @@ fn an_apply_on_a_terminal_shows_each_host_with_download_bytes_and_rate() {
 
     // Piped, the same apply prints its step lines and nothing of the live display.
     std::fs::write(f.repo.join("clients/acme/deployments/web/mock.yml"), {
-        let t = std::fs::read_to_string(f.repo.join("clients/acme/deployments/web/mock.yml"))
-            .unwrap();
+        let t =
+            std::fs::read_to_string(f.repo.join("clients/acme/deployments/web/mock.yml")).unwrap();
         t.replace("content: \"hello\\n\"", "content: \"hi again\\n\"")
     })
     .unwrap();
@@ -217,7 +220,10 @@ fn an_apply_on_a_terminal_shows_each_host_with_download_bytes_and_rate() {
 
 /// The summary row of `host` in an apply's stdout.
 fn summary_row<'a>(out: &'a str, host: &str) -> &'a str {
-    let table = out.split("HOST  ").nth(1).unwrap_or_else(|| panic!("{out}"));
+    let table = out
+        .split("HOST  ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
     table
         .lines()
         .find(|l| l.starts_with(host))
@@ -275,7 +281,10 @@ fn a_long_failure_is_one_summary_line_and_history_keeps_the_whole_text() {
         "{row}"
     );
     assert!(row.len() < 260, "the row is one short line: {row}");
-    assert!(!out.contains("Pool.java:1)"), "the trace fills stdout:\n{out}");
+    assert!(
+        !out.contains("Pool.java:1)"),
+        "the trace fills stdout:\n{out}"
+    );
     // The record keeps the trace (as far as the check kept it) for whoever looks.
     let shown = history_show(&f, &run);
     assert!(shown.contains("database pool exhausted"), "{shown}");
@@ -310,10 +319,19 @@ fn an_html_error_page_is_reduced_to_its_title_once_per_failure() {
     let run = run_id(&out);
     let row = summary_row(&out, "sbx-1");
     assert!(row.contains("unhealthy after 3 probes"), "{row}");
-    assert!(row.ends_with(&format!("(full text: history show {run})")), "{row}");
-    assert!(!out.contains("<html") && !out.contains("<!DOCTYPE"), "{out}");
+    assert!(
+        row.ends_with(&format!("(full text: history show {run})")),
+        "{row}"
+    );
+    assert!(
+        !out.contains("<html") && !out.contains("<!DOCTYPE"),
+        "{out}"
+    );
     let shown = history_show(&f, &run);
-    assert!(!shown.contains("<html") && !shown.contains("<!DOCTYPE"), "{shown}");
+    assert!(
+        !shown.contains("<html") && !shown.contains("<!DOCTYPE"),
+        "{shown}"
+    );
     assert!(shown.contains("status 404"), "{shown}");
     // python's error page is titled "Error response": the host's message and the failed
     // step each say it once (not once per probe, and not the page's markup).

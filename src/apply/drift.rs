@@ -85,7 +85,9 @@ pub fn check(
             match last {
                 Some(a) => a.commit,
                 None => {
-                    note("the ledger has no successful apply for this selection; comparing with HEAD");
+                    note(
+                        "the ledger has no successful apply for this selection; comparing with HEAD",
+                    );
                     "HEAD".into()
                 }
             }

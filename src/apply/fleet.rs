@@ -10,9 +10,9 @@ use super::gate;
 use super::rollout::{self, Next, Unit};
 use crate::desired::DesiredHost;
 use crate::ledger::Ledger;
-use crate::model::host::ActualHost;
 use crate::model::Settings;
 use crate::model::apply::{AgentEvent, ApplyRequest, StepStatus};
+use crate::model::host::ActualHost;
 use crate::model::run::{
     DeploymentRecord, HostOutcome, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord,
     StepRecord,
@@ -436,7 +436,10 @@ fn agent_run(
                     let message = message
                         .strip_prefix(&format!("{target}: "))
                         .unwrap_or(message);
-                    failures.push(format!("{deployment}: {} {target}: {message}", action.verb()));
+                    failures.push(format!(
+                        "{deployment}: {} {target}: {message}",
+                        action.verb()
+                    ));
                 }
             }
             AgentEvent::Progress {
@@ -488,7 +491,10 @@ fn agent_run(
         });
         let duration_ms = started.elapsed().as_millis() as u64;
         let (o, detail) = match outcome {
-            Ok(Agent::Converged) => (HostOutcome::Converged, converged_detail(part, &steps, duration_ms)),
+            Ok(Agent::Converged) => (
+                HostOutcome::Converged,
+                converged_detail(part, &steps, duration_ms),
+            ),
             Ok(Agent::Recovered) if attempt == 0 => {
                 plan = super::prepare::plan_host(hosts, d, options.prune);
                 continue;
@@ -522,8 +528,7 @@ fn agent_run(
 /// A step's message as one progress line: a stack trace or an error page would bury the other
 /// hosts' lines, and the run's record keeps the whole text (`history show RUN`).
 fn brief(message: &str) -> String {
-    let (line, cut) =
-        crate::failure_text::first_line(message, crate::failure_text::LINE_LIMIT);
+    let (line, cut) = crate::failure_text::first_line(message, crate::failure_text::LINE_LIMIT);
     if cut {
         format!("{line} [more in the run's history]")
     } else {

@@ -4,10 +4,10 @@
 //! recorded and announced the same way whoever started it. Rendering and exit codes stay with
 //! the caller; progress goes to the caller's observer.
 
+use super::error::RunError;
 use super::fleet::{self, Options, RunHeader};
 use super::prepare::Planned;
 use crate::desired::DesiredHost;
-use super::error::RunError;
 use crate::ledger::Ledger;
 use crate::model::run::RunRecord;
 use std::path::Path;
@@ -46,7 +46,14 @@ pub fn apply(
     recording: &Recording,
 ) -> Result<RunRecord, RunError> {
     let settings = &planned.inventory.settings;
-    let report = fleet::run(reach, ledger, settings, options, desired, &planned.plan.hosts);
+    let report = fleet::run(
+        reach,
+        ledger,
+        settings,
+        options,
+        desired,
+        &planned.plan.hosts,
+    );
     for (client, deployment, profile) in fleet::pins_to_release(ledger, desired, &report) {
         if ledger.unpin(&client, &deployment, &profile)? {
             reach.observer.line(&format!(

@@ -123,15 +123,15 @@ pub(super) fn text(source: &str, per_host: &[HostFindings], colour: bool) -> Str
                 let _ = writeln!(out, "host {server}: {}: {e}", red("UNREACHABLE", colour));
             }
             Ok(f) if f.is_empty() => {
-                let _ = writeln!(out, "host {server} ({client}): {}", green("no drift", colour));
+                let _ = writeln!(
+                    out,
+                    "host {server} ({client}): {}",
+                    green("no drift", colour)
+                );
                 by_client.entry(client).or_default().0 += 1;
             }
             Ok(f) => {
-                let count = format!(
-                    "{} finding{}",
-                    f.len(),
-                    if f.len() == 1 { "" } else { "s" }
-                );
+                let count = format!("{} finding{}", f.len(), if f.len() == 1 { "" } else { "s" });
                 let _ = writeln!(out, "host {server} ({client}): {}", yellow(&count, colour));
                 for x in f {
                     let finding = format!("! {} [{}] {}", x.deployment, x.kind.as_str(), x.detail);

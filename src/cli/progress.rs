@@ -6,7 +6,7 @@
 use crate::apply::fleet;
 use crate::failure_text::{LINE_LIMIT, first_line};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,6 +19,8 @@ pub struct Progress {
 struct Bars {
     multi: MultiProgress,
     hosts: Mutex<BTreeMap<String, ProgressBar>>,
+    /// Hosts whose line shows a download now (bytes and rate) rather than a step.
+    downloading: Mutex<BTreeSet<String>>,
 }
 
 impl Progress {
@@ -27,6 +29,7 @@ impl Progress {
         let bars = std::io::stderr().is_terminal().then(|| Bars {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
             hosts: Mutex::new(BTreeMap::new()),
+            downloading: Mutex::new(BTreeSet::new()),
         });
         Progress { bars }
     }
@@ -47,8 +50,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {prefix:.bold}: {wide_msg}")
-        .expect("a valid template")
+    ProgressStyle::with_template("{spinner} {prefix:.bold}: {wide_msg}").expect("a valid template")
 }
 
 fn download_style(total: bool) -> ProgressStyle {
@@ -104,7 +106,7 @@ impl fleet::Observer for Progress {
             && !server.contains('/')
         {
             let bar = b.host(server);
-            if bar.length().is_some() {
+            if lock(&b.downloading).remove(server) {
                 bar.set_style(spinner_style());
                 bar.unset_length();
             }
@@ -118,7 +120,7 @@ impl fleet::Observer for Progress {
         let Some(b) = &self.bars else { return };
         let bar = b.host(server);
         let total = total.filter(|t| *t > 0);
-        if bar.length() != total {
+        if lock(&b.downloading).insert(server.to_string()) || bar.length() != total {
             bar.set_style(download_style(total.is_some()));
             match total {
                 Some(t) => bar.set_length(t),

@@ -140,7 +140,10 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             ("s", "are")
         };
         if args.dry_run {
-            eprintln!("{}", unreachable_in_dry_run(s.hosts_unreachable, plan.hosts.len()));
+            eprintln!(
+                "{}",
+                unreachable_in_dry_run(s.hosts_unreachable, plan.hosts.len())
+            );
         } else {
             eprintln!(
                 "error: {} host{n} {are} unreachable; the others are applied, and the run fails (pass --allow-unreachable to not count unreachable hosts as failures)",
