@@ -1171,3 +1171,93 @@ fn one_shot_runs_notify_and_the_notes_rebuild_every_run_kind() {
     );
     assert_eq!(all(&Ledger::open(&rebuilt).unwrap()), original);
 }
+
+/// Fault row 7: a second reconciler started while the first is mid-apply on the same hosts.
+/// One that cannot wait long enough reports who holds the host and changes nothing there; one
+/// that waits applies after the first, from what the host runs then. Nothing interleaves: each
+/// host ends on one whole release, no journal, and the record equals the hosts.
+#[test]
+fn two_reconcilers_against_the_same_hosts_wait_or_name_the_holder_and_never_interleave() {
+    let Some(f) = Fleet::new() else { return };
+    f.deploy("1.0.0", "ok", "ok");
+    f.commit("app 1.0.0");
+    assert_eq!(f.apply().status.code(), Some(0));
+    f.deploy("2.0.0", "ok", "ok");
+    let p = f.repo.join("clients/acme/deployments/app/mock.yml");
+    let slow = std::fs::read_to_string(&p).unwrap().replace(
+        "command: [\"grep\", \"-qx\", \"ok\", \"conf/health.txt\"]",
+        "command: [\"sh\", \"-c\", \"sleep 2 && grep -qx ok conf/health.txt\"]",
+    );
+    std::fs::write(&p, slow).unwrap();
+    let commit = f.commit("app 2.0.0 with a slow check");
+    let first = f
+        .command(&["--profile", "mock"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !f.journal_left("sbx-1") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first reconciler never started its apply"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The impatient one: the canary host is held, so it names the holder and stops there.
+    let impatient = f.run(&["--profile", "mock", "--lock-timeout", "1"]);
+    let said = text(&impatient);
+    assert_eq!(impatient.status.code(), Some(1), "{said}");
+    assert!(said.contains("sbx-1 is locked by PID"), "{said}");
+    let refused = f.newest_run();
+    assert_eq!(host_of(&refused, "sbx-1")["outcome"], "failed", "{refused}");
+    assert!(
+        host_of(&refused, "sbx-1")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("locked by")),
+        "{refused}"
+    );
+    // The canary failed, so the rollout stopped: the other host was not attempted by it.
+    assert_eq!(
+        host_of(&refused, "sbx-2")["outcome"],
+        "not_attempted",
+        "{refused}"
+    );
+    // The patient one waits for the host the first is on, then plans it again from what it
+    // runs by then: nothing is redone, no release switched onto itself, no second restart.
+    let patient = f.run(&["--profile", "mock", "--lock-timeout", "120"]);
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let said = text(&patient);
+    assert_eq!(patient.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("waited for PID") && said.contains("planning again"),
+        "{said}"
+    );
+    assert!(!said.contains("restart service app: ok"), "{said}");
+    let waited = f.newest_run();
+    for h in HOSTS {
+        assert_eq!(host_of(&waited, h)["outcome"], "unchanged", "{waited}");
+    }
+    let api = Api::start(&f.work.join("ledger.sqlite"));
+    for h in HOSTS {
+        assert_record_is_the_host(&f, &api, h, "2.0.0", "ok");
+        assert!(!f.journal_left(h), "{h}: a journal was left");
+        // One whole 2.0.0 release: no second copy, no half-written one beside it.
+        let releases: Vec<String> = std::fs::read_dir(f.app_dir(h).join("releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("2.0.0"))
+            .collect();
+        assert_eq!(releases.len(), 1, "{h}: {releases:?}");
+    }
+    let history = f.run(&["history", "--output", "json", "--limit", "3"]);
+    let runs: Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["commit"] == commit.as_str()),
+        "{runs}"
+    );
+}

@@ -593,6 +593,23 @@ fn a_last_applied_commit_missing_from_the_repository_leads_to_a_full_reconcile()
         "{}",
         w.log()
     );
+    // Recorded as such: the run's trigger says it was a full reconcile, and why.
+    w.wait("the run to be recorded", Duration::from_secs(60), || {
+        w.log().contains("recorded run")
+    });
+    let history = Command::new(support::clarity_bin())
+        .args(["history", "--output", "json", "--limit", "1"])
+        .arg("--work-dir")
+        .arg(&f.work)
+        .output()
+        .unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert!(
+        history[0]["trigger"]
+            .as_str()
+            .is_some_and(|t| t.contains("full reconcile: the last applied commit")),
+        "{history}"
+    );
 }
 
 /// A webhook receiver for notifications: a real HTTP listener that keeps each body.

@@ -57,7 +57,7 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
     if let Err(e) = super::names::check_request(req) {
         return done(emit, HostOutcome::Failed, Some(e));
     }
-    let _lock = match HostLock::acquire(
+    let lock = match HostLock::acquire(
         &layout.state_dir().join("lock"),
         &req.host,
         opts.lock_timeout,
@@ -96,6 +96,17 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
                 HostOutcome::RestoreFailed
             },
             Some(message),
+        );
+    }
+    if let Some(holder) = &lock.waited_for {
+        // The request was planned from what the host ran before the holder changed it:
+        // applying it now could redo or undo the holder's work. Ask for a new plan instead.
+        return done(
+            emit,
+            HostOutcome::Recovered,
+            Some(format!(
+                "waited for {holder} to finish with this host; planning again from what it runs now"
+            )),
         );
     }
     if let Err(e) = super::owner::claim(layout, req) {

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 pub struct HostLock {
     file: File,
+    /// Who held the host while this lock waited for it, if anyone did: the host may have
+    /// changed since the waiting apply was planned.
+    pub waited_for: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +53,7 @@ impl HostLock {
             .open(path)
             .map_err(io)?;
         let start = Instant::now();
-        let mut told = false;
+        let mut waited_for = None;
         loop {
             match file.try_lock() {
                 Ok(()) => break,
@@ -63,11 +66,11 @@ impl HostLock {
                             waited: start.elapsed(),
                         });
                     }
-                    if !told {
+                    if waited_for.is_none() {
                         on_wait(&format!(
                             "host {host} is locked by {holder}; waiting up to {timeout:?}"
                         ));
-                        told = true;
+                        waited_for = Some(holder);
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -86,7 +89,7 @@ impl HostLock {
         let _ = file.rewind();
         let _ = file.write_all(me.as_bytes());
         let _ = file.sync_all();
-        Ok(HostLock { file })
+        Ok(HostLock { file, waited_for })
     }
 }
 
@@ -134,7 +137,33 @@ mod tests {
     fn released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("lock");
-        drop(HostLock::acquire(&p, "h", Duration::from_secs(1), &mut |_| {}).unwrap());
-        HostLock::acquire(&p, "h", Duration::from_millis(10), &mut |_| {}).unwrap();
+        let first = HostLock::acquire(&p, "h", Duration::from_secs(1), &mut |_| {}).unwrap();
+        assert_eq!(first.waited_for, None);
+        drop(first);
+        let second = HostLock::acquire(&p, "h", Duration::from_millis(10), &mut |_| {}).unwrap();
+        assert_eq!(second.waited_for, None, "a free lock is not waited for");
+    }
+
+    #[test]
+    fn a_lock_that_was_waited_for_says_whom_it_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        let first = HostLock::acquire(&p, "h", Duration::from_secs(1), &mut |_| {}).unwrap();
+        let waiter = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                HostLock::acquire(&p, "h", Duration::from_secs(10), &mut |_| {})
+                    .unwrap()
+                    .waited_for
+                    .clone()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        drop(first);
+        let waited = waiter.join().unwrap().expect("it waited");
+        assert!(
+            waited.contains(&format!("PID {}", std::process::id())),
+            "{waited}"
+        );
     }
 }

@@ -171,8 +171,8 @@ pub fn run(
     let mut units: BTreeMap<String, (Unit, Vec<(i32, String)>)> = BTreeMap::new();
     for (d, p) in desired.iter().zip(plans) {
         let outcome = match p.status {
-            HostStatus::Unchanged => HostOutcome::Unchanged,
-            HostStatus::Changes => HostOutcome::Converged,
+            // Until an agent call says otherwise: each call merges in what it did.
+            HostStatus::Unchanged | HostStatus::Changes => HostOutcome::Unchanged,
             HostStatus::Unreachable => HostOutcome::Unreachable,
             HostStatus::Failed => HostOutcome::Failed,
         };
@@ -280,7 +280,7 @@ pub fn run(
             });
             let failed_here = outcomes
                 .iter()
-                .filter(|(_, r)| r.outcome != HostOutcome::Converged)
+                .filter(|(_, r)| !r.outcome.settled())
                 .count();
             for (h, run) in outcomes {
                 merge(&mut results, &h, run);
@@ -293,10 +293,17 @@ pub fn run(
         }
     }
     for (server, p) in &plan_of {
-        if p.deployments.iter().any(|d| d.change == Change::Delete)
-            && halted.is_none()
-            && !super::stop_requested()
-        {
+        if !p.deployments.iter().any(|d| d.change == Change::Delete) {
+            continue;
+        }
+        if halted.is_some() || super::stop_requested() {
+            let detail = "removals not attempted: the run halted before them".to_string();
+            merge(
+                &mut results,
+                server,
+                AgentRun::early(HostOutcome::NotAttempted, detail),
+            );
+        } else {
             let run = agent_run(
                 hosts,
                 options,
@@ -379,14 +386,25 @@ fn agent_run(
     let mut plan = first_plan.clone();
     let mut steps = Vec::new();
     let mut active = BTreeMap::new();
-    // An agent that finds an interrupted apply rolls it back and asks for a new plan: once.
+    // An agent that finds the host changed since the plan (an interrupted apply it rolled
+    // back, another reconciler's apply it waited for) asks for a new plan: once.
     for attempt in 0..2 {
         let req = match super::request(d, &plan, part, options.max_cache_bytes) {
             Ok(r) => r,
             Err(e) => return AgentRun::early(HostOutcome::Failed, e),
         };
         if req.deployments.is_empty() && req.remove.is_empty() {
-            return AgentRun::early(HostOutcome::Converged, String::new());
+            // Planned again after the host changed under this run: already where it should be.
+            return match attempt {
+                0 => AgentRun::early(HostOutcome::Converged, String::new()),
+                _ => AgentRun {
+                    outcome: HostOutcome::Unchanged,
+                    detail: "already converged when planned again".into(),
+                    steps,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    active,
+                },
+            };
         }
         let mut failures = Vec::new();
         let outcome = hosts.apply(d, &req, options.lock_timeout_s, &mut |event| match event {
@@ -521,7 +539,7 @@ fn agent_run(
     }
     AgentRun::early(
         HostOutcome::Failed,
-        "the host kept reporting interrupted applies".into(),
+        "the host changed again while it was planned again (interrupted applies or other reconcilers); nothing more was attempted".into(),
     )
 }
 

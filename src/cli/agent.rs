@@ -1,3 +1,7 @@
+//! `clarity-reconcile agent` (hidden): the host side of the binary. The reconciler runs it over
+//! SSH or locally and talks versioned JSON on stdin/stdout (inspect, apply, events); stdout
+//! carries only that protocol, everything for people goes to stderr.
+
 use super::{CliError, CliResult, Exit};
 use crate::agent::detached::{Detached, FollowEnd, Started};
 use crate::agent::layout::Layout;

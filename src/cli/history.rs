@@ -5,7 +5,7 @@
 //! new file.
 
 use super::{CliError, CliResult, Exit, GlobalArgs, Output};
-use crate::ledger::{self, Ledger, LedgerError, RunFilter, RunSummary};
+use crate::ledger::{self, Ledger, RunFilter, RunSummary};
 use crate::model::run::RunRecord;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -56,18 +56,6 @@ pub enum HistoryAction {
     /// the config repository given with --repo, for instance after a corrupt ledger was moved
     /// aside. Refuses to replace an existing ledger.
     Rebuild,
-}
-
-impl From<LedgerError> for CliError {
-    fn from(e: LedgerError) -> Self {
-        CliError::hinted(&e, e.hint())
-    }
-}
-
-impl From<ledger::NotesError> for CliError {
-    fn from(e: ledger::NotesError) -> Self {
-        CliError::hinted(&e, e.hint())
-    }
 }
 
 pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> CliResult {

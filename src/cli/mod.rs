@@ -1,12 +1,14 @@
 //! The command line: one file per command, each with its `<Verb>Args` (whose doc comment is the
-//! `--help` text) and a `run` function. This module parses arguments, turns errors into
-//! `error:` / `caused by:` / `hint:` lines and maps outcomes to exit codes:
-//! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found, 64 a
-//! usage error.
+//! `--help` text) and a `run` function. This module parses arguments and dispatches; `error`
+//! turns errors into `error:` / `caused by:` / `hint:` lines and holds the exit-code table:
+//! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found, 3 a
+//! detached apply without an outcome, 64 a usage error.
 
 mod agent;
 pub mod completions;
 pub(crate) mod drift;
+mod error;
+pub use error::{CliError, CliResult, EXIT_USAGE, ErrorKind, Exit};
 mod history;
 mod progress;
 mod reach;
@@ -163,104 +165,6 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
 }
 
-/// How a command ended, mapped to the process exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Nothing to do, or success.
-    Ok,
-    /// Changes pending (`--dry-run`) or drift found.
-    Changes,
-    /// Problems were found and reported (validation errors, failed hosts).
-    Failed,
-    /// `agent events`: the detached apply ended without reporting an outcome (exit 3, for
-    /// the reconciler, which tells it from an error of the command itself).
-    ApplyGone,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> ExitCode {
-        match e {
-            Exit::Ok => ExitCode::SUCCESS,
-            Exit::Failed => ExitCode::from(1),
-            Exit::Changes => ExitCode::from(2),
-            Exit::ApplyGone => ExitCode::from(3),
-        }
-    }
-}
-
-/// An error that stops a command, with what caused it and what to do.
-#[derive(Debug)]
-pub struct CliError {
-    pub message: String,
-    pub causes: Vec<String>,
-    pub hint: Option<String>,
-}
-
-impl CliError {
-    pub fn new(message: impl Into<String>) -> Self {
-        CliError {
-            message: message.into(),
-            causes: Vec::new(),
-            hint: None,
-        }
-    }
-
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-
-    /// The error's own message plus its source chain as `caused by:` lines.
-    pub fn from_error(e: &(dyn std::error::Error + 'static)) -> Self {
-        let mut err = CliError::new(e.to_string());
-        let mut source = e.source();
-        while let Some(s) = source {
-            err.causes.push(s.to_string());
-            source = s.source();
-        }
-        err
-    }
-
-    /// An error type that knows its own hint (`hint()`), as a `CliError`.
-    pub fn hinted<H: Into<String>>(e: &(dyn std::error::Error + 'static), hint: Option<H>) -> Self {
-        let err = CliError::from_error(e);
-        match hint {
-            Some(h) => err.hint(h),
-            None => err,
-        }
-    }
-
-    fn print(&self) {
-        eprintln!("error: {}", self.message);
-        for c in &self.causes {
-            eprintln!("caused by: {c}");
-        }
-        if let Some(h) = &self.hint {
-            eprintln!("hint: {h}");
-        }
-    }
-}
-
-impl From<crate::source::SourceError> for CliError {
-    fn from(e: crate::source::SourceError) -> Self {
-        CliError::hinted(&e, e.hint())
-    }
-}
-
-impl From<crate::apply::error::RunError> for CliError {
-    /// Validation errors are listed on stderr first, every one of them, above the error line.
-    fn from(e: crate::apply::error::RunError) -> Self {
-        if let crate::apply::error::RunError::Invalid(errors) = &e {
-            for d in errors {
-                eprintln!("{d}");
-            }
-        }
-        CliError::hinted(&e, e.hint())
-    }
-}
-
-pub type CliResult = Result<Exit, CliError>;
-
 /// docs/cli-reference.md: the `--help` text of every command, generated from the argument
 /// definitions so the docs cannot drift from the binary.
 pub fn cli_reference() -> String {
@@ -292,11 +196,6 @@ pub fn cli_reference() -> String {
     out
 }
 
-/// The exit code of a usage error (unknown option, missing argument), as `sysexits.h`'s
-/// `EX_USAGE`: never 1 (error) or 2 (changes pending, drift found), which scripts and the drift
-/// unit's `SuccessExitStatus=2` read as results.
-pub const EXIT_USAGE: u8 = 64;
-
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -314,7 +213,7 @@ pub fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(e) => {
             e.print();
-            ExitCode::from(1)
+            e.exit_code()
         }
     }
 }

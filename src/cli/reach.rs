@@ -81,12 +81,12 @@ impl ReachArgs {
 
 /// What a run needs to reach hosts.
 pub(super) struct Reach<'a> {
-    pub exe: &'a Path,
-    pub work_dir: &'a Path,
-    pub assume_empty: bool,
+    exe: &'a Path,
+    work_dir: &'a Path,
+    assume_empty: bool,
     /// `--deployment`: the host's other deployments are out of this run's sight, so they are
     /// neither reported as no longer desired nor pruned.
-    pub only: Option<&'a str>,
+    only: Option<&'a str>,
     fleet: Fleet,
     /// `--ssh-config` (or ~/.ssh/config), or why it cannot be used (reported for every SSH
     /// host, which it would otherwise have misdirected).

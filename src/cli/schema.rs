@@ -1,3 +1,7 @@
+//! `clarity-reconcile schema`: writes (or prints) the JSON Schemas of the config file kinds, the
+//! plan and the host state: the same schemas that are checked in under `schemas/` and that
+//! validate every file on load.
+
 use super::{CliError, CliResult, Exit};
 use crate::model::FileKind;
 use clap::Args;

@@ -79,12 +79,6 @@ pub struct ListArgs {}
 #[derive(Debug, Args)]
 pub struct RekeyArgs {}
 
-impl From<SecretError> for CliError {
-    fn from(e: SecretError) -> Self {
-        CliError::hinted(&e, e.hint())
-    }
-}
-
 pub fn run(global: &GlobalArgs, args: &SecretArgs) -> CliResult {
     let identity = args.age_identity.as_deref();
     match &args.command {

@@ -1,3 +1,7 @@
+//! `clarity-reconcile validate`: loads the repository, runs every check (the operator's too)
+//! and reports all diagnostics at once with file:line:column and hints; changes nothing and
+//! contacts no host.
+
 use super::{CliResult, Exit, GlobalArgs, Output};
 use crate::diag::Severity;
 use crate::source::{self, ReadMode};

@@ -87,7 +87,8 @@ pub struct WatchArgs {
 pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliResult {
     let usage = |what: &str| {
         Err(CliError::new(format!("--watch cannot be combined with {what}"))
-            .hint("--watch follows branches and applies their new commits; run a one-shot reconcile for the rest"))
+            .hint("--watch follows branches and applies their new commits; run a one-shot reconcile for the rest")
+            .usage())
     };
     if args.dry_run {
         return usage("--dry-run");
@@ -118,6 +119,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
         addr => Some(addr.parse().map_err(|e| {
             CliError::new(format!("--listen `{addr}` is not an address: {e}"))
                 .hint("write it like 127.0.0.1:8420")
+                .usage()
         })?),
     };
     // An explicit file wins; the service gets them as systemd credentials.
@@ -140,12 +142,14 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
     )?;
     if watch.api_token_for_reads && api_token.is_none() {
         return Err(CliError::new("--api-token-for-reads needs a token")
-            .hint("pass --api-token-file FILE (or CLARITY_API_TOKEN_FILE)"));
+            .hint("pass --api-token-file FILE (or CLARITY_API_TOKEN_FILE)")
+            .usage());
     }
     if watch.dashboard_require_token && api_token.is_none() {
         return Err(
             CliError::new("--dashboard-require-token needs a token to require")
-                .hint("give the token with --api-token-file FILE (or $CLARITY_API_TOKEN_FILE)"),
+                .hint("give the token with --api-token-file FILE (or $CLARITY_API_TOKEN_FILE)")
+                .usage(),
         );
     }
     let configured = crate::approval::TrustedKeys::load(&watch.trusted_keys)

@@ -351,6 +351,7 @@ pub enum HostOutcome {
     /// Failed before changing anything (lock held, bad request), or a first install failed
     /// and was cleaned away (the message names what was left).
     Failed,
-    /// An interrupted earlier apply was found and rolled back; plan again.
+    /// The host's state changed since the request was planned (an interrupted earlier apply
+    /// was found and rolled back, or another apply held the host until now); plan again.
     Recovered,
 }

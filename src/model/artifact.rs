@@ -1,3 +1,7 @@
+//! `artifacts/<id>.yml`: an artifact's type (script, tarball, zip, jar, docker, lxc), the
+//! repository it is fetched from and its versions with their sha256. File types only (serde and
+//! schema); checks across files live in `load`.
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -1,3 +1,6 @@
+//! `clients/<id>/client.yml`: a client's identity (id, code, name), contact and status. File
+//! types only (serde and schema).
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -1,3 +1,6 @@
+//! `clients/<id>/datacenters/<code>.yml`: a client's datacenter (code, name, location, type).
+//! File types only (serde and schema).
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

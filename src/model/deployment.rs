@@ -1,3 +1,7 @@
+//! `clients/<id>/deployments/<artifact>/<profile>.yml`: what runs where: the artifact version,
+//! targets, config files, env, service, migrations, health checks, rollout and drift policy.
+//! File types only (serde and schema); cross-file checks live in `load`.
+
 use super::{CountOrPercent, RunSpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

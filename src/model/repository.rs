@@ -1,3 +1,7 @@
+//! `repositories/<name>.yml`: where artifacts are fetched from (file, http, sftp, ftp, s3,
+//! google-drive) and the secret references of their credentials. File types only (serde and
+//! schema); fetching lives in `fetch`.
+
 use super::SecretRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,3 +1,7 @@
+//! `clients/<id>/servers/<hostname>.yml`: a server, its datacenter and addresses, and how its
+//! agent is reached (transport, SSH endpoint, sandbox root, service manager). File types only
+//! (serde and schema); reaching hosts lives in `transport`.
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

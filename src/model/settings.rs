@@ -1,3 +1,7 @@
+//! `clarity.yml`: repository-wide settings: profiles, branches and the profiles they may deploy,
+//! approval keys, promotion gate, notifications, release retention. File types only (serde and
+//! schema).
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -160,6 +160,8 @@ impl Cycle {
         // The base comes from what this loop itself judged (or an operator named), never from
         // run records, which a rebuild takes from forgeable git notes.
         let mut base = approval_base(ledger, &branch.name);
+        // Said in the log and recorded with the run's trigger: the run is a full reconcile.
+        let mut lost_base = None;
         if let Some(b) = &base
             && !self.mirror.contains(b)
         {
@@ -167,6 +169,7 @@ impl Cycle {
                 "note: {}: the last approved commit {b} is not in the repository any more; no trusted base is known",
                 branch.name
             );
+            lost_base = Some(b.chars().take(8).collect::<String>());
             base = None;
         }
         if base.is_none()
@@ -254,7 +257,12 @@ impl Cycle {
             branch.name,
             branch.profiles.join(", ")
         );
-        let job = self.job(branch, head, None, trigger(reason));
+        let mut job = self.job(branch, head, None, trigger(reason));
+        if let Some(lost) = lost_base {
+            job.trigger.push_str(&format!(
+                " (full reconcile: the last applied commit {lost} is not in the repository)"
+            ));
+        }
         if let Err(e) = self.runs.apply(&job) {
             eprintln!("error: {}@{short}: {e}", branch.name);
         }

@@ -8,6 +8,7 @@ pub mod browser;
 pub mod containers;
 pub mod net;
 pub mod nspawn;
+pub mod runner;
 pub mod sandbox;
 
 use std::net::{TcpListener, TcpStream};
