@@ -16,6 +16,7 @@ packages=(
   postgresql nginx apache2-utils vsftpd supervisor
   systemd-container debootstrap
   zsh fish
+  bsdutils  # script(1): the pseudo-terminal tests/terminal.rs runs an apply under
   chromium chromium-driver
   docker.io podman runc catatonit lxc busybox-static
 )

@@ -18,6 +18,7 @@ pub mod approval;
 pub mod cli;
 pub mod desired;
 pub mod diag;
+pub mod failure_text;
 pub mod fetch;
 pub mod ledger;
 pub mod load;

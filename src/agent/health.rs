@@ -81,9 +81,11 @@ impl CheckReport {
             .map(str::trim)
             .filter(|o| !o.is_empty())
         {
-            // The full output stays in the report; a summary only needs enough to recognise it.
+            // The full output stays in the report; a summary only needs enough to recognise it,
+            // and an error page is recognised by its title, not its markup.
+            let out = crate::failure_text::html_reduced(out);
             s.push_str("\n  last output: ");
-            s.push_str(&truncate(out, 500).replace('\n', "\n  "));
+            s.push_str(&truncate(out.trim(), 500).replace('\n', "\n  "));
         }
         s
     }

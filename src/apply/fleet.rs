@@ -441,7 +441,7 @@ fn agent_run(
                 };
                 let msg = message
                     .as_ref()
-                    .map(|m| format!(" ({m})"))
+                    .map(|m| format!(" ({})", brief(m)))
                     .unwrap_or_default();
                 observer.line(&format!(
                     "{}: {deployment}: {} {target}: {mark}{msg}",
@@ -449,10 +449,14 @@ fn agent_run(
                     action.verb()
                 ));
                 if *status == StepStatus::Failed {
+                    // A health check's message starts with its own name: say it once.
+                    let message = message.as_deref().unwrap_or_default();
+                    let message = message
+                        .strip_prefix(&format!("{target}: "))
+                        .unwrap_or(message);
                     failures.push(format!(
-                        "{deployment}: {} {target}: {}",
-                        action.verb(),
-                        message.clone().unwrap_or_default()
+                        "{deployment}: {} {target}: {message}",
+                        action.verb()
                     ));
                 }
             }
@@ -466,7 +470,11 @@ fn agent_run(
                 restored,
                 message,
             } => {
-                observer.line(&format!("{}: {deployment}: rollback: {message}", d.server));
+                observer.line(&format!(
+                    "{}: {deployment}: rollback: {}",
+                    d.server,
+                    brief(message)
+                ));
                 if !restored {
                     failures.push(format!("{deployment}: {message}"));
                 }
@@ -492,7 +500,7 @@ fn agent_run(
                 message: Some(m),
                 outcome,
             } => {
-                observer.line(&format!("{}: {m}", d.server));
+                observer.line(&format!("{}: {}", d.server, brief(m)));
                 if *outcome != Agent::Converged {
                     failures.push(m.clone());
                 }
@@ -503,7 +511,7 @@ fn agent_run(
         let (o, detail) = match outcome {
             Ok(Agent::Converged) => (
                 HostOutcome::Converged,
-                format!("{:.1}s", duration_ms as f64 / 1000.0),
+                converged_detail(part, &steps, duration_ms),
             ),
             Ok(Agent::Recovered) if attempt == 0 => {
                 plan = super::prepare::plan_host(hosts, d, options.prune);
@@ -533,6 +541,45 @@ fn agent_run(
         HostOutcome::Failed,
         "the host changed again while it was planned again (interrupted applies or other reconcilers); nothing more was attempted".into(),
     )
+}
+
+/// A step's message as one progress line: a stack trace or an error page would bury the other
+/// hosts' lines, and the run's record keeps the whole text (`history show RUN`).
+fn brief(message: &str) -> String {
+    let (line, cut) = crate::failure_text::first_line(message, crate::failure_text::LINE_LIMIT);
+    if cut {
+        format!("{line} [more in the run's history]")
+    } else {
+        line
+    }
+}
+
+/// What a converged part of a host says in the summary: which deployment, how long the apply
+/// took, and how long its health checks took to pass (`web applied in 0.3s, healthy after
+/// 1.3s`): a host with two deployments reads as two labelled parts, not `0.3s; 1.3s`.
+fn converged_detail(part: super::Part, steps: &[StepRecord], duration_ms: u64) -> String {
+    let secs = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+    let what = match part {
+        super::Part::Deployment(name) => name.to_string(),
+        super::Part::Removals => "removals".to_string(),
+    };
+    let health: u64 = steps
+        .iter()
+        .filter(|s| s.action == crate::model::apply::Action::HealthCheck)
+        .map(|s| s.duration_ms)
+        .sum();
+    let checked = steps
+        .iter()
+        .any(|s| s.action == crate::model::apply::Action::HealthCheck);
+    if checked {
+        format!(
+            "{what} applied in {}, healthy after {}",
+            secs(duration_ms),
+            secs(health)
+        )
+    } else {
+        format!("{what} applied in {}", secs(duration_ms))
+    }
 }
 
 /// Pins whose version this run brought from the repository and that every host of the

@@ -6,6 +6,7 @@
 //! announces the run. None of it prints or decides an exit code: the command line and the
 //! watch loop both drive runs through it.
 
+mod base_artifact;
 pub mod drift;
 pub mod error;
 pub mod fleet;

@@ -192,8 +192,8 @@ pub fn plan_host(hosts: &dyn Hosts, host: &DesiredHost, prune: bool) -> HostPlan
 }
 
 /// Deployments whose inputs differ between `base` and the snapshot being planned: the
-/// deployment file, its artifact and repository, the templates it renders and its client's
-/// secrets for the profile. Deployments that exist only in `base` count as changed (removed).
+/// deployment file, the version entry of its artifact it uses, its repository, the templates
+/// it renders and its client's secrets for the profile. Deployments that exist only in `base` count as changed (removed).
 pub fn changed_since(
     repo: &Path,
     base: &str,
@@ -202,6 +202,7 @@ pub fn changed_since(
 ) -> Result<plan::BaseComparison, source::SourceError> {
     let old = source::read(repo, &ReadMode::Commit(base.to_string()))?;
     let differs = |path: &str| old.text(path) != head.text(path);
+    let old_inv = crate::load::load(&old).inventory;
     let mut deployments = std::collections::BTreeSet::new();
     for (client, entry) in &inv.clients {
         for ((artifact, profile), doc) in &entry.deployments {
@@ -217,7 +218,6 @@ pub fn changed_since(
                 .unwrap_or_default();
             let mut inputs = vec![
                 doc.file.clone(),
-                format!("artifacts/{artifact}.yml"),
                 format!("repositories/{repository}.yml"),
                 format!("secrets/{client}/{profile}.yml"),
             ];
@@ -227,7 +227,10 @@ pub fn changed_since(
                     .filter_map(|f| f.template.as_ref())
                     .map(|t| format!("templates/{t}")),
             );
-            if inputs.iter().any(|p| differs(p)) {
+            // The artifact file is shared: only the version entry this deployment uses counts.
+            let artifact_changed = differs(&format!("artifacts/{artifact}.yml"))
+                && super::base_artifact::used_entry_changed(&old_inv, inv, artifact, &d.version);
+            if artifact_changed || inputs.iter().any(|p| differs(p)) {
                 deployments.insert(format!("{client}/{artifact}/{profile}"));
             }
         }

@@ -96,7 +96,10 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
             "findings": findings,
             "errors": errors.iter().map(|(s, e)| serde_json::json!({"server": s, "error": e})).collect::<Vec<_>>(),
         })).expect("serializes")),
-        Output::Text => print!("{}", text(&snapshot.describe(), &report.per_host)),
+        Output::Text => print!(
+            "{}",
+            text(&snapshot.describe(), &report.per_host, global.color.stdout())
+        ),
         Output::Markdown => print!("{}", markdown(&snapshot.describe(), &findings)),
     }
     if !errors.is_empty() && !args.allow_unreachable {
@@ -109,34 +112,30 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     })
 }
 
-pub(super) fn text(source: &str, per_host: &[HostFindings]) -> String {
+pub(super) fn text(source: &str, per_host: &[HostFindings], colour: bool) -> String {
+    use super::terminal::{green, red, yellow};
     let mut out = format!("Drift report for {source}\n");
     let mut by_client: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for (server, client, r) in per_host {
         let _ = writeln!(out);
         match r {
             Err(e) => {
-                let _ = writeln!(out, "host {server}: UNREACHABLE: {e}");
+                let _ = writeln!(out, "host {server}: {}: {e}", red("UNREACHABLE", colour));
             }
             Ok(f) if f.is_empty() => {
-                let _ = writeln!(out, "host {server} ({client}): no drift");
+                let _ = writeln!(
+                    out,
+                    "host {server} ({client}): {}",
+                    green("no drift", colour)
+                );
                 by_client.entry(client).or_default().0 += 1;
             }
             Ok(f) => {
-                let _ = writeln!(
-                    out,
-                    "host {server} ({client}): {} finding{}",
-                    f.len(),
-                    if f.len() == 1 { "" } else { "s" }
-                );
+                let count = format!("{} finding{}", f.len(), if f.len() == 1 { "" } else { "s" });
+                let _ = writeln!(out, "host {server} ({client}): {}", yellow(&count, colour));
                 for x in f {
-                    let _ = writeln!(
-                        out,
-                        "  ! {} [{}] {}",
-                        x.deployment,
-                        x.kind.as_str(),
-                        x.detail
-                    );
+                    let finding = format!("! {} [{}] {}", x.deployment, x.kind.as_str(), x.detail);
+                    let _ = writeln!(out, "  {}", yellow(&finding, colour));
                 }
                 let e = by_client.entry(client).or_default();
                 e.0 += 1;

@@ -10,12 +10,15 @@ pub(crate) mod drift;
 mod error;
 pub use error::{CliError, CliResult, EXIT_USAGE, ErrorKind, Exit};
 mod history;
+mod progress;
 mod reach;
 pub(crate) mod reconcile;
 mod rollback;
 mod schema;
 pub use schema::all_schemas;
 mod secret;
+mod summary;
+pub(crate) mod terminal;
 mod validate;
 mod watch;
 
@@ -90,6 +93,17 @@ pub struct GlobalArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Colour in plans, summaries and drift reports: `auto` colours a terminal unless
+    /// NO_COLOR is set, `always` forces it (even piped), `never` refuses it.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CLARITY_COLOR",
+        default_value_t = terminal::ColorChoice::Auto,
+        value_name = "WHEN"
+    )]
+    pub color: terminal::ColorChoice,
     #[command(flatten)]
     pub reach: reach::ReachArgs,
 }

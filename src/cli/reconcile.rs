@@ -4,11 +4,10 @@
 use super::reach::Reach;
 use super::{CliError, CliResult, Exit, GlobalArgs, Output};
 use crate::apply::{fleet, prepare, reconcile};
-use crate::model::run::{RunOutcome, RunRecord};
+use crate::model::run::RunOutcome;
 use crate::plan;
 use crate::source::{self, ReadMode};
 use clap::Args;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Reconcile: compute what every selected server should run, compare it with what runs, and
@@ -126,7 +125,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         planned.plan.changed_since_base = Some(comparison);
     }
     let plan = &planned.plan;
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let colour = global.color.stdout();
     match global.output {
         Output::Text => print!("{}", plan::render_text(plan, colour)),
         Output::Json => print!("{}", plan::render_json(plan)),
@@ -142,8 +141,8 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         };
         if args.dry_run {
             eprintln!(
-                "error: {} host{n} {are} unreachable (pass --allow-unreachable to plan the others anyway)",
-                s.hosts_unreachable
+                "{}",
+                unreachable_in_dry_run(s.hosts_unreachable, plan.hosts.len())
             );
         } else {
             eprintln!(
@@ -192,11 +191,12 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         .map_err(|e| CliError::new(format!("cannot handle SIGTERM: {e}")))?;
     let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
     let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
+    let progress = super::progress::Progress::new();
     let run = reconcile::apply(
         &fleet::Reach {
             hosts: &reach,
             pool: &pool,
-            observer: &Printer,
+            observer: &progress,
         },
         &mut ledger,
         &planned,
@@ -220,9 +220,11 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             push_notes: args.push_notes,
             notify: true,
         },
-    )?;
+    );
+    progress.finish();
+    let run = run?;
     println!();
-    print!("{}", summary_table(&run));
+    print!("{}", super::summary::table(&run, colour));
     println!("recorded run {} (history show {})", run.id, run.id);
     Ok(if run.outcome == RunOutcome::Failed {
         Exit::Failed
@@ -231,51 +233,21 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     })
 }
 
-/// The per-host results of an applied run, as the table a one-shot apply and the watch loop
-/// print after it.
-pub(super) fn summary_table(run: &RunRecord) -> String {
-    let mut out = format!("{:<28} {:<14} DETAIL\n", "HOST", "RESULT");
-    for h in &run.hosts {
-        out.push_str(&format!(
-            "{:<28} {:<14} {}\n",
-            h.server,
-            h.outcome.label(),
-            h.message.as_deref().unwrap_or_default()
-        ));
-    }
-    out
-}
-
-/// Prints the fleet apply's progress: steps on stdout, a download bar on a terminal's stderr.
-pub(super) struct Printer;
-
-impl fleet::Observer for Printer {
-    fn line(&self, text: &str) {
-        println!("{text}");
-    }
-
-    fn progress(&self, server: &str, deployment: &str, downloaded: u64, total: Option<u64>) {
-        if std::io::stderr().is_terminal() {
-            eprint!(
-                "\r{server}: {deployment}: downloading {}",
-                progress_bar(downloaded, total)
-            );
-        }
-    }
-}
-
-fn progress_bar(done: u64, total: Option<u64>) -> String {
-    match total.filter(|t| *t > 0) {
-        Some(t) => {
-            let width = 30;
-            let filled = ((done as f64 / t as f64) * width as f64).round() as usize;
-            format!(
-                "[{}{}] {:>3}%",
-                "#".repeat(filled.min(width)),
-                " ".repeat(width - filled.min(width)),
-                done * 100 / t
-            )
-        }
-        None => format!("{done} bytes"),
-    }
+/// The error of a dry-run that could not inspect some hosts. The others were planned (their
+/// plan is printed above), so the hint says what `--allow-unreachable` changes: the exit code.
+fn unreachable_in_dry_run(unreachable: usize, hosts: usize) -> String {
+    let (n, are) = if unreachable == 1 {
+        ("", "is")
+    } else {
+        ("s", "are")
+    };
+    let others = hosts.saturating_sub(unreachable);
+    let above = match others {
+        0 => String::new(),
+        1 => "; the plan of the other host is above".to_string(),
+        _ => format!("; the plan of the other {others} hosts is above"),
+    };
+    format!(
+        "error: {unreachable} host{n} {are} unreachable{above} (pass --allow-unreachable to not fail the run for an unreachable host)"
+    )
 }

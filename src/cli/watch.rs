@@ -2,7 +2,7 @@
 //! through the same run functions (`crate::apply`) as the one-shot commands.
 
 use super::reach::{Reach, ReachArgs};
-use super::reconcile::{Printer, ReconcileArgs, summary_table};
+use super::reconcile::ReconcileArgs;
 use super::{CliError, CliResult, Exit, GlobalArgs};
 use crate::apply::error::RunError;
 use crate::apply::reconcile::{self, Start};
@@ -290,7 +290,7 @@ impl Runs for InProcess {
             &fleet::Reach {
                 hosts: &reach,
                 pool: &pool,
-                observer: &Printer,
+                observer: &super::progress::Progress::new(),
             },
             &mut self.ledger()?,
             &planned,
@@ -307,7 +307,7 @@ impl Runs for InProcess {
         )
         .map_err(error_line)?;
         println!();
-        print!("{}", summary_table(&run));
+        print!("{}", super::summary::table(&run, false));
         println!("recorded run {}", run.id);
         Ok(())
     }
@@ -332,7 +332,7 @@ impl Runs for InProcess {
         .map_err(error_line)?;
         print!(
             "{}",
-            super::drift::text(&report.snapshot.describe(), &report.per_host)
+            super::drift::text(&report.snapshot.describe(), &report.per_host, false)
         );
         Ok(())
     }

@@ -249,6 +249,27 @@ fn file_diff(path: &str, old: Option<&str>, new: &str) -> String {
         .to_string()
 }
 
+/// The diff of a file that exists on the host with content Clarity did not write (and does
+/// not show: it may hold secrets): the old side names the host's file and its hash, never
+/// `/dev/null`, which would say there is no file; every desired line is added.
+fn replacement_diff(path: &str, host_sha256: Option<&str>, new: &str) -> String {
+    let path = path.trim_start_matches('/');
+    let hash = host_sha256
+        .map(|h| format!("sha256 {}…", &h[..12.min(h.len())]))
+        .unwrap_or_else(|| "hash unknown".into());
+    let lines: Vec<&str> = new.lines().collect();
+    let mut out = format!(
+        "--- a/{path} (on the host: {hash}, content not shown)\n+++ b/{path}\n@@ replaced in full: +1,{} @@\n",
+        lines.len()
+    );
+    for l in lines {
+        out.push('+');
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
 /// The step for one desired file against what the host has, or `None` when it is in place.
 fn file_step(f: &DesiredFile, actual: Option<&ActualFile>) -> Option<Step> {
     let on_disk = actual.filter(|a| a.exists);
@@ -291,11 +312,15 @@ fn file_step(f: &DesiredFile, actual: Option<&ActualFile>) -> Option<Step> {
                 ));
             }
         }
-        (Some(_), _) if !same_bytes => {
+        (Some(a), _) if !same_bytes => {
             details.push(
                 "changed on the host outside Clarity: its content is not shown (it may hold secrets)".into(),
             );
-            s.diff = Some(file_diff(&f.destination, None, &f.content.redacted));
+            s.diff = Some(replacement_diff(
+                &f.destination,
+                a.sha256.as_deref(),
+                &f.content.redacted,
+            ));
         }
         _ => details.push("content unchanged".into()),
     }
@@ -354,13 +379,19 @@ fn deployment_plan(
     }
     let containers = container::steps(d, actual, release_changes);
     steps.extend(containers.load);
-    let mut config_changed = false;
+    // What a running service must restart for, named in its restart step.
+    let mut restart_for: Vec<String> = Vec::new();
+    if release_changes {
+        restart_for.push(format!("the new release {}", d.release));
+    }
     for f in &d.release_files {
         // A new release gets every file written into it; show the diff against the current
         // release's copy so reviewers see what changes.
         let actual_file = find(&f.destination);
         if let Some(s) = file_step(f, actual_file) {
-            config_changed = true;
+            if !release_changes {
+                restart_for.push(f.destination.clone());
+            }
             steps.push(s);
         } else if release_changes && !release_present {
             steps.push(
@@ -374,7 +405,7 @@ fn deployment_plan(
     let env_text = env_file_text(d, true);
     let env_sha = crate::desired::sha256_hex(env_text.as_bytes());
     if !d.env.is_empty() && actual.and_then(|a| a.env_sha256.as_deref()) != Some(env_sha.as_str()) {
-        config_changed = true;
+        restart_for.push("the new env file".into());
         let names: Vec<&str> = d.env.keys().map(String::as_str).collect();
         let sensitive = d.env.values().filter(|v| v.sensitive).count();
         let mut st = step(
@@ -404,7 +435,7 @@ fn deployment_plan(
     }
     for f in &d.host_files {
         if let Some(s) = file_step(f, find(&f.destination)) {
-            config_changed = true;
+            restart_for.push(f.destination.clone());
             steps.push(s);
         }
     }
@@ -472,9 +503,10 @@ fn deployment_plan(
     }
     if d.service.is_some() {
         let running = actual_service.is_some_and(|s| s.state == ServiceState::Running);
-        let changed = release_changes
-            || config_changed
-            || steps.iter().any(|s| s.action == Action::InstallService);
+        if steps.iter().any(|s| s.action == Action::InstallService) {
+            restart_for.push("the new service definition".into());
+        }
+        let changed = !restart_for.is_empty();
         if !running && d.service.as_ref().is_some_and(|s| s.autostart) {
             let why = match actual_service.map(|s| s.state) {
                 Some(ServiceState::Stopped) => "stopped",
@@ -489,7 +521,7 @@ fn deployment_plan(
         } else if running && changed {
             steps.push(
                 step(Action::RestartService, Change::Update, d.name.clone())
-                    .detail("to pick up the new release and configuration"),
+                    .detail(format!("to pick up {}", restart_for.join(", "))),
             );
         }
     }
@@ -533,8 +565,10 @@ fn deployment_plan(
                 })
                 .unknown(if checks_changed {
                     "the health checks changed; they are only known once run on the host"
-                } else {
+                } else if release_changes {
                     "health is only known once the new release runs"
+                } else {
+                    "health is only known once the service runs with the change"
                 }),
             );
         }

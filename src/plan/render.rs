@@ -82,7 +82,7 @@ pub fn render_text(plan: &Plan, colour: bool) -> String {
             h.client
         );
         for e in &h.errors {
-            let _ = writeln!(out, "  error: {e}");
+            let _ = writeln!(out, "  {}", p.wrap("31", &format!("error: {e}")));
         }
         for d in &h.deployments {
             if d.change == Change::None {
