@@ -81,8 +81,8 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
             match last {
                 Some(a) => a.commit,
                 None => {
-                    eprintln!(
-                        "note: the ledger has no successful apply for this selection; comparing with HEAD"
+                    tracing::info!(
+                        "the ledger has no successful apply for this selection; comparing with HEAD"
                     );
                     "HEAD".into()
                 }
@@ -231,8 +231,8 @@ fn judge_by_baselines(
     }
     for (commit, hosts) in by_commit {
         let Ok(then) = source::read(&global.repo, &ReadMode::Commit(commit.to_string())) else {
-            eprintln!(
-                "note: the commit {commit} some hosts last converged on is not in the repository any more; they are compared with {}",
+            tracing::info!(
+                "the commit {commit} some hosts last converged on is not in the repository any more; they are compared with {}",
                 snapshot.describe()
             );
             continue;

@@ -8,6 +8,7 @@ mod agent;
 pub mod completions;
 pub(crate) mod drift;
 mod history;
+pub mod logging;
 mod reach;
 pub(crate) mod reconcile;
 mod rollback;
@@ -90,6 +91,8 @@ pub struct GlobalArgs {
     pub output: Output,
     #[command(flatten)]
     pub reach: reach::ReachArgs,
+    #[command(flatten)]
+    pub log: logging::LogArgs,
 }
 
 impl GlobalArgs {
@@ -211,6 +214,11 @@ impl CliError {
     }
 
     fn print(&self) {
+        // A log collector reading the JSON lines gets the command's error as one event.
+        if logging::format() == logging::LogFormat::Json {
+            tracing::error!(causes = ?self.causes, hint = self.hint.as_deref(), "{}", self.message);
+            return;
+        }
         eprintln!("error: {}", self.message);
         for c in &self.causes {
             eprintln!("caused by: {c}");
@@ -278,6 +286,11 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    let agent = matches!(cli.command, Some(Command::Agent(_)));
+    if let Err(e) = logging::init(&cli.global.log, agent) {
+        e.print();
+        return ExitCode::from(EXIT_USAGE);
+    }
     match run(cli) {
         Ok(exit) => exit.into(),
         Err(e) => {

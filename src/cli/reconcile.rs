@@ -123,8 +123,8 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     {
         let changed = source::uncommitted_changes(&global.repo).unwrap_or_default();
         if !changed.is_empty() {
-            eprintln!(
-                "warning: {} uncommitted change{} in the config repository {} not applied (apply uses {})",
+            tracing::warn!(
+                "{} uncommitted change{} in the config repository {} not applied (apply uses {})",
                 changed.len(),
                 if changed.len() == 1 { "" } else { "s" },
                 if changed.len() == 1 { "is" } else { "are" },
@@ -133,7 +133,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         }
     }
     for w in &snapshot.warnings {
-        eprintln!("warning: {w}");
+        tracing::warn!("{w}");
     }
     let Computed { inventory, desired } = compute(
         global,
@@ -143,7 +143,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     )?;
     let inv = &inventory;
     if desired.is_empty() {
-        eprintln!("note: no deployment targets the selected servers");
+        tracing::info!("no deployment targets the selected servers");
     }
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
@@ -243,6 +243,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             .hint("run `git init` and commit the config repository; `--dry-run` works on plain directories"));
     };
     let (started_at, run_id) = args.context.started();
+    let _run = tracing::info_span!("run", run_id = %run_id).entered();
     if !args.context.signals_handled {
         crate::apply::stop_on_signals()
             .map_err(|e| CliError::new(format!("cannot handle SIGTERM: {e}")))?;

@@ -243,6 +243,7 @@ fn outcome(result: CliResult) -> Result<(), String> {
 
 impl Runs for InProcess {
     fn apply(&self, job: &Job) -> Result<(), String> {
+        let _run = tracing::info_span!("run", run_id = %job.run.1).entered();
         let args = ReconcileArgs {
             deployment: job.deployment.clone(),
             context: Self::context(job),
@@ -252,6 +253,7 @@ impl Runs for InProcess {
     }
 
     fn drift(&self, job: &Job) -> Result<(), String> {
+        let _run = tracing::info_span!("run", run_id = %job.run.1).entered();
         let args = DriftArgs {
             work_dir: self.reconcile.work_dir.clone(),
             ledger: self.reconcile.ledger.clone(),
