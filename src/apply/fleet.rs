@@ -255,8 +255,8 @@ pub fn run(
                     .hosts
                     .par_iter()
                     .map(|h| {
-                        let _host = tracing::info_span!(parent: &run_span, "host", host = %h)
-                            .entered();
+                        let _host =
+                            tracing::info_span!(parent: &run_span, "host", host = %h).entered();
                         let _deployment =
                             tracing::info_span!("deployment", deployment = %unit.deployment)
                                 .entered();
@@ -434,7 +434,6 @@ fn agent_run(
                     deployment = %deployment,
                     step = %format!("{} {target}", action.verb()),
                     action = action.verb(),
-                    target = %target,
                     status = mark,
                     duration_ms = *duration_ms,
                     bytes = *bytes,

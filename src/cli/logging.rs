@@ -97,10 +97,12 @@ pub fn init(args: &LogArgs, agent: bool) -> Result<(), super::CliError> {
         })?;
     let _ = FORMAT.set(args.log_format);
     let _ = tracing_subscriber::registry()
-        .with(Lines {
-            format: args.log_format,
-        }
-        .with_filter(filter))
+        .with(
+            Lines {
+                format: args.log_format,
+            }
+            .with_filter(filter),
+        )
         .try_init();
     Ok(())
 }
@@ -254,11 +256,7 @@ fn timestamp() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = crate::agent::rfc3339(now.as_secs());
-    format!(
-        "{}.{:03}Z",
-        secs.trim_end_matches('Z'),
-        now.subsec_millis()
-    )
+    format!("{}.{:03}Z", secs.trim_end_matches('Z'), now.subsec_millis())
 }
 
 #[cfg(test)]

@@ -156,7 +156,8 @@ impl Cycle {
 
     fn reconcile_branch(&self, ledger: &Ledger, branch: &Branch, head: Oid, reason: &str) {
         let short = &head.to_string()[..8];
-        let _branch = tracing::info_span!("branch", branch = %branch.name, commit = short).entered();
+        let _branch =
+            tracing::info_span!("branch", branch = %branch.name, commit = short).entered();
         self.busy(Some(format!("reconcile {}@{short}", branch.name)));
         // The base comes from what this loop itself judged (or an operator named), never from
         // run records, which a rebuild takes from forgeable git notes.
