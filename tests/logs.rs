@@ -132,7 +132,11 @@ fn quiet_leaves_errors_only_and_clarity_log_filters_over_the_flags() {
     let Some(f) = Fixture::new() else { return };
     // An uncommitted change makes every apply warn.
     let settings = std::fs::read_to_string(f.repo.join("clarity.yml")).unwrap();
-    std::fs::write(f.repo.join("clarity.yml"), format!("{settings}# not committed\n")).unwrap();
+    std::fs::write(
+        f.repo.join("clarity.yml"),
+        format!("{settings}# not committed\n"),
+    )
+    .unwrap();
     let levels = |o: &Output| -> Vec<String> {
         json_lines(o)
             .iter()
