@@ -1,9 +1,10 @@
 //! Logs as an operator and a log collector rely on them, from the real binary converging real
 //! `local` sandbox hosts: `--log-format json` writes one JSON object per line on stderr, with
 //! the run id, host, deployment and step of every apply step, while stdout keeps the readable
-//! plan and step lines; `-q` leaves only errors; `CLARITY_LOG` filters and wins over `-v`; a
-//! bad filter is a usage error naming it; and a secret of the example repository never shows
-//! in the most verbose logs, in either format.
+//! plan and step lines; the watch loop, run as the service unit runs it, adds the branch and
+//! commit; `-q` leaves only errors; `CLARITY_LOG` filters and wins over `-v`; a bad filter is a
+//! usage error naming it; and a secret of the example repository never shows in the most
+//! verbose logs, in either format.
 
 mod support;
 
@@ -344,4 +345,96 @@ fn a_secret_of_the_example_never_shows_in_trace_logs() {
             both(o)
         );
     }
+}
+
+#[test]
+fn the_watch_loop_logs_json_lines_with_the_run_branch_host_and_step() {
+    let Some(f) = Fixture::new() else { return };
+    let top = f.work.parent().unwrap().to_path_buf();
+    let (out_path, err_path) = (top.join("watch.out"), top.join("watch.err"));
+    let mut cmd = Command::new(support::clarity_bin());
+    cmd.args(["--watch", "--repo", f.repo.to_str().unwrap()])
+        .args(["--work-dir", f.work.to_str().unwrap()])
+        .args([
+            "--listen",
+            "off",
+            "--poll-interval",
+            "3600",
+            "--drift-interval",
+            "0",
+        ])
+        // As the service unit runs it.
+        .args(["--log-format", "json"])
+        .env("NO_COLOR", "1")
+        .env_remove("CLARITY_LOG")
+        .env_remove("CLARITY_LOG_FORMAT")
+        .env_remove("CLARITY_AGE_IDENTITY")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    let daemon = support::Server::start("clarity-reconcile --watch", &mut cmd);
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let start = std::time::Instant::now();
+    while !read(&out_path).contains("recorded run ") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(90),
+            "the loop recorded no run:\n{}{}",
+            read(&out_path),
+            read(&err_path)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // SIGTERM, as systemd stops it; the loop exits on its own.
+    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let start = std::time::Instant::now();
+    while !read(&err_path).contains("\"message\":\"stopped\"") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the loop did not stop:\n{}",
+            read(&err_path)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(daemon);
+    assert_eq!(f.get("/").map(|r| r.1), Some("hello\n".into()));
+
+    let out = read(&out_path);
+    let run_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("recorded run "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let head = support::git(&f.repo, &["rev-parse", "HEAD"]);
+    let err = read(&err_path);
+    let lines: Vec<Value> = err
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| panic!("not a JSON object on stderr: {l:?}\n{err}"))
+        })
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("applying main@"))
+            && l["branch"] == "main"
+            && l["commit"] == &head[..8]),
+        "{err}"
+    );
+    let steps: Vec<&Value> = lines.iter().filter(|l| l["step"].is_string()).collect();
+    assert!(
+        steps.iter().any(|s| s["action"] == "switch release"),
+        "{err}"
+    );
+    for s in &steps {
+        assert_eq!(s["run_id"], run_id.as_str(), "{s}");
+        assert_eq!(s["branch"], "main", "{s}");
+        assert_eq!(s["host"], "sbx-1", "{s}");
+        assert_eq!(s["deployment"], "web", "{s}");
+    }
+    // The plan and the step lines are text on stdout, as in a one-shot run.
+    assert!(out.contains("sbx-1: web: switch release"), "{out}");
 }
