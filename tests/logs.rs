@@ -438,3 +438,50 @@ fn the_watch_loop_logs_json_lines_with_the_run_branch_host_and_step() {
     // The plan and the step lines are text on stdout, as in a one-shot run.
     assert!(out.contains("sbx-1: web: switch release"), "{out}");
 }
+
+#[test]
+fn validation_errors_and_the_final_error_are_json_events_too() {
+    let Some(f) = Fixture::new() else { return };
+    f.write(
+        "clients/acme/servers/sbx-1.yml",
+        "hostname: sbx-1\ndatacenter: nowhere\nagent:\n  transport: local\n  root: sandboxes/sbx-1\n  service_manager: process\n",
+    );
+    let o = clarity(
+        &f.repo,
+        &f.work,
+        &["--dry-run", "--log-format", "json"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", both(&o));
+    let lines = json_lines(&o);
+    let diag = lines
+        .iter()
+        .find(|l| l["file"] == "clients/acme/servers/sbx-1.yml")
+        .unwrap_or_else(|| panic!("no diagnostic event:\n{}", stderr(&o)));
+    assert_eq!(diag["level"], "ERROR", "{diag}");
+    assert_eq!(diag["line"], 2, "{diag}");
+    assert!(diag["column"].as_u64().is_some_and(|c| c > 0), "{diag}");
+    assert!(diag["code"].is_string(), "{diag}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing was planned")),
+        "{last}"
+    );
+    assert!(
+        last["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("validate")),
+        "{last}"
+    );
+    // The same run in text keeps the lines people read.
+    let o = clarity(&f.repo, &f.work, &["--dry-run"], &[]);
+    let err = stderr(&o);
+    assert!(err.contains("clients/acme/servers/sbx-1.yml:2:"), "{err}");
+    assert!(
+        err.contains("error: the config repository has 1 error"),
+        "{err}"
+    );
+}

@@ -107,6 +107,34 @@ pub fn init(args: &LogArgs, agent: bool) -> Result<(), super::CliError> {
     Ok(())
 }
 
+/// A validation diagnostic on stderr: as its own text (`file:line:column: error[code]: ...`,
+/// with its hint) in the text format, whatever the level; as one event with `file`, `line`,
+/// `column`, `code` and `hint` fields in JSON.
+pub fn diagnostic(d: &crate::diag::Diagnostic) {
+    if format() == LogFormat::Text {
+        eprintln!("{d}");
+        return;
+    }
+    let at = format!("{}:{}:{}", d.file, d.line, d.column);
+    macro_rules! event {
+        ($level:ident) => {
+            tracing::$level!(
+                file = %d.file,
+                line = d.line,
+                column = d.column,
+                code = d.code,
+                hint = d.hint.as_deref(),
+                "{at}: {}",
+                d.message
+            )
+        };
+    }
+    match d.severity {
+        crate::diag::Severity::Error => event!(error),
+        _ => event!(warn),
+    }
+}
+
 /// The fields of a span or an event, in the order they were recorded.
 #[derive(Debug, Default, Clone)]
 struct Fields(Vec<(&'static str, serde_json::Value)>);

@@ -196,13 +196,13 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             ("s", "are")
         };
         if args.dry_run {
-            eprintln!(
-                "error: {} host{n} {are} unreachable (pass --allow-unreachable to plan the others anyway)",
+            tracing::error!(
+                "{} host{n} {are} unreachable (pass --allow-unreachable to plan the others anyway)",
                 s.hosts_unreachable
             );
         } else {
-            eprintln!(
-                "error: {} host{n} {are} unreachable; the others are applied, and the run fails (pass --allow-unreachable to not count unreachable hosts as failures)",
+            tracing::error!(
+                "{} host{n} {are} unreachable; the others are applied, and the run fails (pass --allow-unreachable to not count unreachable hosts as failures)",
                 s.hosts_unreachable
             );
         }
@@ -218,8 +218,8 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             } else {
                 ("s", "were")
             };
-            eprintln!(
-                "note: {} host{n} {were} not inspected (unreachable) and may have changes pending; exit 2",
+            tracing::info!(
+                "{} host{n} {were} not inspected (unreachable) and may have changes pending; exit 2",
                 s.hosts_unreachable
             );
         }
@@ -391,7 +391,7 @@ pub(super) fn compute(
             .iter()
             .filter(|d| d.severity == crate::diag::Severity::Error)
         {
-            eprintln!("{d}");
+            super::logging::diagnostic(d);
         }
         return Err(CliError::new(format!(
             "the config repository has {count} error{}; nothing was planned",
