@@ -175,8 +175,8 @@ impl Notifier {
                 .spawn(move || lane.run(deliveries));
             match spawned {
                 Err(e) => {
-                    eprintln!(
-                        "warning: cannot start a notification thread for {}: {e}",
+                    tracing::warn!(
+                        "cannot start a notification thread for {}: {e}",
                         origin(url)
                     );
                     return None;
@@ -197,8 +197,8 @@ impl Notifier {
         let before = self.dropped.fetch_add(1, Ordering::Relaxed);
         // A target that is down for long drops every event; one line per hundred says so.
         if before.is_multiple_of(100) {
-            eprintln!(
-                "warning: dropped the `{}` notification to {}: {why} ({} dropped in all)",
+            tracing::warn!(
+                "dropped the `{}` notification to {}: {why} ({} dropped in all)",
                 event.as_str(),
                 origin(url),
                 before + 1
@@ -429,8 +429,8 @@ impl Lane {
             match post(&self.agent, &self.url, &delivery.body) {
                 Attempt::Delivered => return true,
                 Attempt::Permanent(why) => {
-                    eprintln!(
-                        "warning: the `{event}` notification to {} was refused ({why}); not retrying",
+                    tracing::warn!(
+                        "the `{event}` notification to {} was refused ({why}); not retrying",
                         origin(&self.url)
                     );
                     return false;
@@ -438,13 +438,19 @@ impl Lane {
                 Attempt::Transient(why) => {
                     failures += 1;
                     if failures >= self.retry.attempts.max(1) {
-                        eprintln!(
-                            "warning: gave up on the `{event}` notification to {} after {failures} \
+                        tracing::warn!(
+                            "gave up on the `{event}` notification to {} after {failures} \
                              attempts ({why})",
                             origin(&self.url)
                         );
                         return false;
                     }
+                    tracing::debug!(
+                        attempt = failures,
+                        retry_in_ms = self.retry.delay(failures).as_millis() as u64,
+                        "notify: the `{event}` notification to {} failed ({why}); trying again",
+                        origin(&self.url)
+                    );
                     std::thread::sleep(self.retry.delay(failures));
                 }
             }

@@ -1,6 +1,6 @@
 //! `--dry-run` with the real binary on the example repository: exit codes, every step for every
 //! mock host, JSON that validates against the published schema, `--base`, and a canary secret
-//! that must never appear in any output.
+//! that must never appear in any output, the most verbose logs included.
 
 mod support;
 
@@ -371,8 +371,11 @@ fn canary_secret_never_appears_in_validate_plans_or_errors() {
         text(&get)
     );
 
-    let mut outputs = vec![("validate", run(&["--repo", r, "validate"], &[]))];
-    for format in ["text", "json", "markdown"] {
+    // Everything runs at the most verbose log level too (CLARITY_LOG=trace, or -vv), in both
+    // log formats: what is logged must be as free of the value as what is printed.
+    let trace = [("CLARITY_LOG", "trace")];
+    let mut outputs = vec![("validate", run(&["--repo", r, "validate"], &trace))];
+    for (format, log_format) in [("text", "text"), ("json", "json"), ("markdown", "text")] {
         let o = run(
             &[
                 "--repo",
@@ -386,8 +389,10 @@ fn canary_secret_never_appears_in_validate_plans_or_errors() {
                 w,
                 "--age-identity",
                 k,
+                "--log-format",
+                log_format,
             ],
-            &[],
+            &trace,
         );
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         let out = text(&o);
@@ -410,11 +415,20 @@ fn canary_secret_never_appears_in_validate_plans_or_errors() {
             w,
             "--age-identity",
             k,
+            "-vv",
+            "--log-format",
+            "json",
         ],
         &[],
     );
     let stop = StopSandboxes(work.clone());
     assert_eq!(applied.status.code(), Some(0), "{}", text(&applied));
+    // The apply's steps were logged (at trace, with their fields), so the scan below covers them.
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        stderr.contains("\"action\":\"write env file\"") && stderr.contains("\"level\":\"DEBUG\""),
+        "the apply logged no steps at -vv:\n{stderr}"
+    );
     let mut needs_it = Vec::new();
     for file in walk(&work) {
         let bytes = std::fs::read(&file).unwrap_or_default();
@@ -469,7 +483,7 @@ fn canary_secret_never_appears_in_validate_plans_or_errors() {
             "--age-identity",
             k,
         ],
-        &[],
+        &trace,
     );
     assert_ne!(failing.status.code(), Some(0));
     assert!(
@@ -480,7 +494,7 @@ fn canary_secret_never_appears_in_validate_plans_or_errors() {
     outputs.push(("template error", failing));
     outputs.push((
         "validate with error",
-        run(&["--repo", r, "validate", "--output", "json"], &[]),
+        run(&["--repo", r, "validate", "--output", "json"], &trace),
     ));
     for (what, o) in &outputs {
         assert!(

@@ -422,15 +422,35 @@ fn a_fleet_of_five_converges_over_ssh_and_a_refused_or_stopped_host_spares_the_o
         "the request with its secrets is gone"
     );
 
-    // Second run: known hosts, the same agent build, nothing to do.
+    // Second run: known hosts, the same agent build, nothing to do. At the most verbose log
+    // level, in JSON: every SSH connection and command is a line naming its host.
     let t = Instant::now();
-    let o = f.run(&[]);
+    let o = f.run(&["-vv", "--log-format", "json"]);
     let out = text(&o);
     eprintln!("second apply in {:?}", t.elapsed());
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(!out.contains("installed agent"), "{out}");
     for n in &names {
         assert!(result_of(&o, n).contains("unchanged"), "{out}");
+    }
+    let logs: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    for n in &names {
+        let of_host = |message: &str| {
+            logs.iter()
+                .any(|l| l["host"] == n.as_str() && l["message"] == message)
+        };
+        assert!(of_host("ssh: connecting"), "{n}: {out}");
+        assert!(
+            logs.iter().any(|l| l["host"] == n.as_str()
+                && l["level"] == "TRACE"
+                && l["command"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("agent inspect"))),
+            "{n}: {out}"
+        );
     }
     let o = f.run(&["--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

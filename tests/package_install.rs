@@ -660,7 +660,8 @@ fn the_package_installs_a_reconciler_that_boots_applies_drifts_stops_and_upgrade
     // The mirror follows one repository; a new one gets a new mirror.
     sh(ops, "rm -rf /var/lib/clarity/mirror");
     ops.exec_ok(&["systemctl", "start", "clarity-reconcile.service"]);
-    let refusal = "error: the git repository /srv/config belongs to alice, not to clarity";
+    // The unit logs JSON: the error is an event's message, without the text format's prefix.
+    let refusal = "the git repository /srv/config belongs to alice, not to clarity";
     wait(
         ops,
         "the ownership refusal",
@@ -740,7 +741,7 @@ fn the_package_installs_a_reconciler_that_boots_applies_drifts_stops_and_upgrade
     let run = apply_run(ops, &local_head).unwrap();
     assert!(local_note().unwrap().contains(run["id"].as_str().unwrap()));
     assert!(
-        !journal(ops).contains("error: pushing notes"),
+        !journal(ops).contains("pushing notes to the config repository"),
         "{}",
         journal(ops)
     );

@@ -16,9 +16,12 @@ const TEMPLATE: &str = "templates/smsgateway/gateway.properties.j2";
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(support::clarity_bin());
+    // At the most verbose log level: what is logged must be as free of the canary as what is
+    // printed.
     cmd.args(args)
         .env_remove("CLARITY_AGE_IDENTITY")
         .env_remove("CLARITY_ALLOW_ENV")
+        .env("CLARITY_LOG", "trace")
         .env("NO_COLOR", "1");
     for (k, v) in envs {
         cmd.env(k, v);

@@ -4,7 +4,8 @@
 //! host outcomes with what each host's agent said it runs at the end — never what was asked
 //! for — and turns that report into the run record. It prints nothing itself (an observer
 //! does), reads no arguments and decides no exit code: the command line and the watch loop
-//! both call it.
+//! both call it. It logs what the observer is told as `tracing` events too, inside a `host`
+//! (and `deployment`) span under the caller's run span, with ids, paths and versions only.
 
 use super::gate;
 use super::rollout::{self, Next, Unit};
@@ -224,6 +225,8 @@ pub fn run(
         })
         .collect();
     let mut halted: Option<String> = None;
+    // Hosts run on the pool's threads: their spans hang under the caller's (the run's) by hand.
+    let run_span = tracing::Span::current();
     for unit in rollout::order(units) {
         let version = unit
             .hosts
@@ -248,6 +251,7 @@ pub fn run(
                 let why =
                     "the reconciler is stopping (SIGTERM); hosts in flight finished".to_string();
                 observer.line(&format!("halt: {why}"));
+                tracing::info!(deployment = %unit.key, "halt: {why}");
                 halted = Some(why);
             }
             if let Some(why) = &halted {
@@ -266,6 +270,11 @@ pub fn run(
                     .hosts
                     .par_iter()
                     .map(|h| {
+                        let _host =
+                            tracing::info_span!(parent: &run_span, "host", host = %h).entered();
+                        let _deployment =
+                            tracing::info_span!("deployment", deployment = %unit.deployment)
+                                .entered();
                         let run = agent_run(
                             hosts,
                             options,
@@ -287,6 +296,7 @@ pub fn run(
             }
             if let Next::Halt(why) = rollout::after_batch(&unit, &batch, failed_here, failed) {
                 observer.line(&format!("halt: {why}"));
+                tracing::info!(deployment = %unit.key, "halt: {why}");
                 halted = Some(why);
             }
             failed += failed_here;
@@ -304,6 +314,7 @@ pub fn run(
                 AgentRun::early(HostOutcome::NotAttempted, detail),
             );
         } else {
+            let _host = tracing::info_span!("host", host = %server).entered();
             let run = agent_run(
                 hosts,
                 options,
@@ -337,6 +348,7 @@ fn held(
                 pin.version, pin.commit, pin.version
             );
             observer.line(&format!("{}: {why}", unit.key));
+            tracing::info!(deployment = %unit.key, version = %pin.version, "held: {why}");
             return Some((HostOutcome::Pinned, why));
         }
         Ok(_) => {}
@@ -367,6 +379,7 @@ fn held(
                 "{}: {why} (--skip-promotion-gate overrides)",
                 unit.key
             ));
+            tracing::info!(deployment = %unit.key, version, "held by the promotion gate: {why}");
             Some((HostOutcome::Failed, why))
         }
     }
@@ -448,6 +461,19 @@ fn agent_run(
                     d.server,
                     action.verb()
                 ));
+                // The same line as the observer's, as data: the message is what the agent
+                // reported for the run record, which never holds a secret value.
+                tracing::info!(
+                    deployment = %deployment,
+                    step = %format!("{} {target}", action.verb()),
+                    action = action.verb(),
+                    status = mark,
+                    duration_ms = *duration_ms,
+                    bytes = *bytes,
+                    detail = message.as_deref(),
+                    "{} {target}: {mark}",
+                    action.verb()
+                );
                 if *status == StepStatus::Failed {
                     // A health check's message starts with its own name: say it once.
                     let message = message.as_deref().unwrap_or_default();
@@ -475,6 +501,11 @@ fn agent_run(
                     d.server,
                     brief(message)
                 ));
+                tracing::info!(
+                    deployment = %deployment,
+                    restored = *restored,
+                    "rollback: {message}"
+                );
                 if !restored {
                     failures.push(format!("{deployment}: {message}"));
                 }
@@ -501,6 +532,7 @@ fn agent_run(
                 outcome,
             } => {
                 observer.line(&format!("{}: {}", d.server, brief(m)));
+                tracing::info!(outcome = ?outcome, "{m}");
                 if *outcome != Agent::Converged {
                     failures.push(m.clone());
                 }
@@ -514,6 +546,7 @@ fn agent_run(
                 converged_detail(part, &steps, duration_ms),
             ),
             Ok(Agent::Recovered) if attempt == 0 => {
+                tracing::info!("the agent recovered an interrupted apply; planning the host again");
                 plan = super::prepare::plan_host(hosts, d, options.prune);
                 continue;
             }
@@ -529,6 +562,12 @@ fn agent_run(
                 e.message,
             ),
         };
+        tracing::info!(
+            outcome = o.label(),
+            duration_ms,
+            "agent finished: {}",
+            o.label()
+        );
         return AgentRun {
             outcome: o,
             detail,

@@ -68,6 +68,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     let reach = Reach::new(&global.reach, &exe, &work_dir, false, None);
     let pool = global.reach.thread_pool()?;
     let (started_at, id) = crate::agent::run_started();
+    let _run = tracing::info_span!("run", run_id = %id).entered();
     let report = drift::check(
         drift::Request {
             repo: &global.repo,
@@ -85,7 +86,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
         &reach,
         &pool,
         &mut ledger,
-        &|line| eprintln!("note: {line}"),
+        &|line| tracing::info!("{line}"),
     )?;
     let findings: Vec<&Finding> = report.findings().collect();
     let errors: Vec<(&str, &str)> = report.errors().collect();

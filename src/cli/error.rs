@@ -110,6 +110,11 @@ impl CliError {
     }
 
     pub(super) fn print(&self) {
+        // A log collector reading the JSON lines gets the command's error as one event.
+        if super::logging::format() == super::logging::LogFormat::Json {
+            tracing::error!(causes = ?self.causes, hint = self.hint.as_deref(), "{}", self.message);
+            return;
+        }
         eprintln!("error: {}", self.message);
         for c in &self.causes {
             eprintln!("caused by: {c}");
@@ -125,7 +130,7 @@ impl From<crate::apply::error::RunError> for CliError {
     fn from(e: crate::apply::error::RunError) -> Self {
         if let crate::apply::error::RunError::Invalid(errors) = &e {
             for d in errors {
-                eprintln!("{d}");
+                super::logging::diagnostic(d);
             }
         }
         CliError::hinted(&e, e.hint())

@@ -391,7 +391,7 @@ fn render_run(r: &RunRecord, findings: &[crate::model::run::DriftFinding], out: 
 fn rebuild(global: &GlobalArgs, path: &std::path::Path) -> CliResult {
     let report = Ledger::rebuild_from_notes(path, &global.repo)?;
     for s in &report.skipped {
-        eprintln!("warning: skipped an unreadable run record in the note on {s}");
+        tracing::warn!("skipped an unreadable run record in the note on {s}");
     }
     println!(
         "rebuilt {} from {} note{}: {} run{}",

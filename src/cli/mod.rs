@@ -10,6 +10,7 @@ pub(crate) mod drift;
 mod error;
 pub use error::{CliError, CliResult, EXIT_USAGE, ErrorKind, Exit};
 mod history;
+pub mod logging;
 mod progress;
 mod reach;
 pub(crate) mod reconcile;
@@ -106,6 +107,8 @@ pub struct GlobalArgs {
     pub color: terminal::ColorChoice,
     #[command(flatten)]
     pub reach: reach::ReachArgs,
+    #[command(flatten)]
+    pub log: logging::LogArgs,
 }
 
 impl GlobalArgs {
@@ -209,6 +212,11 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    let agent = matches!(cli.command, Some(Command::Agent(_)));
+    if let Err(e) = logging::init(&cli.global.log, agent) {
+        e.print();
+        return ExitCode::from(EXIT_USAGE);
+    }
     match run(cli) {
         Ok(exit) => exit.into(),
         Err(e) => {

@@ -102,7 +102,7 @@ impl<'a> Reach<'a> {
         only: Option<&'a str>,
     ) -> Reach<'a> {
         // Notes go to stderr: stdout may be a JSON or Markdown plan.
-        let notes = std::sync::Arc::new(|line: &str| eprintln!("note: {line}"));
+        let notes = std::sync::Arc::new(|line: &str| tracing::info!("{line}"));
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from);

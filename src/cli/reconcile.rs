@@ -90,8 +90,8 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     {
         let changed = source::uncommitted_changes(&global.repo).unwrap_or_default();
         if !changed.is_empty() {
-            eprintln!(
-                "warning: {} uncommitted change{} in the config repository {} not applied (apply uses {})",
+            tracing::warn!(
+                "{} uncommitted change{} in the config repository {} not applied (apply uses {})",
                 changed.len(),
                 if changed.len() == 1 { "" } else { "s" },
                 if changed.len() == 1 { "is" } else { "are" },
@@ -100,12 +100,12 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         }
     }
     for w in &snapshot.warnings {
-        eprintln!("warning: {w}");
+        tracing::warn!("{w}");
     }
     let inputs = global.inputs(args.age_identity.as_deref(), args.deployment.as_deref());
     let computed = prepare::compute(&snapshot, &inputs)?;
     if computed.desired.is_empty() {
-        eprintln!("note: no deployment targets the selected servers");
+        tracing::info!("no deployment targets the selected servers");
     }
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
@@ -140,13 +140,13 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             ("s", "are")
         };
         if args.dry_run {
-            eprintln!(
+            tracing::error!(
                 "{}",
                 unreachable_in_dry_run(s.hosts_unreachable, plan.hosts.len())
             );
         } else {
-            eprintln!(
-                "error: {} host{n} {are} unreachable; the others are applied, and the run fails (pass --allow-unreachable to not count unreachable hosts as failures)",
+            tracing::error!(
+                "{} host{n} {are} unreachable; the others are applied, and the run fails (pass --allow-unreachable to not count unreachable hosts as failures)",
                 s.hosts_unreachable
             );
         }
@@ -162,8 +162,8 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             } else {
                 ("s", "were")
             };
-            eprintln!(
-                "note: {} host{n} {were} not inspected (unreachable) and may have changes pending; exit 2",
+            tracing::info!(
+                "{} host{n} {were} not inspected (unreachable) and may have changes pending; exit 2",
                 s.hosts_unreachable
             );
         }
@@ -187,6 +187,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             .hint("run `git init` and commit the config repository; `--dry-run` works on plain directories"));
     };
     let (started_at, id) = crate::agent::run_started();
+    let _run = tracing::info_span!("run", run_id = %id).entered();
     crate::apply::stop_on_signals()
         .map_err(|e| CliError::new(format!("cannot handle SIGTERM: {e}")))?;
     let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
@@ -248,6 +249,6 @@ fn unreachable_in_dry_run(unreachable: usize, hosts: usize) -> String {
         _ => format!("; the plan of the other {others} hosts is above"),
     };
     format!(
-        "error: {unreachable} host{n} {are} unreachable{above} (pass --allow-unreachable to not fail the run for an unreachable host)"
+        "{unreachable} host{n} {are} unreachable{above} (pass --allow-unreachable to not fail the run for an unreachable host)"
     )
 }

@@ -262,7 +262,7 @@ impl InProcess {
 fn error_line(e: RunError) -> String {
     if let RunError::Invalid(errors) = &e {
         for d in errors {
-            eprintln!("{d}");
+            super::logging::diagnostic(d);
         }
     }
     match e.hint() {
@@ -273,6 +273,7 @@ fn error_line(e: RunError) -> String {
 
 impl Runs for InProcess {
     fn apply(&self, job: &Job) -> Result<(), String> {
+        let _run = tracing::info_span!("run", run_id = %job.run.1).entered();
         let snapshot = source::read(&job.repo, &ReadMode::Commit(job.commit.clone()))
             .map_err(|e| error_line(e.into()))?;
         let computed = prepare::compute(&snapshot, &self.inputs(job)).map_err(error_line)?;
@@ -313,6 +314,7 @@ impl Runs for InProcess {
     }
 
     fn drift(&self, job: &Job) -> Result<(), String> {
+        let _run = tracing::info_span!("run", run_id = %job.run.1).entered();
         let report = drift::check(
             drift::Request {
                 repo: &job.repo,
@@ -327,7 +329,7 @@ impl Runs for InProcess {
             &self.reach(None),
             &self.pool()?,
             &mut self.ledger()?,
-            &|line| eprintln!("note: {line}"),
+            &|line| tracing::info!("{line}"),
         )
         .map_err(error_line)?;
         print!(

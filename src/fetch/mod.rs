@@ -355,6 +355,13 @@ pub fn fetch(
                 last: Box::new(error),
             });
         }
+        // The error as the step reports it: fetch errors name repositories and redacted URLs.
+        tracing::debug!(
+            attempt,
+            attempts,
+            retry_in_ms = retry.delay(attempt).as_millis() as u64,
+            "fetch: trying again after: {error}"
+        );
         std::thread::sleep(retry.delay(attempt));
         // Another fetch of the same artifact (another process, another thread) may have
         // finished meanwhile.

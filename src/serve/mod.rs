@@ -139,7 +139,7 @@ pub async fn serve_with(
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
-                eprintln!("warning: status API: accepting a connection: {e}");
+                tracing::warn!("status API: accepting a connection: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
@@ -223,11 +223,11 @@ where
     match joined {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
-            eprintln!("warning: status API: {}", error_chain(&e));
+            tracing::warn!("status API: {}", error_chain(&e));
             Err(ApiError::internal("cannot read the ledger"))
         }
         Err(e) => {
-            eprintln!("warning: status API: a ledger read failed: {e}");
+            tracing::warn!("status API: a ledger read failed: {e}");
             Err(ApiError::internal("cannot read the ledger"))
         }
     }

@@ -60,6 +60,7 @@ impl Local {
     }
 
     pub fn inspect(&self) -> Result<ActualHost, TransportError> {
+        tracing::debug!(host = %self.host, root = %self.root.display(), "local: agent inspect");
         let out = Command::new(&self.exe)
             .args(["agent", "inspect", "--root"])
             .arg(&self.root)
@@ -106,6 +107,12 @@ impl Local {
             })?;
         // The request holds secrets: it goes to the agent's stdin and nowhere else.
         let body = serde_json::to_vec(req).expect("requests serialize");
+        tracing::debug!(
+            host = %self.host,
+            root = %self.root.display(),
+            plan_bytes = body.len() as u64,
+            "local: agent apply"
+        );
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(&body).map_err(|e| {
                 self.error(format!("cannot send the plan to the agent: {e}"), false)

@@ -941,6 +941,9 @@ impl SshHost {
         {
             self.conn = None;
         }
+        if result.is_ok() {
+            tracing::debug!(host = %host, remote = remote, "ssh: uploaded {}", local.display());
+        }
         result
     }
 
@@ -996,6 +999,13 @@ impl SshHost {
         let user = self.target.user.clone();
         let command = command_line(argv);
         let ends = Instant::now() + timeout;
+        // The command line only: what goes to stdin (a plan with secrets) is counted, not shown.
+        tracing::trace!(
+            host = %host,
+            command = %command,
+            stdin_bytes = stdin.map(|i| i.len() as u64),
+            "ssh: running"
+        );
         let conn = self.connection(ends)?;
         let session = &conn.0;
         let fail = |e: std::io::Error| {
@@ -1094,6 +1104,12 @@ impl SshHost {
                     return Ok(());
                 }
                 Err(e) if e.unreachable() && Instant::now() + pause < until => {
+                    tracing::debug!(
+                        host = %self.target.host,
+                        retry_in_ms = pause.as_millis() as u64,
+                        "ssh: reconnecting failed, trying again: {}",
+                        e.without_host()
+                    );
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
@@ -1110,6 +1126,14 @@ impl SshHost {
             .connect_timeout
             .min(deadline.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(1));
+        tracing::debug!(
+            host = %t.host,
+            address = %t.address,
+            port = t.port,
+            user = %t.user,
+            jump = t.jump.as_ref().map(|j| format!("{}@{}:{}", j.user, j.address, j.port)),
+            "ssh: connecting"
+        );
         let Some(jump) = &t.jump else {
             let tcp = self.tcp(t, timeout)?;
             return self.session_over(t, tcp, timeout);

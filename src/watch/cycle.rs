@@ -33,7 +33,7 @@ impl Cycle {
     pub fn run(&self, work: &Pending) {
         if work.fetch {
             if let Err(e) = self.mirror.fetch() {
-                eprintln!("error: fetching the config repository: {e}");
+                tracing::error!("fetching the config repository: {e}");
             } else {
                 self.reconcile(work.force, &work.reasons.join(", "));
             }
@@ -61,13 +61,13 @@ impl Cycle {
             _ => match self.mirror.head(branch) {
                 Ok(Some(head)) => head.to_string(),
                 Ok(None) => {
-                    eprintln!(
-                        "note: the repository has no branch `{branch}` (--default-branch), whose clarity.yml says which branches to follow; nothing to do"
+                    tracing::info!(
+                        "the repository has no branch `{branch}` (--default-branch), whose clarity.yml says which branches to follow; nothing to do"
                     );
                     return None;
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    tracing::error!("{e}");
                     return None;
                 }
             },
@@ -78,7 +78,7 @@ impl Cycle {
                 Some(loaded.inventory.settings)
             }
             Err(e) => {
-                eprintln!("error: reading clarity.yml of {branch} at {commit}: {e}");
+                tracing::error!("reading clarity.yml of {branch} at {commit}: {e}");
                 None
             }
         }
@@ -106,7 +106,7 @@ impl Cycle {
     }
 
     fn reconcile(&self, force: bool, reason: &str) {
-        let Ok(ledger) = self.ledger().map_err(|e| eprintln!("error: {e}")) else {
+        let Ok(ledger) = self.ledger().map_err(|e| tracing::error!("{e}")) else {
             return;
         };
         let Some(settings) = self.settings(&ledger) else {
@@ -122,7 +122,7 @@ impl Cycle {
                 Ok(Some(h)) => h,
                 Ok(None) => continue,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    tracing::error!("{e}");
                     continue;
                 }
             };
@@ -149,13 +149,15 @@ impl Cycle {
             && let Some(after) = self.settings(&ledger)
             && (after.branches != settings.branches || after.profiles != settings.profiles)
         {
-            eprintln!("clarity.yml changed the followed branches; looking at them again");
+            tracing::info!("clarity.yml changed the followed branches; looking at them again");
             self.reconcile(false, reason);
         }
     }
 
     fn reconcile_branch(&self, ledger: &Ledger, branch: &Branch, head: Oid, reason: &str) {
         let short = &head.to_string()[..8];
+        let _branch =
+            tracing::info_span!("branch", branch = %branch.name, commit = short).entered();
         self.busy(Some(format!("reconcile {}@{short}", branch.name)));
         // The base comes from what this loop itself judged (or an operator named), never from
         // run records, which a rebuild takes from forgeable git notes.
@@ -165,8 +167,8 @@ impl Cycle {
         if let Some(b) = &base
             && !self.mirror.contains(b)
         {
-            eprintln!(
-                "note: {}: the last approved commit {b} is not in the repository any more; no trusted base is known",
+            tracing::info!(
+                "{}: the last approved commit {b} is not in the repository any more; no trusted base is known",
                 branch.name
             );
             lost_base = Some(b.chars().take(8).collect::<String>());
@@ -199,8 +201,8 @@ impl Cycle {
                 return;
             }
             // The rewritten commits are judged from the last trusted commit, as any others.
-            eprintln!(
-                "warning: {}: history rewritten (last applied {} is not an ancestor); --allow-rewrite: judging {short} from it",
+            tracing::warn!(
+                "{}: history rewritten (last applied {} is not an ancestor); --allow-rewrite: judging {short} from it",
                 branch.name,
                 &b.to_string()[..8]
             );
@@ -219,8 +221,8 @@ impl Cycle {
             if e.refused_commit().is_some() {
                 self.refuse(branch, head, &why);
             } else {
-                eprintln!(
-                    "error: {}@{short}: cannot check signatures, nothing applied; trying again on the next pass: {why}",
+                tracing::error!(
+                    "{}@{short}: cannot check signatures, nothing applied; trying again on the next pass: {why}",
                     branch.name
                 );
             }
@@ -233,26 +235,26 @@ impl Cycle {
                     &head.to_string(),
                     crate::ledger::BaseReason::Approved,
                 ) {
-                    eprintln!(
-                        "error: {}@{short}: recording approval, nothing applied: {e}",
+                    tracing::error!(
+                        "{}@{short}: recording approval, nothing applied: {e}",
                         branch.name
                     );
                     return;
                 }
             }
             Err(e) => {
-                eprintln!(
-                    "error: {}@{short}: recording approval, nothing applied: {e}",
+                tracing::error!(
+                    "{}@{short}: recording approval, nothing applied: {e}",
                     branch.name
                 );
                 return;
             }
         }
         if let Err(e) = self.mirror.checkout(head) {
-            eprintln!("error: {e}");
+            tracing::error!("{e}");
             return;
         }
-        eprintln!(
+        tracing::info!(
             "applying {}@{short} to {} ({reason})",
             branch.name,
             branch.profiles.join(", ")
@@ -264,7 +266,7 @@ impl Cycle {
             ));
         }
         if let Err(e) = self.runs.apply(&job) {
-            eprintln!("error: {}@{short}: {e}", branch.name);
+            tracing::error!("{}@{short}: {e}", branch.name);
         }
         self.after_run(ledger, &job, Some(head));
     }
@@ -283,8 +285,8 @@ impl Cycle {
                 crate::ledger::BaseReason::TrustFrom,
             )
             .map_err(|e| e.to_string())?;
-        eprintln!(
-            "note: {branch}: judging from {commit}, named with --trust-from (recorded in the ledger)"
+        tracing::info!(
+            "{branch}: judging from {commit}, named with --trust-from (recorded in the ledger)"
         );
         Ok(commit.to_string())
     }
@@ -292,7 +294,7 @@ impl Cycle {
     /// Records a commit the loop will not apply, so the refusal is in the ledger, the notes
     /// and the metrics, and is not repeated for the same head.
     fn refuse(&self, branch: &Branch, head: Oid, why: &str) {
-        eprintln!("refused: {}: {why}", branch.name);
+        tracing::info!("refused: {}: {why}", branch.name);
         let (started_at, id) = crate::agent::run_started();
         let run = RunRecord {
             format: RUN_FORMAT.to_string(),
@@ -310,13 +312,13 @@ impl Cycle {
         match self.ledger() {
             Ok(mut ledger) => {
                 if let Err(e) = ledger.record_run(&run) {
-                    eprintln!("error: recording the refusal: {e}");
+                    tracing::error!("recording the refusal: {e}");
                 }
             }
-            Err(e) => eprintln!("error: recording the refusal: {e}"),
+            Err(e) => tracing::error!("recording the refusal: {e}"),
         }
         if let Err(e) = crate::ledger::notes::write(&self.mirror.root, &run.commit, &run) {
-            eprintln!("error: writing the refusal's note: {e}");
+            tracing::error!("writing the refusal's note: {e}");
         }
         self.push_notes();
         self.metrics.observe_run(&run, &[]);
@@ -374,14 +376,14 @@ impl Cycle {
         if (self.mirror.local_git_dir.is_some() || self.config.push_notes)
             && let Err(e) = self.mirror.push_notes()
         {
-            eprintln!("error: pushing notes to the config repository: {e}");
+            tracing::error!("pushing notes to the config repository: {e}");
         }
     }
 
     /// Detect-only drift checks of each followed branch's last applied commit, then a heal run
     /// for each drifted deployment marked `drift: heal`.
     fn drift(&self) {
-        let Ok(ledger) = self.ledger().map_err(|e| eprintln!("error: {e}")) else {
+        let Ok(ledger) = self.ledger().map_err(|e| tracing::error!("{e}")) else {
             return;
         };
         let Some(settings) = self.settings(&ledger) else {
@@ -403,23 +405,26 @@ impl Cycle {
                 continue;
             }
             self.busy(Some(format!("drift {}@{}", branch.name, &commit[..8])));
+            let _branch =
+                tracing::info_span!("branch", branch = %branch.name, commit = &commit[..8])
+                    .entered();
             if let Err(e) = self.mirror.checkout(oid) {
-                eprintln!("error: {e}");
+                tracing::error!("{e}");
                 continue;
             }
             let job = self.job(&branch, oid, None, "watch:drift".into());
             if let Err(e) = self.runs.drift(&job) {
-                eprintln!("error: drift check of {}: {e}", branch.name);
+                tracing::error!("drift check of {}: {e}", branch.name);
             }
             let findings = self.after_run(&ledger, &job, None);
             for deployment in self.to_heal(&job, &findings) {
                 if crate::apply::stop_requested() {
                     return;
                 }
-                eprintln!("healing drift of {deployment} on {}", branch.name);
+                tracing::info!("healing drift of {deployment} on {}", branch.name);
                 let heal = self.job(&branch, oid, Some(deployment), "watch:heal".into());
                 if let Err(e) = self.runs.apply(&heal) {
-                    eprintln!("error: healing: {e}");
+                    tracing::error!("healing: {e}");
                 }
                 self.after_run(&ledger, &heal, None);
             }

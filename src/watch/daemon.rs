@@ -38,7 +38,7 @@ async fn run_async(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())??
     };
-    eprintln!(
+    tracing::info!(
         "watching {} (mirror {})",
         mirror::redact_url(&mirror.source),
         mirror.top.display()
@@ -55,7 +55,7 @@ async fn run_async(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
-            eprintln!("status API on http://{bound}/ (metrics at /metrics)");
+            tracing::info!("status API on http://{bound}/ (metrics at /metrics)");
             let state = Arc::new(crate::serve::ServeState {
                 ledger_path: config.ledger.clone(),
                 metrics: metrics.clone(),
@@ -100,7 +100,7 @@ async fn run_async(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
     let stopping = |status: &Mutex<WatchStatus>| {
         crate::apply::request_stop();
         status.lock().expect("status lock").stopping = true;
-        eprintln!("stopping: the run in flight finishes its hosts; nothing new is started");
+        tracing::info!("stopping: the run in flight finishes its hosts; nothing new is started");
     };
     loop {
         let mut work = Pending::default();
@@ -135,7 +135,7 @@ async fn run_async(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
             tokio::select! {
                 done = &mut job => {
                     if let Err(e) = done {
-                        eprintln!("error: the run panicked: {e}");
+                        tracing::error!("the run panicked: {e}");
                     }
                     break;
                 }
@@ -151,7 +151,7 @@ async fn run_async(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
     if let Some(server) = server {
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     }
-    eprintln!("stopped");
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -222,7 +222,7 @@ fn render<T: Serialize>(
             secured(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
         }
         Err(e) => {
-            eprintln!("warning: dashboard: rendering {template}: {e:#}");
+            tracing::warn!("dashboard: rendering {template}: {e:#}");
             error_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "cannot render this page; the reconciler's log says why",
