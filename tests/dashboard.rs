@@ -609,6 +609,7 @@ fn hostile_run() -> RunRecord {
             deployments: Vec::new(),
             steps: Vec::new(),
         }],
+        rollout: Default::default(),
     }
 }
 
@@ -896,6 +897,7 @@ fn record(id: &str, branch: &str, outcome: RunOutcome, hosts: Vec<(&str, &str)>)
                 steps: Vec::new(),
             })
             .collect(),
+        rollout: Default::default(),
     }
 }
 

@@ -223,6 +223,7 @@ fn failed_run() -> RunRecord {
                 ],
             ),
         ],
+        rollout: Default::default(),
     }
 }
 

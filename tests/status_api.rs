@@ -100,6 +100,7 @@ fn run(id: &str, mode: RunMode, outcome: RunOutcome, hosts: Vec<HostRecord>) -> 
         outcome,
         message: None,
         hosts,
+        rollout: Default::default(),
     }
 }
 

@@ -178,6 +178,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
                 steps: Vec::new(),
             })
             .collect(),
+        rollout: Default::default(),
     };
     let stored: Vec<DriftFinding> = findings
         .iter()

@@ -1,8 +1,8 @@
 //! The command line: one file per command, each with its `<Verb>Args` (whose doc comment is the
 //! `--help` text) and a `run` function. This module parses arguments, turns errors into
 //! `error:` / `caused by:` / `hint:` lines and maps outcomes to exit codes:
-//! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found, 64 a
-//! usage error.
+//! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found, 4 a
+//! rollout paused after its canary, 64 a usage error.
 
 mod agent;
 pub mod completions;
@@ -10,6 +10,7 @@ pub(crate) mod drift;
 mod history;
 mod reach;
 pub(crate) mod reconcile;
+mod resume;
 mod rollback;
 mod schema;
 pub use schema::all_schemas;
@@ -140,6 +141,7 @@ pub enum Command {
     History(history::HistoryArgs),
     Drift(drift::DriftArgs),
     Rollback(rollback::RollbackArgs),
+    Resume(resume::ResumeArgs),
     Completions(completions::CompletionsArgs),
 }
 
@@ -155,6 +157,8 @@ pub enum Exit {
     /// `agent events`: the detached apply ended without reporting an outcome (exit 3, for
     /// the reconciler, which tells it from an error of the command itself).
     ApplyGone,
+    /// The rollout paused after a healthy canary; its other hosts wait for `resume` (exit 4).
+    Paused,
 }
 
 impl From<Exit> for ExitCode {
@@ -164,6 +168,7 @@ impl From<Exit> for ExitCode {
             Exit::Failed => ExitCode::from(1),
             Exit::Changes => ExitCode::from(2),
             Exit::ApplyGone => ExitCode::from(3),
+            Exit::Paused => ExitCode::from(4),
         }
     }
 }
@@ -296,6 +301,7 @@ pub fn run(cli: Cli) -> CliResult {
         Some(Command::History(args)) => history::run(&cli.global, &args),
         Some(Command::Drift(args)) => drift::run(&cli.global, &args),
         Some(Command::Rollback(args)) => rollback::run(&cli.global, &args),
+        Some(Command::Resume(args)) => resume::run(&cli.global, &args),
         Some(Command::Completions(args)) => completions::run(&args),
         None if cli.watch.watch => watch::run(&cli.global, &cli.reconcile, &cli.watch),
         None => reconcile::run(&cli.global, &cli.reconcile),

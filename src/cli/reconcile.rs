@@ -15,7 +15,8 @@ use std::path::PathBuf;
 
 /// Reconcile: compute what every selected server should run, compare it with what runs, and
 /// show (`--dry-run`) or apply the difference. Exit 0 converged or nothing to do, 1 error or a
-/// host that failed or rolled back, 2 changes pending (`--dry-run`).
+/// host that failed or rolled back, 2 changes pending (`--dry-run`), 4 the rollout paused
+/// after a healthy canary (`rollout.pause_after_canary`; continue with `resume RUN`).
 #[derive(Debug, Clone, Args)]
 pub struct ReconcileArgs {
     /// Only this deployment (artifact id); the others on the selected hosts are left alone.
@@ -85,6 +86,8 @@ pub struct RunContext {
     pub signals_handled: bool,
     /// The watch loop runs it: the loop sends the notifications from its record of the run.
     pub watch: bool,
+    /// The run continues a paused rollout (`resume`): only these hosts, no canary again.
+    pub resume: Option<super::resume::Resuming>,
 }
 
 impl RunContext {
@@ -142,6 +145,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         args.deployment.as_deref(),
     )?;
     let inv = &inventory;
+    let desired = super::resume::only_waiting(desired, args.context.resume.as_ref());
     if desired.is_empty() {
         eprintln!("note: no deployment targets the selected servers");
     }
@@ -255,6 +259,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         max_cache_bytes: args.max_cache,
         skip_promotion_gate: args.skip_promotion_gate,
         allow_unreachable: args.allow_unreachable,
+        resume: args.context.resume.is_some(),
     };
     let transports = Transports {
         reach: &reach,
@@ -287,7 +292,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     if args.skip_promotion_gate && !inv.settings.promotion.is_empty() {
         trigger.push_str(" (promotion gate skipped)");
     }
-    let run = fleet::record(
+    let mut run = fleet::record(
         fleet::RunHeader {
             id: run_id,
             started_at,
@@ -300,8 +305,13 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         report,
         args.allow_unreachable,
     );
+    run.rollout.resumes = args.context.resume.as_ref().map(|r| r.run.clone());
     record_run(global, args, &mut ledger, &run)?;
     println!("recorded run {} (history show {})", run.id, run.id);
+    if run.outcome == crate::model::run::RunOutcome::AwaitingApproval {
+        super::resume::say_paused(&run);
+        return Ok(Exit::Paused);
+    }
     if !args.context.watch {
         // The watch loop notifies from its own record of the run; a one-shot run does here.
         crate::notify::deliver_now(&inv.settings.notify, &run, 0);

@@ -224,6 +224,7 @@ impl InProcess {
             run: Some(job.run.clone()),
             signals_handled: true,
             watch: true,
+            resume: None,
         }
     }
 }
@@ -243,12 +244,23 @@ fn outcome(result: CliResult) -> Result<(), String> {
 
 impl Runs for InProcess {
     fn apply(&self, job: &Job) -> Result<(), String> {
-        let args = ReconcileArgs {
+        let mut args = ReconcileArgs {
             deployment: job.deployment.clone(),
             context: Self::context(job),
             ..self.reconcile.clone()
         };
-        outcome(super::reconcile::run(&self.global(job), &args))
+        let mut global = self.global(job);
+        if let Some(paused) = &job.resume {
+            // A timed-out pause: the paused run's waiting hosts only, as `resume` does.
+            let path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
+            let plan = crate::ledger::Ledger::open_existing(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|l| super::resume::plan(&l, paused).map_err(|e| e.message))?;
+            args.deployment = plan.deployment;
+            args.context.resume = Some(plan.resuming);
+            global.profile = Some(plan.profiles.join(","));
+        }
+        outcome(super::reconcile::run(&global, &args))
     }
 
     fn drift(&self, job: &Job) -> Result<(), String> {

@@ -151,6 +151,7 @@ pub fn render_block(run: &RunRecord) -> String {
         RunOutcome::NoChanges => "no changes",
         RunOutcome::Refused => "REFUSED",
         RunOutcome::DriftFound => "DRIFT FOUND",
+        RunOutcome::AwaitingApproval => "AWAITING APPROVAL",
     };
     let mut out = format!("Clarity {mode} {}: {outcome}\n", one_line(&run.id));
     out.push_str(&format!(
@@ -165,6 +166,22 @@ pub fn render_block(run: &RunRecord) -> String {
     ));
     if let Some(m) = &run.message {
         out.push_str(&format!("  {}\n", one_line(m)));
+    }
+    if let Some(paused) = &run.rollout.resumes {
+        out.push_str(&format!("  resumes the paused run {}\n", one_line(paused)));
+    }
+    let waiting = run.rollout.waiting_hosts();
+    if !waiting.is_empty() {
+        out.push_str(&format!(
+            "  paused after the canary; waiting: {}; continue with `clarity-reconcile resume {}`{}\n",
+            one_line(&waiting.join(", ")),
+            one_line(&run.id),
+            run.rollout
+                .pause_deadline
+                .as_deref()
+                .map(|d| format!(" (the watch loop resumes it after {})", one_line(d)))
+                .unwrap_or_default()
+        ));
     }
     let settled = |o: &crate::model::run::HostOutcome| o.is_ok();
     let mut listed: Vec<usize> = (0..run.hosts.len()).collect();
@@ -887,6 +904,7 @@ mod tests {
                     steps: vec![],
                 })
                 .collect(),
+            rollout: Default::default(),
         }
     }
 
