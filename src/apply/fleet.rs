@@ -175,7 +175,6 @@ pub fn run(
     let mut results: BTreeMap<String, HostResult> = BTreeMap::new();
     let mut by_name: BTreeMap<&str, &DesiredHost> = BTreeMap::new();
     let mut plan_of: BTreeMap<&str, &HostPlan> = BTreeMap::new();
-    let mut units: BTreeMap<String, (Unit, Vec<(i32, String)>)> = BTreeMap::new();
     for (d, p) in desired.iter().zip(plans) {
         let outcome = match p.status {
             HostStatus::Unchanged => HostOutcome::Unchanged,
@@ -196,48 +195,16 @@ pub fn run(
         );
         by_name.insert(&d.server, d);
         plan_of.insert(&d.server, p);
-        for dp in p
-            .deployments
-            .iter()
-            .filter(|dp| !dp.steps.is_empty() && dp.change != Change::Delete)
-        {
-            let Some(dd) = d.deployments.iter().find(|x| x.name == dp.name) else {
-                continue;
-            };
-            let key = format!("{}/{}/{}", d.client, dd.name, dd.profile);
-            let entry = units.entry(key.clone()).or_insert_with(|| {
-                (
-                    Unit {
-                        key,
-                        client: d.client.clone(),
-                        deployment: dd.name.clone(),
-                        profile: dd.profile.clone(),
-                        hosts: Vec::new(),
-                        rollout: dd.rollout.clone(),
-                        depends_on: dd.depends_on.clone(),
-                    },
-                    Vec::new(),
-                )
-            });
-            entry.1.push((dd.priority, d.server.clone()));
-        }
     }
-    let units: Vec<Unit> = units
-        .into_values()
-        .map(|(mut u, mut hs)| {
-            hs.sort();
-            u.hosts = hs.into_iter().map(|(_, h)| h).collect();
-            if options.resume {
-                u = u.resumed();
-            }
-            u
-        })
+    let units: Vec<Unit> = rollout::units(desired.iter().zip(plans))
+        .into_iter()
+        .map(|u| if options.resume { u.resumed() } else { u })
         .collect();
     let mut halted: Option<String> = None;
     let mut batches: Vec<BatchRecord> = Vec::new();
     // Per paused unit: how long it may wait (`None`: until `resume`).
     let mut pauses: Vec<Option<u64>> = Vec::new();
-    for unit in rollout::order(units) {
+    for unit in units {
         let version = unit
             .hosts
             .first()

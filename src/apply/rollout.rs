@@ -5,9 +5,12 @@
 //! counted across the whole rollout, not per batch. Units run in artifact dependency order.
 //! A unit may pause after a healthy canary (`pause_after_canary`) until it is resumed; a
 //! resumed unit cuts no canary again.
-//! Pure: the fleet apply (`super::fleet`) asks this module what to run next.
+//! Pure: the fleet apply (`super::fleet`) asks this module what to run next, and the plan
+//! shows the same batches (`planned_order`).
 
+use crate::desired::DesiredHost;
 use crate::model::{CountOrPercent, Rollout};
+use crate::plan::{Change, HostPlan};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +86,77 @@ impl Unit {
             },
         }
     }
+}
+
+/// The rollout units of a planned fleet, in the order they run: per deployment file, its hosts
+/// with changes (removals are not rolled out) in priority order, then name, from the planned
+/// hosts' desired states and plans, pairwise.
+pub fn units<'a>(planned: impl IntoIterator<Item = (&'a DesiredHost, &'a HostPlan)>) -> Vec<Unit> {
+    let mut units: BTreeMap<String, (Unit, Vec<(i32, String)>)> = BTreeMap::new();
+    for (d, p) in planned {
+        for dp in p
+            .deployments
+            .iter()
+            .filter(|dp| !dp.steps.is_empty() && dp.change != Change::Delete)
+        {
+            let Some(dd) = d.deployments.iter().find(|x| x.name == dp.name) else {
+                continue;
+            };
+            let key = format!("{}/{}/{}", d.client, dd.name, dd.profile);
+            let entry = units.entry(key.clone()).or_insert_with(|| {
+                (
+                    Unit {
+                        key,
+                        client: d.client.clone(),
+                        deployment: dd.name.clone(),
+                        profile: dd.profile.clone(),
+                        hosts: Vec::new(),
+                        rollout: dd.rollout.clone(),
+                        depends_on: dd.depends_on.clone(),
+                    },
+                    Vec::new(),
+                )
+            });
+            entry.1.push((dd.priority, d.server.clone()));
+        }
+    }
+    let units = units
+        .into_values()
+        .map(|(mut u, mut hs)| {
+            hs.sort();
+            u.hosts = hs.into_iter().map(|(_, h)| h).collect();
+            u
+        })
+        .collect();
+    order(units)
+}
+
+/// The order a plan shows for the units that have a `rollout:` section (a unit without one
+/// goes to all its hosts at once, as plans always said).
+pub fn planned_order(units: &[Unit]) -> Vec<crate::plan::RolloutOrder> {
+    units
+        .iter()
+        .filter_map(|u| {
+            let r = u.rollout.as_ref()?;
+            Some(crate::plan::RolloutOrder {
+                unit: u.key.clone(),
+                batches: u
+                    .batches()
+                    .into_iter()
+                    .map(|b| crate::plan::PlannedBatch {
+                        hosts: b.hosts,
+                        canary: b.canary,
+                    })
+                    .collect(),
+                max_failures: u32::try_from(u.failure_budget()).unwrap_or(u32::MAX),
+                pause_after_canary: r
+                    .pause_after_canary
+                    .and_then(|p| p.pause())
+                    .filter(|_| r.canary.is_some())
+                    .map(|timeout_s| crate::plan::PlannedPause { timeout_s }),
+            })
+        })
+        .collect()
 }
 
 /// Units ordered so that a deployment comes after those its artifact depends on (for the same

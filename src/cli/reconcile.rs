@@ -182,6 +182,17 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         snapshot.commit().map(|c| c.to_string()),
         hosts,
     );
+    plan.rollout = {
+        let planned = desired
+            .iter()
+            .zip(&plan.hosts)
+            .filter_map(|(d, p)| Some((d.as_ref()?, p)));
+        let mut units = crate::apply::rollout::units(planned);
+        if args.context.resume.is_some() {
+            units = units.into_iter().map(|u| u.resumed()).collect();
+        }
+        crate::apply::rollout::planned_order(&units)
+    };
     if let Some(base) = &args.base {
         plan.changed_since_base = Some(changed_since(global, base, &snapshot, inv)?);
     }

@@ -134,6 +134,12 @@ pub fn render_text(plan: &Plan, colour: bool) -> String {
             );
         }
     }
+    if !plan.rollout.is_empty() {
+        let _ = writeln!(out);
+        for line in super::rollout_order::lines(&plan.rollout) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     let s = &plan.summary;
     let _ = writeln!(out);
     let _ = writeln!(
@@ -181,6 +187,12 @@ pub fn render_markdown(plan: &Plan) -> String {
                     .join(", ")
             }
         );
+    }
+    for line in super::rollout_order::lines(&plan.rollout) {
+        let _ = writeln!(out, "- {}", line.replace('|', "\\|"));
+    }
+    if !plan.rollout.is_empty() {
+        let _ = writeln!(out);
     }
     let _ = writeln!(
         out,
