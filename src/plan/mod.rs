@@ -34,7 +34,7 @@ pub struct Plan {
     pub changed_since_base: Option<BaseComparison>,
     /// The order of each deployment with a `rollout:` section: batches, canary, failure
     /// budget, pause (deployments without one go to all their hosts at once).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollout: Vec<RolloutOrder>,
     pub summary: Summary,
 }

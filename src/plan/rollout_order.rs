@@ -15,7 +15,7 @@ pub struct RolloutOrder {
     /// Failed hosts tolerated across the rollout; one more halts it.
     pub max_failures: u32,
     /// The rollout stops after a healthy canary until `resume` (or the timeout).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_after_canary: Option<PlannedPause>,
 }
 
