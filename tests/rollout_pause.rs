@@ -427,7 +427,7 @@ fn wait_api(port: u16, path: &str, timeout: Duration, ok: impl Fn(&Value) -> boo
 
 #[test]
 fn the_watch_loop_shows_a_pause_in_the_api_and_resumes_it_when_its_timeout_passes() {
-    let Some((f, v1, commit)) = fleet_on_v1_then("{timeout: 6s}") else {
+    let Some((f, v1, commit)) = fleet_on_v1_then("{timeout: 10s}") else {
         return;
     };
     let port = support::free_port();
@@ -481,11 +481,45 @@ fn the_watch_loop_shows_a_pause_in_the_api_and_resumes_it_when_its_timeout_passe
         serde_json::json!(["sbx-2", "sbx-3"]),
         "{detail}"
     );
-    if started_wait.elapsed() < Duration::from_secs(4) {
-        assert_eq!(f.current("sbx-2").as_deref(), Some(v1.as_str()));
-        assert_eq!(f.current("sbx-3").as_deref(), Some(v1.as_str()));
-    }
+    // The dashboard, served by the same loop: the fleet page says who waits and how to go
+    // on; the run page shows the recorded batches and the pause.
+    let (status, fleet) = support::http_get(port, "/").unwrap();
+    assert_eq!(status, 200);
+    let (status, page) = support::http_get(port, &format!("/runs/{paused}")).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        started_wait.elapsed() < Duration::from_secs(8),
+        "the machine is too slow for the 10 s pause this test relies on"
+    );
+    assert_eq!(f.current("sbx-2").as_deref(), Some(v1.as_str()));
+    assert_eq!(f.current("sbx-3").as_deref(), Some(v1.as_str()));
     assert!(f.current("sbx-1").unwrap().starts_with("2.0.0"));
+    assert!(
+        fleet.contains("paused after a healthy canary")
+            && fleet.contains(&format!("<code>clarity-reconcile resume {paused}</code>"))
+            && fleet.contains(r#"<a class="waiting" href="/hosts/sbx-2">sbx-2</a>, <a class="waiting" href="/hosts/sbx-3">sbx-3</a>"#),
+        "{fleet}"
+    );
+    assert!(
+        fleet.contains(r#"data-server="sbx-2" data-state="awaiting_approval""#),
+        "{fleet}"
+    );
+    assert!(
+        page.contains("<h2>Awaiting approval</h2>")
+            && page.contains(&format!(
+                r#"<code id="resume-command">clarity-reconcile resume {paused}</code>"#
+            )),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<li class="batch-applied"><b>canary</b> <span class="batch-state">applied</span>: <a href="/hosts/sbx-1">sbx-1</a>"#)
+            && page.contains(r#"<li class="batch-awaiting_approval"><span class="batch-state">awaiting approval</span>: <a href="/hosts/sbx-2">sbx-2</a>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains("Failure budget: 0 used of 0, 0 left."),
+        "{page}"
+    );
 
     // After its timeout, the loop resumes it by itself.
     let resumed_run = |r: &Value| {
@@ -515,5 +549,10 @@ fn the_watch_loop_shows_a_pause_in_the_api_and_resumes_it_when_its_timeout_passe
     let detail: Value = serde_json::from_str(&detail.1).unwrap();
     assert_eq!(detail["run"]["resumed"]["by"], "watch:timeout", "{detail}");
     assert_eq!(detail["run"]["resumed"]["run"], resume["id"]);
+    assert_eq!(detail["waiting_hosts"], serde_json::json!([]), "{detail}");
+    let (_, page) = support::http_get(port, &format!("/runs/{paused}")).unwrap();
+    assert!(page.contains("Resumed by <b>watch:timeout</b>"), "{page}");
+    let (_, fleet) = support::http_get(port, "/").unwrap();
+    assert!(!fleet.contains("paused after a healthy canary"), "{fleet}");
     drop(watch);
 }
