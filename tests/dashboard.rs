@@ -610,6 +610,7 @@ fn hostile_run() -> RunRecord {
             steps: Vec::new(),
         }],
         rollout: Default::default(),
+        kind: Default::default(),
     }
 }
 
@@ -898,6 +899,7 @@ fn record(id: &str, branch: &str, outcome: RunOutcome, hosts: Vec<(&str, &str)>)
             })
             .collect(),
         rollout: Default::default(),
+        kind: Default::default(),
     }
 }
 

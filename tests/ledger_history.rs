@@ -114,6 +114,7 @@ fn record(id: &str, commit: &str, at: &str, hosts: Vec<HostRecord>) -> RunRecord
         },
         hosts,
         rollout: Default::default(),
+        kind: Default::default(),
     }
 }
 

@@ -224,6 +224,7 @@ fn failed_run() -> RunRecord {
             ),
         ],
         rollout: Default::default(),
+        kind: Default::default(),
     }
 }
 

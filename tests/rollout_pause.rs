@@ -370,7 +370,7 @@ fn a_paused_canary_waits_resumes_on_the_command_and_is_recorded() {
     let o = f.run(&["resume", &paused]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
-        text(&o).contains(&format!("was resumed already, by cli:operator@")),
+        text(&o).contains("was resumed already, by cli:operator@"),
         "{}",
         text(&o)
     );

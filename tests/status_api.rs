@@ -101,6 +101,7 @@ fn run(id: &str, mode: RunMode, outcome: RunOutcome, hosts: Vec<HostRecord>) -> 
         message: None,
         hosts,
         rollout: Default::default(),
+        kind: Default::default(),
     }
 }
 

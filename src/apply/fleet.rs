@@ -696,5 +696,6 @@ pub fn record(
             resumes: None,
             resumed: None,
         },
+        kind: Default::default(),
     }
 }

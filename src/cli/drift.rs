@@ -179,6 +179,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
             })
             .collect(),
         rollout: Default::default(),
+        kind: Default::default(),
     };
     let stored: Vec<DriftFinding> = findings
         .iter()

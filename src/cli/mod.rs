@@ -6,6 +6,7 @@
 
 mod agent;
 pub mod completions;
+mod decommission;
 pub(crate) mod drift;
 mod history;
 mod reach;
@@ -142,6 +143,7 @@ pub enum Command {
     Drift(drift::DriftArgs),
     Rollback(rollback::RollbackArgs),
     Resume(resume::ResumeArgs),
+    Decommission(decommission::DecommissionArgs),
     Completions(completions::CompletionsArgs),
 }
 
@@ -302,6 +304,7 @@ pub fn run(cli: Cli) -> CliResult {
         Some(Command::Drift(args)) => drift::run(&cli.global, &args),
         Some(Command::Rollback(args)) => rollback::run(&cli.global, &args),
         Some(Command::Resume(args)) => resume::run(&cli.global, &args),
+        Some(Command::Decommission(args)) => decommission::run(&cli.global, &args),
         Some(Command::Completions(args)) => completions::run(&args),
         None if cli.watch.watch => watch::run(&cli.global, &cli.reconcile, &cli.watch),
         None => reconcile::run(&cli.global, &cli.reconcile),

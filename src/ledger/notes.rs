@@ -141,6 +141,7 @@ fn seconds(ms: u64) -> String {
 /// a blank line (blank lines separate blocks).
 pub fn render_block(run: &RunRecord) -> String {
     let mode = match run.mode {
+        RunMode::Apply if run.kind == crate::model::run::RunKind::Decommission => "decommission",
         RunMode::Apply => "apply",
         RunMode::DryRun => "dry run",
         RunMode::Drift => "drift check",
@@ -905,6 +906,7 @@ mod tests {
                 })
                 .collect(),
             rollout: Default::default(),
+            kind: Default::default(),
         }
     }
 

@@ -421,7 +421,29 @@ impl Ledger {
             message,
             hosts,
             rollout: self.rollout_of(id)?,
+            kind: self.kind_of(id)?,
         }))
+    }
+
+    fn kind_of(&self, id: &str) -> Result<crate::model::run::RunKind, LedgerError> {
+        let kind: Option<String> = self
+            .conn
+            .prepare_cached("SELECT kind FROM runs WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .map_err(|source| self.err("read a run's kind", source))?;
+        match kind.as_deref() {
+            None => Ok(crate::model::run::RunKind::Reconcile),
+            Some(k) => {
+                serde_json::from_value(serde_json::Value::String(k.to_string())).map_err(|_| {
+                    LedgerError::BadValue {
+                        path: self.path.clone(),
+                        run: id.to_string(),
+                        field: "kind",
+                        value: k.to_string(),
+                    }
+                })
+            }
+        }
     }
 
     /// A run's batches, its pause deadline, the run it resumes and the run that resumed it.

@@ -112,14 +112,14 @@ fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
     // and keep their `since` when it is recorded again.
     tx.prepare_cached(
         "INSERT INTO runs (id, format, commit_id, branch, started_at, finished_at, triggered_by,
-                           mode, outcome, message, pause_deadline, resumes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                           mode, outcome, message, pause_deadline, resumes, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (id) DO UPDATE SET
              format = excluded.format, commit_id = excluded.commit_id, branch = excluded.branch,
              started_at = excluded.started_at, finished_at = excluded.finished_at,
              triggered_by = excluded.triggered_by, mode = excluded.mode, outcome = excluded.outcome,
              message = excluded.message, pause_deadline = excluded.pause_deadline,
-             resumes = excluded.resumes",
+             resumes = excluded.resumes, kind = excluded.kind",
     )?
     .execute(params![
         run.id,
@@ -133,7 +133,8 @@ fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
         enum_text(&run.outcome),
         run.message,
         run.rollout.pause_deadline,
-        run.rollout.resumes
+        run.rollout.resumes,
+        (!run.kind.is_reconcile()).then(|| run.kind.as_str())
     ])?;
     let mut batch_stmt = tx.prepare_cached(
         "INSERT INTO run_batches (run_id, ordinal, unit, canary, state, hosts, failed,

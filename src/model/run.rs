@@ -29,6 +29,33 @@ pub struct RunRecord {
     /// How the run rolled out: its batches, a pause after a canary, a resumption.
     #[serde(default, flatten)]
     pub rollout: RolloutRecord,
+    /// What an apply run did: reconcile to the commit, or take deployments off hosts.
+    #[serde(default, skip_serializing_if = "RunKind::is_reconcile")]
+    pub kind: RunKind,
+}
+
+/// What an apply run was for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// Bring hosts to what the commit says (reconcile, resume, heal).
+    #[default]
+    Reconcile,
+    /// `clarity-reconcile decommission`: deployments taken off hosts on request.
+    Decommission,
+}
+
+impl RunKind {
+    pub fn is_reconcile(&self) -> bool {
+        *self == RunKind::Reconcile
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Reconcile => "reconcile",
+            RunKind::Decommission => "decommission",
+        }
+    }
 }
 
 /// The rollout side of a run record (all optional, so records from before it still read).

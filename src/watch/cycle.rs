@@ -372,6 +372,7 @@ impl Cycle {
             message: Some(why.to_string()),
             hosts: Vec::new(),
             rollout: Default::default(),
+            kind: Default::default(),
         };
         match self.ledger() {
             Ok(mut ledger) => {
