@@ -324,6 +324,54 @@ fn a_paused_canary_waits_resumes_on_the_command_and_is_recorded() {
         "{note_text}"
     );
 
+    // A watch loop on the same ledger leaves the paused commit alone: a pause without a
+    // timeout waits for `resume`. Its dashboard shows the pause in a real browser.
+    let runs_before = f.run(&["history", "--output", "json"]);
+    let watch_port = support::free_port();
+    let log = f.work.join("watch-paused.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut cmd = f.command(&[
+        "--watch",
+        "--listen",
+        &format!("127.0.0.1:{watch_port}"),
+        "--poll-interval",
+        "1",
+        "--drift-interval",
+        "0",
+    ]);
+    cmd.stdout(log_file.try_clone().unwrap()).stderr(log_file);
+    let watch = support::Server::start("clarity-reconcile --watch", &mut cmd);
+    assert!(support::wait_for_port(watch_port, Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_secs(3));
+    if let Some((chromium, driver)) = support::browser::require_chromium() {
+        let b = support::browser::Browser::start(&chromium, &driver);
+        b.goto(&format!("http://127.0.0.1:{watch_port}/runs/{paused}"));
+        let pause = b.text("#pause").unwrap_or_default();
+        assert!(
+            pause.contains("Waiting hosts: sbx-2, sbx-3")
+                && pause.contains(&format!("clarity-reconcile resume {paused}")),
+            "{pause}"
+        );
+        assert_eq!(b.count("ol.batches li.batch-awaiting_approval"), 2);
+        b.screenshot(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard/paused.png"),
+        );
+        b.goto(&format!("http://127.0.0.1:{watch_port}/"));
+        assert_eq!(b.count("p.paused"), 1);
+        assert_eq!(b.count("tr[data-state=awaiting_approval]"), 2);
+    }
+    drop(watch);
+    let runs_after = f.run(&["history", "--output", "json"]);
+    assert_eq!(
+        runs_before.stdout,
+        runs_after.stdout,
+        "the watch loop applied something while the rollout was paused:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    for h in ["sbx-2", "sbx-3"] {
+        assert_eq!(f.current(h).as_deref(), Some(v1.as_str()), "{h}");
+    }
+
     // Resuming applies the waiting hosts only, batch by batch, without a canary.
     let o = f.run(&["resume", &paused[..16]]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
