@@ -319,13 +319,13 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     run.rollout.resumes = args.context.resume.as_ref().map(|r| r.run.clone());
     record_run(global, args, &mut ledger, &run)?;
     println!("recorded run {} (history show {})", run.id, run.id);
-    if run.outcome == crate::model::run::RunOutcome::AwaitingApproval {
-        super::resume::say_paused(&run);
-        return Ok(Exit::Paused);
-    }
     if !args.context.watch {
         // The watch loop notifies from its own record of the run; a one-shot run does here.
         crate::notify::deliver_now(&inv.settings.notify, &run, 0);
+    }
+    if run.outcome == crate::model::run::RunOutcome::AwaitingApproval {
+        super::resume::say_paused(&run);
+        return Ok(Exit::Paused);
     }
     Ok(if ok { Exit::Ok } else { Exit::Failed })
 }

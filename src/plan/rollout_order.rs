@@ -62,3 +62,46 @@ pub fn lines(order: &[RolloutOrder]) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(hosts: &[&str], canary: bool) -> PlannedBatch {
+        PlannedBatch {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            canary,
+        }
+    }
+
+    #[test]
+    fn one_line_per_unit_with_canary_batches_budget_and_pause() {
+        let order = vec![
+            RolloutOrder {
+                unit: "acme/app/prod".into(),
+                batches: vec![
+                    batch(&["h1"], true),
+                    batch(&["h2", "h3"], false),
+                    batch(&["h4"], false),
+                ],
+                max_failures: 1,
+                pause_after_canary: Some(PlannedPause {
+                    timeout_s: Some(1800),
+                }),
+            },
+            RolloutOrder {
+                unit: "acme/db/prod".into(),
+                batches: vec![batch(&["h1", "h2"], false)],
+                max_failures: 0,
+                pause_after_canary: None,
+            },
+        ];
+        assert_eq!(
+            lines(&order),
+            vec![
+                "rollout acme/app/prod: canary h1; then h2, h3 | h4; max_failures 1; pauses after the canary until `resume` or 1800 s",
+                "rollout acme/db/prod: batches h1, h2; max_failures 0",
+            ]
+        );
+    }
+}
