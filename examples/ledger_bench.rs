@@ -84,6 +84,8 @@ fn run_record(i: usize, commit: &str) -> RunRecord {
             RunOutcome::Success
         },
         hosts,
+        rollout: Default::default(),
+        kind: Default::default(),
     }
 }
 

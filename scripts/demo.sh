@@ -3,21 +3,21 @@
 # sandboxes under .clarity/demo: artifacts fetched and verified, releases installed, services
 # started, health checks passing), then plan again to show there is nothing left to do.
 #   scripts/demo.sh        run the demo
-#   scripts/demo.sh stop   stop the sandbox services the demo started
+#   scripts/demo.sh stop   take the demo off the sandboxes (clarity-reconcile decommission --profile mock)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=example-config-repo
 work="${CLARITY_DEMO_WORK_DIR:-.clarity/demo}"
 
 if [ "${1:-}" = "stop" ]; then
-  for pidfile in "$work"/sandboxes/*/var/lib/clarity/run/*.pid; do
-    [ -f "$pidfile" ] || continue
-    # First line: the PID, which leads its own process group (started detached).
-    pid=$(head -n 1 "$pidfile")
-    kill -TERM -- "-$pid" 2>/dev/null && echo "stopped $(basename "$pidfile" .pid) (pid $pid)"
-    rm -f "$pidfile"
-  done
-  exit 0
+  # Take the demo's deployments off the mock sandboxes the way an operator decommissions a
+  # server: services stopped, releases removed, data volumes kept; recorded in the ledger.
+  bin="${CLARITY_DEMO_BIN:-}"
+  if [ -z "$bin" ]; then
+    cargo build --quiet
+    bin=target/debug/clarity-reconcile
+  fi
+  exec "$bin" decommission --repo "$repo" --profile mock --work-dir "$work"
 fi
 
 # Build prerequisites (OpenSSL headers for libssh2) and what the demo services run on.

@@ -609,6 +609,8 @@ fn hostile_run() -> RunRecord {
             deployments: Vec::new(),
             steps: Vec::new(),
         }],
+        rollout: Default::default(),
+        kind: Default::default(),
     }
 }
 
@@ -896,6 +898,8 @@ fn record(id: &str, branch: &str, outcome: RunOutcome, hosts: Vec<(&str, &str)>)
                 steps: Vec::new(),
             })
             .collect(),
+        rollout: Default::default(),
+        kind: Default::default(),
     }
 }
 
@@ -971,4 +975,40 @@ fn refused_halted_and_stale_hosts() {
     assert_eq!(state(&page, "a3"), "stale");
     let filtered = get(&format!("{}/?outcome=stale", stale.base), None).body;
     assert!(filtered.contains("data-server=\"a3\"") && !filtered.contains("data-server=\"a1\""));
+    drop(stale);
+
+    // A run recorded before the ledger kept batches (a v7 writer: steps, no batches) says so;
+    // the run page never cuts batches anew from today's settings.
+    let mut old = record(
+        "20261103T090000Z-00000004",
+        "main",
+        RunOutcome::Success,
+        vec![("a4", "converged")],
+    );
+    old.hosts[0].steps.push(clarity::model::run::StepRecord {
+        deployment: "web".into(),
+        action: clarity::model::apply::Action::SwitchRelease,
+        target: "1.0.0-0123456789ab".into(),
+        status: clarity::model::apply::StepStatus::Ok,
+        duration_ms: 3,
+        message: None,
+        bytes: None,
+        repository_kind: None,
+        retries: None,
+    });
+    let mut l = Ledger::open(&path).unwrap();
+    l.record_run(&old).unwrap();
+    drop(l);
+    let api = Served::start(&path, None, false);
+    let run = get(
+        &format!("{}/runs/20261103T090000Z-00000004", api.base),
+        None,
+    )
+    .body;
+    assert!(
+        run.contains(
+            "Batches not recorded: this run was recorded before the ledger kept each run's batches."
+        ),
+        "{run}"
+    );
 }

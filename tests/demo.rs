@@ -14,6 +14,7 @@ impl Drop for StopDemo<'_> {
         let _ = Command::new(self.0.join("scripts/demo.sh"))
             .arg("stop")
             .env("CLARITY_DEMO_WORK_DIR", self.1)
+            .env("CLARITY_DEMO_BIN", support::clarity_bin())
             .status();
     }
 }
@@ -63,4 +64,38 @@ fn readme_demo_converges_then_has_nothing_to_do() {
         .read_to_string()
         .unwrap();
     assert!(body.contains("OK"), "{body}");
+
+    // `demo.sh stop` decommissions the sandboxes: checked on them, not in its output.
+    let stop = Command::new(root.join("scripts/demo.sh"))
+        .arg("stop")
+        .env("CLARITY_DEMO_WORK_DIR", work.path())
+        .env("CLARITY_DEMO_BIN", support::clarity_bin())
+        .output()
+        .unwrap();
+    let stopped = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stop.stdout),
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(stop.status.success(), "{stopped}");
+    for host in [
+        "nt-sbx-mon01",
+        "nt-sbx-sms01",
+        "sw-sbx-mon01",
+        "sw-sbx-sms01",
+    ] {
+        let opt = work.path().join("sandboxes").join(host).join("opt/clarity");
+        for d in std::fs::read_dir(&opt).unwrap() {
+            let d = d.unwrap().path();
+            assert!(
+                !d.join("current").exists() && !d.join("releases").exists(),
+                "{} still has a release after demo.sh stop:\n{stopped}",
+                d.display()
+            );
+        }
+    }
+    assert!(
+        ureq::get("http://127.0.0.1:18080/health").call().is_err(),
+        "the demo's gateway still answers after demo.sh stop"
+    );
 }

@@ -113,6 +113,8 @@ fn record(id: &str, commit: &str, at: &str, hosts: Vec<HostRecord>) -> RunRecord
             RunOutcome::Success
         },
         hosts,
+        rollout: Default::default(),
+        kind: Default::default(),
     }
 }
 

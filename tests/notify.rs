@@ -223,6 +223,8 @@ fn failed_run() -> RunRecord {
                 ],
             ),
         ],
+        rollout: Default::default(),
+        kind: Default::default(),
     }
 }
 

@@ -100,6 +100,8 @@ fn run(id: &str, mode: RunMode, outcome: RunOutcome, hosts: Vec<HostRecord>) -> 
         outcome,
         message: None,
         hosts,
+        rollout: Default::default(),
+        kind: Default::default(),
     }
 }
 

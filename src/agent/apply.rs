@@ -172,7 +172,8 @@ pub fn apply(layout: &Layout, req: &ApplyRequest, opts: &ApplyOptions, emit: Emi
     }
     for name in &req.remove {
         let started = Instant::now();
-        let result = remove_deployment(layout, backend.as_ref(), name, &mut state);
+        let purge = req.purge_data.contains(name);
+        let result = remove_deployment(layout, backend.as_ref(), name, purge, &mut state);
         emit(step_event(
             name,
             Action::RemoveDeployment,
@@ -1228,6 +1229,7 @@ fn remove_deployment(
     layout: &Layout,
     backend: &dyn ServiceBackend,
     name: &str,
+    purge_data: bool,
     state: &mut AgentState,
 ) -> Result<Option<String>, String> {
     let service = service_name(name);
@@ -1243,9 +1245,24 @@ fn remove_deployment(
         let p = dir.join(sub);
         let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
     }
+    if purge_data {
+        // Asked for by name (`decommission --purge-data`): the data goes with the rest.
+        std::fs::remove_dir_all(&dir)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(|e| format!("remove {}: {e}", dir.display()))?;
+    }
     state.deployments.remove(name);
     let saved = serde_json::to_vec_pretty(&*state).expect("state serializes");
     write_atomic(&layout.state_file(), &saved, 0o600, None).map_err(|e| e.to_string())?;
+    if purge_data {
+        return Ok(Some(format!(
+            "removed with its data ({} is gone)",
+            dir.display()
+        )));
+    }
     Ok(Some(format!(
         "removed; volumes kept under {}",
         dir.join("shared").display()

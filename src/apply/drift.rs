@@ -97,6 +97,7 @@ pub fn check(
     let Computed {
         mut desired,
         inventory,
+        ..
     } = prepare::compute(&snapshot, req.inputs)?;
     if req.rev.is_none() {
         judge_by_baselines(&req, ledger, &snapshot, &mut desired, note)?;
@@ -136,6 +137,8 @@ pub fn check(
             finished_at: crate::agent::now_rfc3339(),
             trigger: req.start.trigger,
             mode: RunMode::Drift,
+            kind: Default::default(),
+            rollout: Default::default(),
             outcome: RunOutcome::NoChanges,
             hosts: per_host
                 .iter()

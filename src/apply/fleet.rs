@@ -15,8 +15,8 @@ use crate::model::Settings;
 use crate::model::apply::{AgentEvent, ApplyRequest, StepStatus};
 use crate::model::host::ActualHost;
 use crate::model::run::{
-    DeploymentRecord, HostOutcome, HostRecord, RUN_FORMAT, RunMode, RunOutcome, RunRecord,
-    StepRecord,
+    BatchRecord, BatchState, DeploymentRecord, HostOutcome, HostRecord, RUN_FORMAT, RunMode,
+    RunOutcome, RunRecord, StepRecord,
 };
 use crate::plan::{Change, HostPlan, HostStatus};
 use crate::transport::TransportError;
@@ -75,6 +75,10 @@ pub struct Options {
     /// `--prune`: a host re-planned during the run (after its agent recovered an interrupted
     /// apply) is planned with removals too, as it was the first time.
     pub prune: bool,
+    /// The run continues a rollout paused after its canary (`resume`): the canary is not
+    /// cut again and the rollout does not pause again. Set from the plan by
+    /// `reconcile::apply`, never by its callers.
+    pub resume: bool,
 }
 
 /// What one host's agent said a deployment runs at the end of its apply.
@@ -98,10 +102,13 @@ pub struct HostResult {
     pub active: BTreeMap<String, Active>,
 }
 
-/// What an apply run did, per host, in server order.
+/// What an apply run did, per host, in server order, and the batches it ran.
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub hosts: Vec<HostResult>,
+    pub batches: Vec<BatchRecord>,
+    /// Paused after a canary with a timeout: when (RFC 3339) the watch loop may resume it.
+    pub pause_deadline: Option<String>,
 }
 
 impl RunReport {
@@ -110,6 +117,22 @@ impl RunReport {
         self.hosts.iter().all(|h| {
             h.outcome.is_ok() || (h.outcome == HostOutcome::Unreachable && allow_unreachable)
         })
+    }
+
+    /// No host failed; some may wait for `resume` (unreachable ones forgiven when asked).
+    pub fn no_failures(&self, allow_unreachable: bool) -> bool {
+        self.hosts.iter().all(|h| {
+            h.outcome.is_ok()
+                || h.outcome == HostOutcome::AwaitingApproval
+                || (h.outcome == HostOutcome::Unreachable && allow_unreachable)
+        })
+    }
+
+    /// The rollout paused after a canary: some hosts wait for `resume`.
+    pub fn paused(&self) -> bool {
+        self.hosts
+            .iter()
+            .any(|h| h.outcome == HostOutcome::AwaitingApproval)
     }
 }
 
@@ -169,7 +192,6 @@ pub fn run(
     let mut results: BTreeMap<String, HostResult> = BTreeMap::new();
     let mut by_name: BTreeMap<&str, &DesiredHost> = BTreeMap::new();
     let mut plan_of: BTreeMap<&str, &HostPlan> = BTreeMap::new();
-    let mut units: BTreeMap<String, (Unit, Vec<(i32, String)>)> = BTreeMap::new();
     for (d, p) in desired.iter().zip(plans) {
         let outcome = match p.status {
             // Until an agent call says otherwise: each call merges in what it did.
@@ -190,44 +212,18 @@ pub fn run(
         );
         by_name.insert(&d.server, d);
         plan_of.insert(&d.server, p);
-        for dp in p
-            .deployments
-            .iter()
-            .filter(|dp| !dp.steps.is_empty() && dp.change != Change::Delete)
-        {
-            let Some(dd) = d.deployments.iter().find(|x| x.name == dp.name) else {
-                continue;
-            };
-            let key = format!("{}/{}/{}", d.client, dd.name, dd.profile);
-            let entry = units.entry(key.clone()).or_insert_with(|| {
-                (
-                    Unit {
-                        key,
-                        client: d.client.clone(),
-                        deployment: dd.name.clone(),
-                        profile: dd.profile.clone(),
-                        hosts: Vec::new(),
-                        rollout: dd.rollout.clone(),
-                        depends_on: dd.depends_on.clone(),
-                    },
-                    Vec::new(),
-                )
-            });
-            entry.1.push((dd.priority, d.server.clone()));
-        }
     }
-    let units: Vec<Unit> = units
-        .into_values()
-        .map(|(mut u, mut hs)| {
-            hs.sort();
-            u.hosts = hs.into_iter().map(|(_, h)| h).collect();
-            u
-        })
+    let units: Vec<Unit> = rollout::units(desired.iter().zip(plans))
+        .into_iter()
+        .map(|u| if options.resume { u.resumed() } else { u })
         .collect();
     let mut halted: Option<String> = None;
+    let mut batches: Vec<BatchRecord> = Vec::new();
+    // Per paused unit: how long it may wait (`None`: until `resume`).
+    let mut pauses: Vec<Option<u64>> = Vec::new();
     // Hosts run on the pool's threads: their spans hang under the caller's (the run's) by hand.
     let run_span = tracing::Span::current();
-    for unit in rollout::order(units) {
+    for unit in units {
         let version = unit
             .hosts
             .first()
@@ -239,14 +235,45 @@ pub fn run(
             })
             .map(|d| d.artifact.version.clone())
             .unwrap_or_default();
+        let budget = match unit.failure_budget() {
+            usize::MAX => None,
+            n => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+        };
+        let batch_record = |batch: &rollout::Batch, state: BatchState, failed: usize| BatchRecord {
+            unit: unit.key.clone(),
+            canary: batch.canary,
+            hosts: batch.hosts.clone(),
+            state,
+            failed: failed as u32,
+            failure_budget: budget,
+        };
         if let Some(why) = held(ledger, settings, options, &unit, &version, observer) {
             for h in &unit.hosts {
                 merge(&mut results, h, AgentRun::early(why.0, why.1.clone()));
             }
+            for batch in unit.batches() {
+                batches.push(batch_record(&batch, BatchState::Held, 0));
+            }
             continue;
         }
         let mut failed = 0;
+        let mut paused = false;
         for batch in unit.batches() {
+            if paused {
+                let detail = format!(
+                    "{}: waits for `resume` after a healthy canary",
+                    unit.deployment
+                );
+                for h in &batch.hosts {
+                    merge(
+                        &mut results,
+                        h,
+                        AgentRun::early(HostOutcome::AwaitingApproval, detail.clone()),
+                    );
+                }
+                batches.push(batch_record(&batch, BatchState::AwaitingApproval, 0));
+                continue;
+            }
             if halted.is_none() && super::stop_requested() {
                 let why =
                     "the reconciler is stopping (SIGTERM); hosts in flight finished".to_string();
@@ -263,6 +290,7 @@ pub fn run(
                         AgentRun::early(HostOutcome::NotAttempted, detail),
                     );
                 }
+                batches.push(batch_record(&batch, BatchState::NotAttempted, 0));
                 continue;
             }
             let outcomes: Vec<(String, AgentRun)> = pool.install(|| {
@@ -294,14 +322,38 @@ pub fn run(
             for (h, run) in outcomes {
                 merge(&mut results, &h, run);
             }
-            if let Next::Halt(why) = rollout::after_batch(&unit, &batch, failed_here, failed) {
-                observer.line(&format!("halt: {why}"));
-                tracing::info!(deployment = %unit.key, "halt: {why}");
-                halted = Some(why);
+            batches.push(batch_record(&batch, BatchState::Applied, failed_here));
+            match rollout::after_batch(&unit, &batch, failed_here, failed) {
+                Next::Halt(why) => {
+                    observer.line(&format!("halt: {why}"));
+                    tracing::info!(deployment = %unit.key, "halt: {why}");
+                    halted = Some(why);
+                }
+                Next::Pause(timeout) => {
+                    observer.line(&format!(
+                        "pause: the canary of `{}` is healthy; its other hosts wait for `clarity-reconcile resume`{}",
+                        unit.key,
+                        timeout
+                            .map(|t| format!(" (or the watch loop, after {t} s)"))
+                            .unwrap_or_default()
+                    ));
+                    tracing::info!(deployment = %unit.key, timeout_s = timeout, "pause after the canary");
+                    pauses.push(timeout);
+                    paused = true;
+                }
+                Next::Continue => {}
             }
             failed += failed_here;
         }
     }
+    // A run with several paused units goes on by itself only when every one of them may.
+    let pause_deadline = match pauses.iter().copied().collect::<Option<Vec<u64>>>() {
+        Some(t) if !t.is_empty() => {
+            let wait = t.into_iter().max().unwrap_or(0);
+            Some(crate::agent::rfc3339(crate::agent::now_secs() + wait))
+        }
+        _ => None,
+    };
     for (server, p) in &plan_of {
         if !p.deployments.iter().any(|d| d.change == Change::Delete) {
             continue;
@@ -328,6 +380,8 @@ pub fn run(
     }
     RunReport {
         hosts: results.into_values().collect(),
+        batches,
+        pause_deadline,
     }
 }
 
@@ -676,7 +730,10 @@ pub fn record(
     report: RunReport,
     allow_unreachable: bool,
 ) -> RunRecord {
-    let ok = report.ok(allow_unreachable);
+    let ok = report.no_failures(allow_unreachable);
+    let paused = report.paused();
+    let batches = report.batches;
+    let pause_deadline = report.pause_deadline;
     let changed = report
         .hosts
         .iter()
@@ -745,11 +802,21 @@ pub fn record(
         mode: RunMode::Apply,
         outcome: if !ok {
             RunOutcome::Failed
+        } else if paused {
+            RunOutcome::AwaitingApproval
         } else if changed {
             RunOutcome::Success
         } else {
             RunOutcome::NoChanges
         },
         hosts,
+        rollout: crate::model::run::RolloutRecord {
+            batches,
+            // Only a run that still waits can time out.
+            pause_deadline: pause_deadline.filter(|_| paused && ok),
+            resumes: None,
+            resumed: None,
+        },
+        kind: Default::default(),
     }
 }

@@ -125,6 +125,7 @@ pub fn request(
         service_manager: desired.service_manager,
         deployments,
         remove,
+        purge_data: Vec::new(),
         max_cache_bytes,
         containers: desired.containers.clone(),
     })

@@ -26,6 +26,16 @@ pub struct Inputs {
     pub policy: crate::load::operator_policy::OperatorPolicy,
     /// `--age-identity` (else the environment's or the service credential's).
     pub age_identity: Option<PathBuf>,
+    /// The run continues a rollout paused after its canary (`resume`).
+    pub resuming: Option<Resuming>,
+}
+
+/// A run continuing a rollout that paused after its canary: the paused run and the hosts that
+/// wait. Only they are planned, and their units cut no canary again.
+#[derive(Debug, Clone)]
+pub struct Resuming {
+    pub run: String,
+    pub hosts: Vec<String>,
 }
 
 impl Inputs {
@@ -43,6 +53,8 @@ impl Inputs {
 pub struct Computed {
     pub inventory: crate::load::Inventory,
     pub desired: Vec<Result<DesiredHost, Vec<DesiredError>>>,
+    /// The hosts are the waiting ones of a paused rollout (`Inputs::resuming`).
+    pub resuming: Option<Resuming>,
 }
 
 /// Loads and validates the snapshot and computes every selected host's desired state; stops
@@ -76,10 +88,20 @@ pub fn compute(snapshot: &Snapshot, inputs: &Inputs) -> Result<Computed, RunErro
         lenient_env: false,
         config_root: Some(snapshot.root.clone()),
     };
-    let desired = desired::hosts(inv, &templates, &inputs.selection, &ctx);
+    let mut desired = desired::hosts(inv, &templates, &inputs.selection, &ctx);
+    if let Some(r) = &inputs.resuming {
+        desired.retain(|d| {
+            let server = match d {
+                Ok(h) => h.server.as_str(),
+                Err(errors) => errors.first().map(|e| e.server.as_str()).unwrap_or(""),
+            };
+            r.hosts.iter().any(|h| h == server)
+        });
+    }
     Ok(Computed {
         inventory: loaded.inventory,
         desired,
+        resuming: inputs.resuming.clone(),
     })
 }
 
@@ -90,6 +112,8 @@ pub struct Planned {
     /// Pairwise with `plan.hosts`; `None` where the desired state could not be computed.
     pub desired: Vec<Option<DesiredHost>>,
     pub plan: Plan,
+    /// The run continues this paused rollout.
+    pub resuming: Option<Resuming>,
 }
 
 impl Planned {
@@ -127,16 +151,34 @@ pub fn plan(
             .collect()
     });
     let (desired, host_plans): (Vec<_>, Vec<_>) = planned.into_iter().unzip();
-    let plan = Plan::new(
+    let mut plan = Plan::new(
         snapshot.describe(),
         snapshot.commit().map(|c| c.to_string()),
         host_plans,
     );
+    // The order the apply will take, cut by the same code as the apply's.
+    let units: Vec<super::rollout::Unit> = super::rollout::units(
+        desired
+            .iter()
+            .zip(&plan.hosts)
+            .filter_map(|(d, p)| Some((d.as_ref()?, p))),
+    )
+    .into_iter()
+    .map(|u| {
+        if computed.resuming.is_some() {
+            u.resumed()
+        } else {
+            u
+        }
+    })
+    .collect();
+    plan.rollout = super::rollout::planned_order(&units);
     Planned {
         snapshot,
         inventory: computed.inventory,
         desired,
         plan,
+        resuming: computed.resuming,
     }
 }
 

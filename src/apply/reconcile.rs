@@ -46,6 +46,10 @@ pub fn apply(
     recording: &Recording,
 ) -> Result<RunRecord, RunError> {
     let settings = &planned.inventory.settings;
+    let options = &Options {
+        resume: planned.resuming.is_some(),
+        ..options.clone()
+    };
     let report = fleet::run(
         reach,
         ledger,
@@ -65,7 +69,7 @@ pub fn apply(
     if options.skip_promotion_gate && !settings.promotion.is_empty() {
         trigger.push_str(" (promotion gate skipped)");
     }
-    let run = fleet::record(
+    let mut run = fleet::record(
         RunHeader {
             id: start.id,
             started_at: start.started_at,
@@ -78,6 +82,7 @@ pub fn apply(
         report,
         options.allow_unreachable,
     );
+    run.rollout.resumes = planned.resuming.as_ref().map(|r| r.run.clone());
     ledger.record_run(&run)?;
     crate::ledger::notes::write(recording.repo, &run.commit, &run)?;
     if recording.push_notes {

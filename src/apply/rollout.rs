@@ -3,9 +3,14 @@
 //! target priority order, an optional canary batch that must be fully healthy before anything
 //! else is touched, then batches of `batch_size`, all under one failure budget (`max_failures`)
 //! counted across the whole rollout, not per batch. Units run in artifact dependency order.
-//! Pure: the fleet apply (`super::fleet`) asks this module what to run next.
+//! A unit may pause after a healthy canary (`pause_after_canary`) until it is resumed; a
+//! resumed unit cuts no canary again.
+//! Pure: the fleet apply (`super::fleet`) asks this module what to run next, and the plan
+//! shows the same batches (`planned_order`).
 
+use crate::desired::DesiredHost;
 use crate::model::{CountOrPercent, Rollout};
+use crate::plan::{Change, HostPlan};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +66,16 @@ impl Unit {
         out
     }
 
+    /// The unit as a resumed run continues it: its canary already ran, so its other hosts go
+    /// in batches under the same failure budget, without a canary and without pausing again.
+    pub fn resumed(mut self) -> Unit {
+        if let Some(r) = &mut self.rollout {
+            r.canary = None;
+            r.pause_after_canary = None;
+        }
+        self
+    }
+
     /// Failed hosts tolerated across the whole rollout; one more halts it.
     pub fn failure_budget(&self) -> usize {
         match &self.rollout {
@@ -71,6 +86,77 @@ impl Unit {
             },
         }
     }
+}
+
+/// The rollout units of a planned fleet, in the order they run: per deployment file, its hosts
+/// with changes (removals are not rolled out) in priority order, then name, from the planned
+/// hosts' desired states and plans, pairwise.
+pub fn units<'a>(planned: impl IntoIterator<Item = (&'a DesiredHost, &'a HostPlan)>) -> Vec<Unit> {
+    let mut units: BTreeMap<String, (Unit, Vec<(i32, String)>)> = BTreeMap::new();
+    for (d, p) in planned {
+        for dp in p
+            .deployments
+            .iter()
+            .filter(|dp| !dp.steps.is_empty() && dp.change != Change::Delete)
+        {
+            let Some(dd) = d.deployments.iter().find(|x| x.name == dp.name) else {
+                continue;
+            };
+            let key = format!("{}/{}/{}", d.client, dd.name, dd.profile);
+            let entry = units.entry(key.clone()).or_insert_with(|| {
+                (
+                    Unit {
+                        key,
+                        client: d.client.clone(),
+                        deployment: dd.name.clone(),
+                        profile: dd.profile.clone(),
+                        hosts: Vec::new(),
+                        rollout: dd.rollout.clone(),
+                        depends_on: dd.depends_on.clone(),
+                    },
+                    Vec::new(),
+                )
+            });
+            entry.1.push((dd.priority, d.server.clone()));
+        }
+    }
+    let units = units
+        .into_values()
+        .map(|(mut u, mut hs)| {
+            hs.sort();
+            u.hosts = hs.into_iter().map(|(_, h)| h).collect();
+            u
+        })
+        .collect();
+    order(units)
+}
+
+/// The order a plan shows for the units that have a `rollout:` section (a unit without one
+/// goes to all its hosts at once, as plans always said).
+pub fn planned_order(units: &[Unit]) -> Vec<crate::plan::RolloutOrder> {
+    units
+        .iter()
+        .filter_map(|u| {
+            let r = u.rollout.as_ref()?;
+            Some(crate::plan::RolloutOrder {
+                unit: u.key.clone(),
+                batches: u
+                    .batches()
+                    .into_iter()
+                    .map(|b| crate::plan::PlannedBatch {
+                        hosts: b.hosts,
+                        canary: b.canary,
+                    })
+                    .collect(),
+                max_failures: u32::try_from(u.failure_budget()).unwrap_or(u32::MAX),
+                pause_after_canary: r
+                    .pause_after_canary
+                    .and_then(|p| p.pause())
+                    .filter(|_| r.canary.is_some())
+                    .map(|timeout_s| crate::plan::PlannedPause { timeout_s }),
+            })
+        })
+        .collect()
 }
 
 /// Units ordered so that a deployment comes after those its artifact depends on (for the same
@@ -113,6 +199,9 @@ pub fn order(mut units: Vec<Unit>) -> Vec<Unit> {
 pub enum Next {
     Continue,
     Halt(String),
+    /// The canary is healthy and the unit pauses: its other hosts wait, at most this many
+    /// seconds when a timeout is set.
+    Pause(Option<u64>),
 }
 
 pub fn after_batch(
@@ -136,7 +225,17 @@ pub fn after_batch(
             unit.key
         ));
     }
-    Next::Continue
+    let pause = unit
+        .rollout
+        .as_ref()
+        .and_then(|r| r.pause_after_canary)
+        .and_then(|p| p.pause());
+    match pause {
+        Some(timeout) if batch.canary && batch.hosts.len() < unit.hosts.len() => {
+            Next::Pause(timeout)
+        }
+        _ => Next::Continue,
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +275,7 @@ mod tests {
             batch_size: CountOrPercent::Count(2),
             canary: Some(CountOrPercent::Count(1)),
             max_failures: CountOrPercent::Count(0),
+            pause_after_canary: None,
         };
         assert_eq!(
             sizes(&unit(6, Some(r))),
@@ -185,6 +285,7 @@ mod tests {
             batch_size: CountOrPercent::Percent(Percent(25)),
             canary: None,
             max_failures: CountOrPercent::Percent(Percent(10)),
+            pause_after_canary: None,
         };
         let u = unit(10, Some(r));
         assert_eq!(
@@ -200,6 +301,7 @@ mod tests {
             batch_size: CountOrPercent::Count(2),
             canary: Some(CountOrPercent::Count(1)),
             max_failures: CountOrPercent::Count(1),
+            pause_after_canary: None,
         };
         let u = unit(5, Some(r));
         let b = u.batches();
@@ -208,6 +310,31 @@ mod tests {
         assert!(
             matches!(after_batch(&u, &b[2], 1, 1), Next::Halt(m) if m.contains("failure budget"))
         );
+    }
+
+    #[test]
+    fn a_healthy_canary_pauses_and_a_resumed_unit_cuts_no_canary() {
+        use crate::model::{PauseAfterCanary, PauseTimeout, Seconds};
+        let r = Rollout {
+            batch_size: CountOrPercent::Count(2),
+            canary: Some(CountOrPercent::Count(1)),
+            max_failures: CountOrPercent::Count(0),
+            pause_after_canary: Some(PauseAfterCanary::Timeout(PauseTimeout {
+                timeout: Seconds(90),
+            })),
+        };
+        let u = unit(3, Some(r));
+        let b = u.batches();
+        assert_eq!(after_batch(&u, &b[0], 0, 0), Next::Pause(Some(90)));
+        assert!(matches!(after_batch(&u, &b[0], 1, 0), Next::Halt(_)));
+        assert_eq!(after_batch(&u, &b[1], 0, 0), Next::Continue);
+        let mut resumed = u.clone().resumed();
+        resumed.hosts = vec!["h1".into(), "h2".into()];
+        assert_eq!(sizes(&resumed), vec![(2, false)]);
+        assert_eq!(resumed.failure_budget(), 0);
+        // A canary that is the whole rollout has nobody to hold back.
+        let one = unit(1, u.rollout.clone());
+        assert_eq!(after_batch(&one, &one.batches()[0], 0, 0), Next::Continue);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum Exit {
     /// `agent events`: the detached apply ended without reporting an outcome (exit 3, for
     /// the reconciler, which tells it from an error of the command itself).
     ApplyGone,
+    /// The rollout paused after a healthy canary; its other hosts wait for `resume` (exit 4).
+    Paused,
 }
 
 impl From<Exit> for ExitCode {
@@ -26,6 +28,7 @@ impl From<Exit> for ExitCode {
             Exit::Failed => ExitCode::from(1),
             Exit::Changes => ExitCode::from(2),
             Exit::ApplyGone => ExitCode::from(3),
+            Exit::Paused => ExitCode::from(4),
         }
     }
 }
@@ -41,7 +44,8 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// The exit code table: 0 ok, 1 error, 2 changes pending or drift found, 3 a detached
-    /// apply that ended without an outcome, 64 a usage error.
+    /// apply that ended without an outcome, 4 a rollout paused after its canary, 64 a usage
+    /// error.
     pub fn code(self) -> u8 {
         match self {
             ErrorKind::Failure => 1,

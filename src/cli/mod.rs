@@ -2,10 +2,11 @@
 //! `--help` text) and a `run` function. This module parses arguments and dispatches; `error`
 //! turns errors into `error:` / `caused by:` / `hint:` lines and holds the exit-code table:
 //! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found, 3 a
-//! detached apply without an outcome, 64 a usage error.
+//! detached apply without an outcome, 4 a rollout paused after its canary, 64 a usage error.
 
 mod agent;
 pub mod completions;
+mod decommission;
 pub(crate) mod drift;
 mod error;
 pub use error::{CliError, CliResult, EXIT_USAGE, ErrorKind, Exit};
@@ -14,6 +15,7 @@ pub mod logging;
 mod progress;
 mod reach;
 pub(crate) mod reconcile;
+mod resume;
 mod rollback;
 mod schema;
 pub use schema::all_schemas;
@@ -132,6 +134,7 @@ impl GlobalArgs {
                 allow_http_credentials: self.allow_http_credentials,
             },
             age_identity: age_identity.map(std::path::Path::to_path_buf),
+            resuming: None,
         }
     }
 
@@ -165,6 +168,8 @@ pub enum Command {
     History(history::HistoryArgs),
     Drift(drift::DriftArgs),
     Rollback(rollback::RollbackArgs),
+    Resume(resume::ResumeArgs),
+    Decommission(decommission::DecommissionArgs),
     Completions(completions::CompletionsArgs),
 }
 
@@ -235,6 +240,8 @@ pub fn run(cli: Cli) -> CliResult {
         Some(Command::History(args)) => history::run(&cli.global, &args),
         Some(Command::Drift(args)) => drift::run(&cli.global, &args),
         Some(Command::Rollback(args)) => rollback::run(&cli.global, &args),
+        Some(Command::Resume(args)) => resume::run(&cli.global, &args),
+        Some(Command::Decommission(args)) => decommission::run(&cli.global, &args),
         Some(Command::Completions(args)) => completions::run(&args),
         None if cli.watch.watch => watch::run(&cli.global, &cli.reconcile, &cli.watch),
         None => reconcile::run(&cli.global, &cli.reconcile),

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 /// Reconcile: compute what every selected server should run, compare it with what runs, and
 /// show (`--dry-run`) or apply the difference. Exit 0 converged or nothing to do, 1 error or a
-/// host that failed or rolled back, 2 changes pending (`--dry-run`).
+/// host that failed or rolled back, 2 changes pending (`--dry-run`), 4 the rollout paused
+/// after a healthy canary (`rollout.pause_after_canary`; continue with `resume RUN`).
 #[derive(Debug, Clone, Args)]
 pub struct ReconcileArgs {
     /// Only this deployment (artifact id); the others on the selected hosts are left alone.
@@ -77,6 +78,15 @@ pub(super) fn cli_trigger() -> String {
 }
 
 pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
+    run_resuming(global, args, None)
+}
+
+/// `run`, continuing the paused rollout `resume` (its waiting hosts only) when given.
+pub(super) fn run_resuming(
+    global: &GlobalArgs,
+    args: &ReconcileArgs,
+    resume: Option<&super::resume::Plan>,
+) -> CliResult {
     // Applying always means one commit; a dry-run while editing may include uncommitted work
     // (and says so in its header).
     let mode = match (&global.rev, args.dry_run) {
@@ -102,7 +112,8 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
     }
-    let inputs = global.inputs(args.age_identity.as_deref(), args.deployment.as_deref());
+    let mut inputs = global.inputs(args.age_identity.as_deref(), args.deployment.as_deref());
+    inputs.resuming = resume.map(|r| r.resuming.clone());
     let computed = prepare::compute(&snapshot, &inputs)?;
     if computed.desired.is_empty() {
         tracing::info!("no deployment targets the selected servers");
@@ -209,11 +220,15 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             skip_promotion_gate: args.skip_promotion_gate,
             allow_unreachable: args.allow_unreachable,
             prune: args.prune,
+            ..Default::default()
         },
         reconcile::Start {
             id,
             started_at,
-            branch: source::branch_of(&global.repo, global.rev.as_deref()),
+            branch: match resume {
+                Some(r) => r.branch.clone(),
+                None => source::branch_of(&global.repo, global.rev.as_deref()),
+            },
             trigger: cli_trigger(),
         },
         &reconcile::Recording {
@@ -227,10 +242,13 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     println!();
     print!("{}", super::summary::table(&run, colour));
     println!("recorded run {} (history show {})", run.id, run.id);
-    Ok(if run.outcome == RunOutcome::Failed {
-        Exit::Failed
-    } else {
-        Exit::Ok
+    Ok(match run.outcome {
+        RunOutcome::Failed => Exit::Failed,
+        RunOutcome::AwaitingApproval => {
+            super::resume::say_paused(&run);
+            Exit::Paused
+        }
+        _ => Exit::Ok,
     })
 }
 

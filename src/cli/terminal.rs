@@ -51,7 +51,7 @@ pub fn paint_outcome(outcome: HostOutcome, text: &str, colour: bool) -> String {
         | HostOutcome::NoDrift
         | HostOutcome::Converged
         | HostOutcome::Pinned => "32",
-        HostOutcome::RolledBack | HostOutcome::Drift => "33",
+        HostOutcome::RolledBack | HostOutcome::Drift | HostOutcome::AwaitingApproval => "33",
         HostOutcome::NotAttempted => return text.to_string(),
         HostOutcome::Unreachable
         | HostOutcome::Failed

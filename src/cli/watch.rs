@@ -194,6 +194,7 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
             skip_promotion_gate: args.skip_promotion_gate,
             allow_unreachable: args.allow_unreachable,
             prune: args.prune,
+            ..Default::default()
         },
     });
     crate::watch::run(config, runs).map_err(CliError::new)?;
@@ -276,8 +277,18 @@ impl Runs for InProcess {
         let _run = tracing::info_span!("run", run_id = %job.run.1).entered();
         let snapshot = source::read(&job.repo, &ReadMode::Commit(job.commit.clone()))
             .map_err(|e| error_line(e.into()))?;
-        let computed = prepare::compute(&snapshot, &self.inputs(job)).map_err(error_line)?;
-        let reach = self.reach(job.deployment.as_deref());
+        let mut inputs = self.inputs(job);
+        if let Some(paused) = &job.resume {
+            // A timed-out pause: the paused run's waiting hosts only, as `resume` does.
+            let plan = Ledger::open_existing(&self.ledger)
+                .map_err(|e| e.to_string())
+                .and_then(|l| super::resume::plan(&l, paused).map_err(|e| e.message))?;
+            inputs.selection.profiles = plan.profiles;
+            inputs.selection.deployment = plan.deployment;
+            inputs.resuming = Some(plan.resuming);
+        }
+        let computed = prepare::compute(&snapshot, &inputs).map_err(error_line)?;
+        let reach = self.reach(inputs.selection.deployment.as_deref());
         let pool = self.pool()?;
         let planned = prepare::plan(&reach, &pool, snapshot, computed, self.options.prune, true);
         print!("{}", crate::plan::render_text(&planned.plan, false));

@@ -297,6 +297,37 @@ impl std::fmt::Display for DesiredError {
 }
 
 /// Every selected server with at least one deployment in the selection, in host-name order.
+/// The selected servers (by `--client`, `--server`, and with `--profile` those its deployments
+/// target) as hosts to reach, with none of their deployments: what `decommission` needs to
+/// take deployments off a server, including one no deployment targets any more.
+pub fn bare_hosts(
+    inv: &Inventory,
+    templates: &Templates,
+    selection: &Selection,
+    ctx: &Context,
+) -> Vec<Result<DesiredHost, Vec<DesiredError>>> {
+    let mut out = Vec::new();
+    for (client_id, entry) in &inv.clients {
+        if selection.client.as_deref().is_some_and(|c| c != client_id) {
+            continue;
+        }
+        for server in entry.servers.keys() {
+            if selection.server.as_deref().is_some_and(|s| s != server) {
+                continue;
+            }
+            let in_profiles = selection.profiles.is_empty()
+                || entry.deployments.iter().any(|((_, profile), d)| {
+                    selection.profiles.contains(profile)
+                        && d.value.targets.iter().any(|t| &t.server == server)
+                });
+            if in_profiles {
+                out.push(resolve::host(inv, templates, ctx, client_id, server, &[]));
+            }
+        }
+    }
+    out
+}
+
 pub fn hosts(
     inv: &Inventory,
     templates: &Templates,

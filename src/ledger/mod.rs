@@ -10,6 +10,8 @@
 pub mod api;
 mod approval_base;
 pub mod notes;
+mod pauses;
+pub use pauses::PausedRun;
 mod pins;
 mod query;
 pub mod schema;

@@ -141,6 +141,7 @@ fn seconds(ms: u64) -> String {
 /// a blank line (blank lines separate blocks).
 pub fn render_block(run: &RunRecord) -> String {
     let mode = match run.mode {
+        RunMode::Apply if run.kind == crate::model::run::RunKind::Decommission => "decommission",
         RunMode::Apply => "apply",
         RunMode::DryRun => "dry run",
         RunMode::Drift => "drift check",
@@ -151,6 +152,7 @@ pub fn render_block(run: &RunRecord) -> String {
         RunOutcome::NoChanges => "no changes",
         RunOutcome::Refused => "REFUSED",
         RunOutcome::DriftFound => "DRIFT FOUND",
+        RunOutcome::AwaitingApproval => "AWAITING APPROVAL",
     };
     let mut out = format!("Clarity {mode} {}: {outcome}\n", one_line(&run.id));
     out.push_str(&format!(
@@ -165,6 +167,22 @@ pub fn render_block(run: &RunRecord) -> String {
     ));
     if let Some(m) = &run.message {
         out.push_str(&format!("  {}\n", one_line(m)));
+    }
+    if let Some(paused) = &run.rollout.resumes {
+        out.push_str(&format!("  resumes the paused run {}\n", one_line(paused)));
+    }
+    let waiting = run.rollout.waiting_hosts();
+    if !waiting.is_empty() {
+        out.push_str(&format!(
+            "  paused after the canary; waiting: {}; continue with `clarity-reconcile resume {}`{}\n",
+            one_line(&waiting.join(", ")),
+            one_line(&run.id),
+            run.rollout
+                .pause_deadline
+                .as_deref()
+                .map(|d| format!(" (the watch loop resumes it after {})", one_line(d)))
+                .unwrap_or_default()
+        ));
     }
     let settled = |o: &crate::model::run::HostOutcome| o.is_ok();
     let mut listed: Vec<usize> = (0..run.hosts.len()).collect();
@@ -887,6 +905,8 @@ mod tests {
                     steps: vec![],
                 })
                 .collect(),
+            rollout: Default::default(),
+            kind: Default::default(),
         }
     }
 

@@ -420,7 +420,107 @@ impl Ledger {
             outcome: self.parse(id, "outcome", outcome)?,
             message,
             hosts,
+            rollout: self.rollout_of(id)?,
+            kind: self.kind_of(id)?,
         }))
+    }
+
+    fn kind_of(&self, id: &str) -> Result<crate::model::run::RunKind, LedgerError> {
+        let kind: Option<String> = self
+            .conn
+            .prepare_cached("SELECT kind FROM runs WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .map_err(|source| self.err("read a run's kind", source))?;
+        match kind.as_deref() {
+            None => Ok(crate::model::run::RunKind::Reconcile),
+            Some(k) => {
+                serde_json::from_value(serde_json::Value::String(k.to_string())).map_err(|_| {
+                    LedgerError::BadValue {
+                        path: self.path.clone(),
+                        run: id.to_string(),
+                        field: "kind",
+                        value: k.to_string(),
+                    }
+                })
+            }
+        }
+    }
+
+    /// A run's batches, its pause deadline, the run it resumes and the run that resumed it.
+    fn rollout_of(&self, id: &str) -> Result<crate::model::run::RolloutRecord, LedgerError> {
+        use crate::model::run::{BatchRecord, BatchState, Resumed, RolloutRecord};
+        let err = |source| self.err("read a run's rollout", source);
+        let (pause_deadline, resumes) = self
+            .conn
+            .prepare_cached("SELECT pause_deadline, resumes FROM runs WHERE id = ?1")
+            .map_err(err)?
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                ))
+            })
+            .map_err(err)?;
+        let resumed = self
+            .conn
+            .prepare_cached(
+                "SELECT id, triggered_by, started_at FROM runs WHERE resumes = ?1
+                  ORDER BY started_at, id LIMIT 1",
+            )
+            .map_err(err)?
+            .query_row([id], |r| {
+                Ok(Resumed {
+                    run: r.get(0)?,
+                    by: r.get(1)?,
+                    at: r.get(2)?,
+                })
+            })
+            .optional()
+            .map_err(err)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT unit, canary, state, hosts, failed, failure_budget FROM run_batches
+                  WHERE run_id = ?1 ORDER BY ordinal",
+            )
+            .map_err(err)?;
+        let rows: Vec<(String, bool, String, String, i64, Option<i64>)> = stmt
+            .query_map([id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let mut batches = Vec::new();
+        for (unit, canary, state, hosts, failed, budget) in rows {
+            let bad = |field: &'static str, value: String| LedgerError::BadValue {
+                path: self.path.clone(),
+                run: id.to_string(),
+                field,
+                value,
+            };
+            batches.push(BatchRecord {
+                unit,
+                canary,
+                state: BatchState::parse(&state).ok_or_else(|| bad("batch state", state))?,
+                hosts: serde_json::from_str(&hosts).map_err(|_| bad("batch hosts", hosts))?,
+                failed: u32::try_from(failed).unwrap_or(0),
+                failure_budget: budget.and_then(|b| u32::try_from(b).ok()),
+            });
+        }
+        Ok(RolloutRecord {
+            batches,
+            pause_deadline,
+            resumes,
+            resumed,
+        })
     }
 
     fn host_at<'h>(

@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: V7,
         backfill: None,
     },
+    Migration {
+        description: "rollout batches per run, pauses after a canary and who resumed them, run kinds",
+        sql: V8,
+        backfill: None,
+    },
 ];
 
 /// The version this build writes and reads.
@@ -207,6 +212,30 @@ ALTER TABLE run_steps ADD COLUMN retries INTEGER;
 const V7: &str = "
 ALTER TABLE run_deployments ADD COLUMN health TEXT;
 ALTER TABLE deployment_state ADD COLUMN health TEXT;
+";
+
+/// Version 8: the batches each run cut and ran (which hosts, the canary, what became of
+/// them), when a run paused after its canary may be resumed by the watch loop, and which run
+/// a resuming run continues (its `triggered_by` and `started_at` say who resumed it and when),
+/// and an apply run's kind (`decommission`; NULL for an ordinary reconcile).
+/// Runs recorded before have no batches: the dashboard says so rather than cutting them anew
+/// from today's settings.
+const V8: &str = "
+ALTER TABLE runs ADD COLUMN pause_deadline TEXT;
+ALTER TABLE runs ADD COLUMN resumes TEXT;
+ALTER TABLE runs ADD COLUMN kind TEXT;
+CREATE INDEX runs_by_resumes ON runs (resumes) WHERE resumes IS NOT NULL;
+CREATE TABLE run_batches (
+    run_id         TEXT NOT NULL REFERENCES runs (id),
+    ordinal        INTEGER NOT NULL,
+    unit           TEXT NOT NULL,
+    canary         INTEGER NOT NULL CHECK (canary IN (0, 1)),
+    state          TEXT NOT NULL,
+    hosts          TEXT NOT NULL,
+    failed         INTEGER NOT NULL,
+    failure_budget INTEGER,
+    PRIMARY KEY (run_id, ordinal)
+) WITHOUT ROWID;
 ";
 
 /// Replays the apply runs a version-1 ledger holds, oldest first, into `deployment_state`:

@@ -99,6 +99,7 @@ impl Ledger {
 fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
     // Children first: the foreign keys point at the run.
     for table in [
+        "run_batches",
         "drift_findings",
         "run_steps",
         "run_deployments",
@@ -111,13 +112,14 @@ fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
     // and keep their `since` when it is recorded again.
     tx.prepare_cached(
         "INSERT INTO runs (id, format, commit_id, branch, started_at, finished_at, triggered_by,
-                           mode, outcome, message)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                           mode, outcome, message, pause_deadline, resumes, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (id) DO UPDATE SET
              format = excluded.format, commit_id = excluded.commit_id, branch = excluded.branch,
              started_at = excluded.started_at, finished_at = excluded.finished_at,
              triggered_by = excluded.triggered_by, mode = excluded.mode, outcome = excluded.outcome,
-             message = excluded.message",
+             message = excluded.message, pause_deadline = excluded.pause_deadline,
+             resumes = excluded.resumes, kind = excluded.kind",
     )?
     .execute(params![
         run.id,
@@ -129,8 +131,30 @@ fn insert_run(tx: &Transaction, run: &RunRecord) -> rusqlite::Result<()> {
         run.trigger,
         enum_text(&run.mode),
         enum_text(&run.outcome),
-        run.message
+        run.message,
+        run.rollout.pause_deadline,
+        run.rollout.resumes,
+        (!run.kind.is_reconcile()).then(|| run.kind.as_str())
     ])?;
+    let mut batch_stmt = tx.prepare_cached(
+        "INSERT INTO run_batches (run_id, ordinal, unit, canary, state, hosts, failed,
+                                  failure_budget)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for (i, b) in run.rollout.batches.iter().enumerate() {
+        let hosts = serde_json::to_string(&b.hosts)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        batch_stmt.execute(params![
+            run.id,
+            i as i64,
+            b.unit,
+            b.canary,
+            b.state.as_str(),
+            hosts,
+            b.failed,
+            b.failure_budget
+        ])?;
+    }
     let mut host_stmt = tx.prepare_cached(
         "INSERT INTO run_hosts (run_id, ordinal, server, client, outcome, duration_ms, message)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -47,6 +47,7 @@ pub(super) fn run(
     profile_conflicts(inv, &mut out);
     super::checks_identity::run(inv, &mut out);
     super::containers::run(inv, &mut out);
+    super::rollout_checks::run(inv, &mut out);
     out
 }
 

@@ -9,6 +9,7 @@ mod containers;
 pub mod env_refs;
 pub mod operator_policy;
 mod repository_kinds;
+mod rollout_checks;
 pub mod schema;
 mod ssh_reach;
 pub mod yaml;

@@ -55,9 +55,12 @@ pub struct ApplyRequest {
     pub service_manager: ServiceManager,
     /// In plan order (dependencies first).
     pub deployments: Vec<ApplyDeployment>,
-    /// Deployments to remove (`--prune`).
+    /// Deployments to remove (`--prune`, `decommission`).
     #[serde(default)]
     pub remove: Vec<String>,
+    /// Of `remove`, those whose data volumes (`shared/`) go too (`decommission --purge-data`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purge_data: Vec<String>,
     /// Prune the download cache to this many bytes after applying.
     #[serde(default)]
     pub max_cache_bytes: Option<u64>,

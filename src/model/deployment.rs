@@ -329,6 +329,87 @@ pub struct Rollout {
     /// Failed hosts allowed across the whole rollout before it halts.
     #[serde(default = "default_failures")]
     pub max_failures: CountOrPercent,
+    /// Stop after a healthy canary batch until an operator runs `clarity-reconcile resume
+    /// RUN`: `true`, or `{timeout: 30m}` to let the watch loop go on by itself once the
+    /// timeout has passed. Needs `canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_after_canary: Option<PauseAfterCanary>,
+}
+
+/// `rollout.pause_after_canary`: `true` (wait for `resume`), `false` (do not pause), or a
+/// timeout after which the watch loop resumes the rollout itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum PauseAfterCanary {
+    Flag(bool),
+    Timeout(PauseTimeout),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PauseTimeout {
+    /// How long the rollout waits for `resume` before the watch loop resumes it: a number
+    /// with `s`, `m` or `h` (`90s`, `30m`, `2h`).
+    pub timeout: Seconds,
+}
+
+impl PauseAfterCanary {
+    /// Whether the rollout pauses, and for how long at most (`None`: until `resume`).
+    pub fn pause(&self) -> Option<Option<u64>> {
+        match self {
+            PauseAfterCanary::Flag(false) => None,
+            PauseAfterCanary::Flag(true) => Some(None),
+            PauseAfterCanary::Timeout(t) => Some(Some(t.timeout.0)),
+        }
+    }
+}
+
+/// A duration written as a quoted number with a unit, `"90s"`, `"30m"`, `"2h"`; held in
+/// seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Seconds(pub u64);
+
+impl JsonSchema for Seconds {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration such as \"90s\", \"30m\" or \"2h\".",
+            "type": "string",
+            "pattern": "^[1-9][0-9]{0,6}[smh]$"
+        })
+    }
+}
+
+impl TryFrom<String> for Seconds {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let unit = match s.chars().last() {
+            Some('s') => 1,
+            Some('m') => 60,
+            Some('h') => 3600,
+            _ => 0,
+        };
+        s[..s.len().saturating_sub(1)]
+            .parse::<u64>()
+            .ok()
+            .filter(|n| unit > 0 && *n > 0 && *n < 10_000_000)
+            .map(|n| Seconds(n * unit))
+            .ok_or_else(|| format!("`{s}` is not a duration such as \"90s\", \"30m\" or \"2h\""))
+    }
+}
+
+impl From<Seconds> for String {
+    fn from(s: Seconds) -> String {
+        match s.0 {
+            n if n % 3600 == 0 => format!("{}h", n / 3600),
+            n if n % 60 == 0 => format!("{}m", n / 60),
+            n => format!("{n}s"),
+        }
+    }
 }
 
 fn default_batch() -> CountOrPercent {

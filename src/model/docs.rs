@@ -190,6 +190,15 @@ fn fields(root: &Value, obj: &Value, prefix: &str, rows: &mut Vec<Row>, depth: u
             fields(root, target, &format!("{path}."), rows, depth + 1);
         } else if let Some(items) = target.get("items") {
             fields(root, items, &format!("{path}[]."), rows, depth + 1);
+        } else if let Some(branches) = target.get("anyOf").and_then(Value::as_array) {
+            // A value written in one of several shapes (`true`, or `{timeout: 30m}`): the
+            // fields of its object shape.
+            for b in branches {
+                let b = resolve(root, b);
+                if b.get("properties").is_some() {
+                    fields(root, b, &format!("{path}."), rows, depth + 1);
+                }
+            }
         }
     }
 }

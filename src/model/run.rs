@@ -26,6 +26,129 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub hosts: Vec<HostRecord>,
+    /// How the run rolled out: its batches, a pause after a canary, a resumption.
+    #[serde(default, flatten)]
+    pub rollout: RolloutRecord,
+    /// What an apply run did: reconcile to the commit, or take deployments off hosts.
+    #[serde(default, skip_serializing_if = "RunKind::is_reconcile")]
+    pub kind: RunKind,
+}
+
+/// What an apply run was for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// Bring hosts to what the commit says (reconcile, resume, heal).
+    #[default]
+    Reconcile,
+    /// `clarity-reconcile decommission`: deployments taken off hosts on request.
+    Decommission,
+}
+
+impl RunKind {
+    pub fn is_reconcile(&self) -> bool {
+        *self == RunKind::Reconcile
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Reconcile => "reconcile",
+            RunKind::Decommission => "decommission",
+        }
+    }
+}
+
+/// The rollout side of a run record (all optional, so records from before it still read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// The rollout batches as this run cut and ran them, unit by unit in the order applied
+    /// (empty: a run that applied nothing, or one recorded before batches were).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<BatchRecord>,
+    /// A run paused after its canary with a timeout (`rollout.pause_after_canary.timeout`):
+    /// when (RFC 3339 UTC) the watch loop resumes it by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_deadline: Option<String>,
+    /// This run continues the paused run with this id (`clarity-reconcile resume RUN`, or the
+    /// watch loop when the pause timed out); its trigger says who resumed it, its start when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumes: Option<String>,
+    /// For a paused run: the run that resumed it, as the ledger knows it when read (never
+    /// written into a note, which is written when the run ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<Resumed>,
+}
+
+impl RolloutRecord {
+    /// Hosts that wait for `resume`, in batch order.
+    pub fn waiting_hosts(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for b in &self.batches {
+            if b.state == BatchState::AwaitingApproval {
+                for h in &b.hosts {
+                    if !out.contains(h) {
+                        out.push(h.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Who resumed a paused run, when, and as which run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumed {
+    pub run: String,
+    /// The resuming run's trigger: `cli:<user>@<host>`, `watch:timeout`.
+    pub by: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+}
+
+/// One rollout batch of one unit (a deployment file), as run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    /// `client/deployment/profile`.
+    pub unit: String,
+    pub canary: bool,
+    pub hosts: Vec<String>,
+    pub state: BatchState,
+    /// Hosts of this batch that did not converge.
+    #[serde(default)]
+    pub failed: u32,
+    /// Failed hosts the unit tolerates across its rollout (`None`: no `rollout:`, no budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_budget: Option<u32>,
+}
+
+/// What became of a batch in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchState {
+    /// Its hosts were applied.
+    Applied,
+    /// The rollout paused after the canary: these hosts wait for `resume`.
+    AwaitingApproval,
+    /// The rollout halted (or the reconciler stopped) before this batch.
+    NotAttempted,
+    /// Held by a pin or the promotion gate.
+    Held,
+}
+
+impl BatchState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Applied => "applied",
+            BatchState::AwaitingApproval => "awaiting_approval",
+            BatchState::NotAttempted => "not_attempted",
+            BatchState::Held => "held",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<BatchState> {
+        serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +173,9 @@ pub enum RunOutcome {
     Refused,
     /// A drift run that found differences between the hosts and their last applied commit.
     DriftFound,
+    /// The rollout stopped after a healthy canary (`rollout.pause_after_canary`); the hosts
+    /// marked `awaiting_approval` wait for `clarity-reconcile resume RUN`.
+    AwaitingApproval,
 }
 
 /// What one host ended as in a run, ordered by severity (the derived order is the severity:
@@ -66,6 +192,9 @@ pub enum HostOutcome {
     Converged,
     /// Held at a version by an emergency rollback; the commit's version was not applied.
     Pinned,
+    /// The rollout paused after its canary before this host's turn; it waits for
+    /// `clarity-reconcile resume RUN` (or the pause's timeout).
+    AwaitingApproval,
     /// The rollout halted (or the reconciler stopped) before this host's turn.
     NotAttempted,
     /// A drift run found differences on the host.
@@ -92,6 +221,7 @@ impl HostOutcome {
             HostOutcome::NoDrift => "no_drift",
             HostOutcome::Converged => "converged",
             HostOutcome::Pinned => "pinned",
+            HostOutcome::AwaitingApproval => "awaiting_approval",
             HostOutcome::NotAttempted => "not_attempted",
             HostOutcome::Drift => "drift",
             HostOutcome::Unreachable => "unreachable",
@@ -112,6 +242,7 @@ impl HostOutcome {
     pub fn label(self) -> &'static str {
         match self {
             HostOutcome::NotAttempted => "not attempted",
+            HostOutcome::AwaitingApproval => "awaiting approval",
             HostOutcome::NoDrift => "no drift",
             HostOutcome::RolledBack => "rolled back",
             HostOutcome::RestoreFailed => "RESTORE FAILED",
@@ -144,7 +275,10 @@ impl HostOutcome {
     pub fn keeps_previous_record(self) -> bool {
         matches!(
             self,
-            HostOutcome::Unreachable | HostOutcome::NotAttempted | HostOutcome::Unknown
+            HostOutcome::Unreachable
+                | HostOutcome::NotAttempted
+                | HostOutcome::AwaitingApproval
+                | HostOutcome::Unknown
         )
     }
 }
@@ -223,6 +357,7 @@ mod tests {
             HostOutcome::NoDrift,
             HostOutcome::Converged,
             HostOutcome::Pinned,
+            HostOutcome::AwaitingApproval,
             HostOutcome::NotAttempted,
             HostOutcome::Drift,
             HostOutcome::Unreachable,
@@ -237,6 +372,8 @@ mod tests {
         assert!(HostOutcome::RestoreFailed > HostOutcome::RolledBack);
         assert!(HostOutcome::RolledBack > HostOutcome::Failed);
         assert!(HostOutcome::NotAttempted > HostOutcome::Converged);
+        assert!(HostOutcome::AwaitingApproval > HostOutcome::Converged);
+        assert!(HostOutcome::Failed > HostOutcome::AwaitingApproval);
         assert!(HostOutcome::Converged > HostOutcome::Unchanged);
     }
 }

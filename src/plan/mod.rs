@@ -6,6 +6,8 @@
 pub mod container;
 pub mod drift;
 mod render;
+mod rollout_order;
+pub use rollout_order::{PlannedBatch, PlannedPause, RolloutOrder};
 
 pub use crate::model::apply::Action;
 pub use render::{render_json, render_markdown, render_text};
@@ -30,6 +32,10 @@ pub struct Plan {
     /// Deployments whose files changed between `--base` and this revision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed_since_base: Option<BaseComparison>,
+    /// The order of each deployment with a `rollout:` section: batches, canary, failure
+    /// budget, pause (deployments without one go to all their hosts at once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollout: Vec<RolloutOrder>,
     pub summary: Summary,
 }
 
@@ -636,6 +642,7 @@ impl Plan {
             commit,
             hosts,
             changed_since_base: None,
+            rollout: Vec::new(),
             summary,
         }
     }

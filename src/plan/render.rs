@@ -97,14 +97,21 @@ pub fn render_text(plan: &Plan, colour: bool) -> String {
                 (Some(v), Change::Update) if *v != d.version => format!(" {v} →"),
                 _ => String::new(),
             };
-            let head = format!(
-                "{} {}{from} {} (release {}, {})",
-                d.change.marker(),
-                d.name,
-                d.version,
-                d.release,
-                d.profile
-            );
+            let head = match (d.change, &d.from_release) {
+                // A removal has no release to go to: name the one it takes away.
+                (Change::Delete, Some(from)) => {
+                    format!("- {} {} (release {from})", d.name, d.version)
+                }
+                (Change::Delete, None) => format!("- {} (no release)", d.name),
+                _ => format!(
+                    "{} {}{from} {} (release {}, {})",
+                    d.change.marker(),
+                    d.name,
+                    d.version,
+                    d.release,
+                    d.profile
+                ),
+            };
             let _ = writeln!(out, "  {}", p.change(d.change, &head));
             for s in &d.steps {
                 let marker = if s.known_after_apply.is_some() {
@@ -132,6 +139,12 @@ pub fn render_text(plan: &Plan, colour: bool) -> String {
                 out,
                 "  ! {n} is no longer desired here (left in place; --prune removes it)"
             );
+        }
+    }
+    if !plan.rollout.is_empty() {
+        let _ = writeln!(out);
+        for line in super::rollout_order::lines(&plan.rollout) {
+            let _ = writeln!(out, "{line}");
         }
     }
     let s = &plan.summary;
@@ -181,6 +194,12 @@ pub fn render_markdown(plan: &Plan) -> String {
                     .join(", ")
             }
         );
+    }
+    for line in super::rollout_order::lines(&plan.rollout) {
+        let _ = writeln!(out, "- {}", line.replace('|', "\\|"));
+    }
+    if !plan.rollout.is_empty() {
+        let _ = writeln!(out);
     }
     let _ = writeln!(
         out,

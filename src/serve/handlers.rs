@@ -152,6 +152,9 @@ fn normalize_since(s: &str) -> Option<String> {
 struct RunDetail {
     run: RunRecord,
     drift_findings: Vec<DriftFinding>,
+    /// Hosts a rollout paused after its canary holds back, until `resume` (empty otherwise,
+    /// and once the run was resumed).
+    waiting_hosts: Vec<String>,
 }
 
 pub(super) async fn run(
@@ -165,9 +168,14 @@ pub(super) async fn run(
             return Ok(None);
         };
         let drift_findings = l.drift_findings(&lookup)?;
+        let waiting_hosts = match run.rollout.resumed {
+            Some(_) => Vec::new(),
+            None => run.rollout.waiting_hosts(),
+        };
         Ok(Some(RunDetail {
             run,
             drift_findings,
+            waiting_hosts,
         }))
     })
     .await?;

@@ -113,6 +113,7 @@ impl Cycle {
             return;
         };
         self.notifier.set_targets(settings.notify.clone());
+        self.release_paused(&ledger, &settings);
         let mut applied_default = false;
         for branch in self.branches(&settings) {
             if crate::apply::stop_requested() {
@@ -138,6 +139,23 @@ impl Cycle {
             // names one.
             let naming_base =
                 self.config.trust_from.is_some() && approval_base(&ledger, &branch.name).is_none();
+            // A rollout paused after its canary waits for `resume` (or its timeout), even
+            // when asked to reconcile: applying its commit again would cut a second canary.
+            if let Some(a) = &attempted
+                && a.outcome == RunOutcome::AwaitingApproval
+                && a.commit == head.to_string()
+            {
+                if force {
+                    tracing::info!(
+                        "{}@{}: the rollout of run {} is paused after its canary; `clarity-reconcile resume {}` continues it",
+                        branch.name,
+                        &a.commit[..8],
+                        a.run_id,
+                        a.run_id
+                    );
+                }
+                continue;
+            }
             if !force && !naming_base && attempted.is_some_and(|a| a.commit == head.to_string()) {
                 continue;
             }
@@ -271,6 +289,62 @@ impl Cycle {
         self.after_run(ledger, &job, Some(head));
     }
 
+    /// Resumes each paused run of a followed branch whose pause timed out, unless a newer run
+    /// overtook one of its waiting hosts (then it stays paused: resuming would go backwards).
+    fn release_paused(&self, ledger: &Ledger, settings: &Settings) {
+        let Ok(paused) = ledger
+            .paused_runs()
+            .map_err(|e| tracing::error!("reading paused runs: {e}"))
+        else {
+            return;
+        };
+        let now = crate::agent::now_secs();
+        let branches = self.branches(settings);
+        for p in paused {
+            let due = p
+                .deadline
+                .as_deref()
+                .and_then(crate::agent::parse_rfc3339)
+                .is_some_and(|d| d <= now);
+            let Some(branch) = branches.iter().find(|b| Some(&b.name) == p.branch.as_ref()) else {
+                continue;
+            };
+            if !due || crate::apply::stop_requested() {
+                continue;
+            }
+            let Ok(oid) = Oid::from_str(&p.commit) else {
+                continue;
+            };
+            if let Ok(Some(run)) = ledger.run(&p.id)
+                && let Ok(Some((newer, host))) =
+                    ledger.superseding_run(&p.id, &run.rollout.waiting_hosts())
+            {
+                // Said once per pass; the run stays paused in the ledger, as it is.
+                tracing::info!(
+                    "the pause of run {} timed out, but run {newer} has applied {host} since; not resuming it",
+                    p.id
+                );
+                continue;
+            }
+            if let Err(e) = self.mirror.checkout(oid) {
+                tracing::error!("{e}");
+                continue;
+            }
+            self.busy(Some(format!("resume {}", p.id)));
+            tracing::info!(
+                "resuming run {} on {}: its pause after the canary timed out",
+                p.id,
+                branch.name
+            );
+            let mut job = self.job(branch, oid, None, "watch:timeout".into());
+            job.resume = Some(p.id.clone());
+            if let Err(e) = self.runs.apply(&job) {
+                tracing::error!("resuming run {}: {e}", p.id);
+            }
+            self.after_run(ledger, &job, Some(oid));
+        }
+    }
+
     /// `--trust-from`: resolves the named commit in the mirror and records it as the branch's
     /// base, so the ledger says who vouched for what.
     fn name_base(&self, branch: &str, named: &str) -> Result<String, String> {
@@ -308,6 +382,8 @@ impl Cycle {
             outcome: RunOutcome::Refused,
             message: Some(why.to_string()),
             hosts: Vec::new(),
+            rollout: Default::default(),
+            kind: Default::default(),
         };
         match self.ledger() {
             Ok(mut ledger) => {
@@ -343,6 +419,7 @@ impl Cycle {
             deployment,
             trigger,
             run: crate::agent::run_started(),
+            resume: None,
         }
     }
 

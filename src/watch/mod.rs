@@ -80,6 +80,8 @@ pub struct Job {
     pub trigger: String,
     /// Start time and id for the run's record.
     pub run: (String, String),
+    /// Continue this paused run (its pause timed out) instead of applying `commit` afresh.
+    pub resume: Option<String>,
 }
 
 /// How runs are carried out: the command line's reconcile and drift commands, in-process.

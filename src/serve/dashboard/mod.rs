@@ -364,6 +364,7 @@ async fn fleet_page(
                 datacenters: Vec::new(),
                 profiles: Vec::new(),
                 refusals: Vec::new(),
+                paused: Vec::new(),
                 newest_run: None,
                 config_note: None,
             });
@@ -411,7 +412,7 @@ async fn run_page(
         "run.html",
         &format!("Run {id}"),
         &missing,
-        move |l, ctx| view::run(l, ctx, &lookup),
+        move |l, _| view::run(l, &lookup),
     )
     .await
 }

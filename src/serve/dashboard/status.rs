@@ -15,7 +15,8 @@ pub enum HostState {
     Failed,
     RolledBack,
     Unreachable,
-    /// The newest commit for this host's branch was refused (unsigned, untrusted, rewritten).
+    /// The newest commit for this host's branch was refused (unsigned, untrusted, rewritten),
+    /// or its rollout paused after the canary before this host's turn.
     AwaitingApproval,
     /// The newest drift check found differences the last apply did not account for.
     Drifted,
@@ -86,6 +87,8 @@ pub fn from_apply_outcome(outcome: HostOutcome) -> HostState {
         HostOutcome::Unreachable => HostState::Unreachable,
         // A halted rollout (failure budget spent, canary failed, SIGTERM) left it out.
         HostOutcome::NotAttempted => HostState::MidRollout,
+        // A rollout paused after its canary before this host's turn.
+        HostOutcome::AwaitingApproval => HostState::AwaitingApproval,
         // Drift outcomes belong to drift runs; an apply outcome this build does not know counts
         // as failed: a dashboard must not call an unknown result converged.
         HostOutcome::NoDrift | HostOutcome::Drift | HostOutcome::Failed | HostOutcome::Unknown => {

@@ -87,6 +87,17 @@ pub struct Refusal {
     pub at: String,
 }
 
+/// A rollout that waits after its canary, as the fleet page lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PausedRollout {
+    pub run_id: String,
+    pub branch: Option<String>,
+    pub commit: String,
+    pub waiting: Vec<String>,
+    pub resume_command: String,
+    pub deadline: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Fleet {
     pub hosts: Vec<FleetHost>,
@@ -99,6 +110,8 @@ pub struct Fleet {
     pub profiles: Vec<String>,
     /// Newest refused run per branch, when newer than the branch's last apply.
     pub refusals: Vec<Refusal>,
+    /// Rollouts paused after their canary that nobody resumed or overtook yet.
+    pub paused: Vec<PausedRollout>,
     pub newest_run: Option<String>,
     /// Why datacenters are unknown, when they are.
     pub config_note: Option<String>,
@@ -276,7 +289,26 @@ pub fn fleet(l: &Ledger, ctx: &Context, filter: &FleetFilter) -> Result<Fleet, L
             at: r.finished_at.clone(),
         });
     }
+    let mut paused = Vec::new();
+    for p in l.paused_runs()? {
+        let Some(run) = l.run(&p.id)? else {
+            continue;
+        };
+        let waiting = run.rollout.waiting_hosts();
+        if l.superseding_run(&p.id, &waiting)?.is_some() {
+            continue;
+        }
+        paused.push(PausedRollout {
+            resume_command: format!("clarity-reconcile resume {}", p.id),
+            run_id: p.id,
+            branch: p.branch,
+            commit: p.commit,
+            waiting,
+            deadline: p.deadline,
+        });
+    }
     Ok(Fleet {
+        paused,
         by_client: count_rows(&all, |h| h.client.clone()),
         by_datacenter: count_rows(&all, |h| h.datacenter.clone()),
         hosts: all,
@@ -570,7 +602,18 @@ pub struct RolloutView {
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchView {
     pub canary: bool,
+    /// `applied`, `awaiting_approval`, `not_attempted`, `held`.
+    pub state: &'static str,
     pub hosts: Vec<(String, String)>,
+}
+
+/// A rollout paused after its canary: who waits and how it goes on.
+#[derive(Debug, Clone, Serialize)]
+pub struct PauseView {
+    pub waiting: Vec<String>,
+    pub resume_command: String,
+    /// When a watch loop resumes it by itself.
+    pub deadline: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -579,13 +622,16 @@ pub struct RunView {
     pub mode: String,
     pub outcome: String,
     pub findings: Vec<DriftFinding>,
+    /// The batches the run recorded, per rollout unit, in the order applied.
     pub rollouts: Vec<RolloutView>,
+    /// An apply run recorded before batches were kept: its batches are not known.
+    pub batches_unrecorded: bool,
+    pub pause: Option<PauseView>,
     /// Why the run is blocked or halted, in the words of the record.
     pub reasons: Vec<String>,
-    pub config_note: Option<String>,
 }
 
-pub fn run(l: &Ledger, ctx: &Context, id: &str) -> Result<Option<RunView>, LedgerError> {
+pub fn run(l: &Ledger, id: &str) -> Result<Option<RunView>, LedgerError> {
     let Some(run) = l.run(id)? else {
         return Ok(None);
     };
@@ -604,104 +650,81 @@ pub fn run(l: &Ledger, ctx: &Context, id: &str) -> Result<Option<RunView>, Ledge
             reasons.push(format!("{} ({}): {m}", h.server, h.outcome));
         }
     }
-    let (inventory, config_note) = match ctx.repo {
-        Some(repo) if run.mode == RunMode::Apply && !run.hosts.is_empty() => {
-            match config::inventory_at(repo, &run.commit) {
-                Ok(inv) => (Some(inv), None),
-                Err(e) => (None, Some(format!("rollout settings are unknown: {e}"))),
-            }
-        }
-        _ => (None, None),
-    };
-    // Rollout units: the deployments this run ran steps for, per client and profile.
-    // key → (client, deployment, profile, [(server, outcome)])
-    type Units = BTreeMap<String, (String, String, String, Vec<(String, HostOutcome)>)>;
-    let mut units: Units = BTreeMap::new();
-    for h in &run.hosts {
-        for d in &h.deployments {
-            if !h.steps.iter().any(|s| s.deployment == d.name)
-                && h.outcome != HostOutcome::NotAttempted
-            {
-                continue;
-            }
-            let key = format!("{}/{}/{}", h.client, d.name, d.profile);
-            units
-                .entry(key)
-                .or_insert_with(|| {
-                    (
-                        h.client.clone(),
-                        d.name.clone(),
-                        d.profile.clone(),
-                        Vec::new(),
-                    )
-                })
-                .3
-                .push((h.server.clone(), h.outcome));
-        }
-    }
-    let rollouts = units
-        .into_iter()
-        .map(|(key, (client, deployment, profile, hosts))| {
-            let rollout = inventory
-                .as_ref()
-                .and_then(|inv| inv.clients.get(&client))
-                .and_then(|c| c.deployments.get(&(deployment.clone(), profile.clone())))
-                .and_then(|doc| doc.value.rollout.clone());
-            let outcome_of: BTreeMap<String, HostOutcome> = hosts.iter().cloned().collect();
-            let unit = crate::apply::rollout::Unit {
-                key: key.clone(),
-                client,
-                deployment,
-                profile,
-                hosts: hosts.iter().map(|(h, _)| h.clone()).collect(),
-                rollout: rollout.clone(),
-                depends_on: Vec::new(),
-            };
-            let failed = hosts
-                .iter()
-                .filter(|(_, o)| {
-                    !matches!(
-                        status::from_apply_outcome(*o),
-                        HostState::Converged | HostState::MidRollout
-                    )
-                })
-                .count();
-            let budget = rollout.as_ref().map(|_| unit.failure_budget());
-            RolloutView {
-                configured: rollout.is_some(),
-                batches: unit
-                    .batches()
-                    .into_iter()
-                    .map(|b| BatchView {
-                        canary: b.canary,
-                        hosts: b
-                            .hosts
-                            .into_iter()
-                            .map(|h| {
-                                let o = outcome_of
-                                    .get(&h)
-                                    .map(|o| o.as_str().to_string())
-                                    .unwrap_or_default();
-                                (h, o)
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-                budget_left: budget.map(|b| b.saturating_sub(failed)),
-                budget,
-                failed,
-                key,
-            }
-        })
+    let outcome_of: BTreeMap<&str, HostOutcome> = run
+        .hosts
+        .iter()
+        .map(|h| (h.server.as_str(), h.outcome))
         .collect();
+    // The batches as the run recorded them when it applied them; a run recorded before
+    // batches were kept says so rather than having them cut anew from today's settings.
+    let mut rollouts: Vec<RolloutView> = Vec::new();
+    for b in &run.rollout.batches {
+        if rollouts.last().is_none_or(|u| u.key != b.unit) {
+            let budget = b.failure_budget.map(|n| n as usize);
+            rollouts.push(RolloutView {
+                key: b.unit.clone(),
+                configured: budget.is_some(),
+                batches: Vec::new(),
+                budget,
+                failed: 0,
+                budget_left: budget,
+            });
+        }
+        let u = rollouts.last_mut().expect("pushed above");
+        u.failed += b.failed as usize;
+        u.budget_left = u.budget.map(|n| n.saturating_sub(u.failed));
+        u.batches.push(BatchView {
+            canary: b.canary,
+            state: b.state.as_str(),
+            hosts: b
+                .hosts
+                .iter()
+                .map(|h| {
+                    let o = outcome_of
+                        .get(h.as_str())
+                        .map(|o| o.as_str().to_string())
+                        .unwrap_or_default();
+                    (h.clone(), o)
+                })
+                .collect(),
+        });
+    }
+    let batches_unrecorded = rollouts.is_empty()
+        && run.mode == RunMode::Apply
+        && run.hosts.iter().any(|h| !h.steps.is_empty());
+    let waiting = run.rollout.waiting_hosts();
+    let pause = (!waiting.is_empty()).then(|| PauseView {
+        resume_command: format!("clarity-reconcile resume {}", run.id),
+        waiting,
+        deadline: run.rollout.pause_deadline.clone(),
+    });
+    if let Some(p) = &pause {
+        reasons.push(match &run.rollout.resumed {
+            Some(r) => format!(
+                "the rollout paused after a healthy canary; {} resumed it at {} (run {})",
+                r.by, r.at, r.run
+            ),
+            None => format!(
+                "the rollout paused after a healthy canary: {} wait{} for approval; continue with `{}`{}",
+                p.waiting.join(", "),
+                if p.waiting.len() == 1 { "s" } else { "" },
+                p.resume_command,
+                p.deadline
+                    .as_deref()
+                    .map(|d| format!(" (a watch loop resumes it by itself after {d})"))
+                    .unwrap_or_default()
+            ),
+        });
+    }
     Ok(Some(RunView {
         mode: text(&run.mode),
         outcome: text(&run.outcome),
         run,
         findings,
         rollouts,
+        batches_unrecorded,
+        pause,
         reasons,
-        config_note,
     }))
 }
 
