@@ -1393,9 +1393,6 @@ impl SshHost {
         // cost the same CPU either way. Compression stays off: what travels is small JSON, or
         // a binary that would cost more CPU to compress than to send.
         session.set_compress(false);
-        // Keepalives on idle kept connections (`pool::keep_between_runs`) are sent by the
-        // pool's thread; this sets their interval.
-        session.set_keepalive(false, super::pool::KEEPALIVE_S);
         let expected = match &t.host_key {
             Some(text) => Expected::Pinned(PublicKey::parse(text).ok_or_else(|| {
                 SshError::Protocol {
@@ -1468,6 +1465,9 @@ impl SshHost {
         }
         // Only now, talking to the right host, may a credential be used.
         self.authenticate(t, &conn.0)?;
+        // Keepalives on idle kept connections (`pool::keep_between_runs`) are sent by the
+        // pool's thread; this sets their interval.
+        conn.0.set_keepalive(false, super::pool::KEEPALIVE_S);
         Ok(conn)
     }
 
