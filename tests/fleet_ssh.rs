@@ -507,7 +507,10 @@ fn a_fleet_of_five_converges_over_ssh_and_a_refused_or_stopped_host_spares_the_o
         out.contains(&impostor) && out.contains("`clarity.host-state/v0`"),
         "{out}"
     );
-    assert_eq!(out.matches("installed agent").count(), 2, "{out}");
+    // One note per host that got the agent, and the run's one summary line.
+    assert_eq!(out.matches(": installed agent").count(), 2 + 1, "{out}");
+    assert!(out.contains("installed agent 0.1.0 ("), "{out}");
+    assert!(out.contains(") on 2 hosts"), "{out}");
     for n in ["h4", "h5"] {
         assert!(planned(&o, n).ends_with("no changes"), "{out}");
     }
@@ -868,4 +871,264 @@ fn a_failing_canary_spares_the_fleet_and_the_failure_budget_halts_a_rollout() {
         assert!(result_of(&o, h.name()).contains("not attempted"), "{out}");
         assert_serving(h, "hello");
     }
+}
+
+/// The environment variable that makes [`ssh_pool_inner`] run (from
+/// [`kept_connections_are_reused_replaced_when_dead_and_bounded`], in the hosts' network):
+/// `NAME=ADDRESS=LEADER_PID` per host, separated by spaces.
+const POOL_INNER_ENV: &str = "CLARITY_TEST_POOL_HOSTS";
+
+/// First contact by a dry-run: the agent travels stripped and compressed (these hosts have
+/// gzip, not xz or zstd), the host's file is the stripped build, and the run says it installed
+/// it. Then the connection pool, driven through the library where the reconciler runs (as the
+/// passes of `--watch` drive it): see [`ssh_pool_inner`].
+#[test]
+fn kept_connections_are_reused_replaced_when_dead_and_bounded() {
+    let Some(f) = Fleet::boot("fp", 3) else {
+        return;
+    };
+    let o = f.run(&["--dry-run", "--accept-new-host-keys", "--max-uploads", "2"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "changes pending: {out}");
+    let summary = format!("note: installed agent {} (", env!("CARGO_PKG_VERSION"));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&summary))
+        .unwrap_or_else(|| panic!("no summary line: {out}"));
+    assert!(line.ends_with(") on 3 hosts"), "{line}");
+    let upload_dir = f.dir.path().join("work/.agent-upload");
+    let builds: Vec<_> = std::fs::read_dir(&upload_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    let stripped = std::fs::read(builds[0].join("clarity-reconcile")).unwrap();
+    let sent = std::fs::metadata(builds[0].join("clarity-reconcile.gz"))
+        .unwrap()
+        .len();
+    let whole = std::fs::metadata(&f.reconciler).unwrap().len();
+    assert!(sent < whole / 2, "sent {sent} bytes of {whole}");
+    let stripped_sha = hex::encode(Sha256::digest(&stripped));
+    for h in f.bed.hosts() {
+        assert!(
+            out.contains(&format!("{}: installed agent", h.name())) && out.contains("as gzip"),
+            "{out}"
+        );
+        let build = agent_builds(h).remove(0);
+        let on_host = h.exec_ok(&["sha256sum", &format!("/var/lib/clarity/agent/{build}")]);
+        assert!(
+            on_host.starts_with(&stripped_sha),
+            "{on_host} vs {stripped_sha}"
+        );
+        let leftovers = h.exec_ok(&["ls", "-A", "/var/lib/clarity/agent"]);
+        assert!(!leftovers.contains(".upload-"), "{leftovers}");
+    }
+
+    let hosts: Vec<String> = f
+        .bed
+        .hosts()
+        .iter()
+        .map(|h| format!("{}={}={}", h.name(), h.address(), h.leader_pid()))
+        .collect();
+    let exe = std::env::current_exe().unwrap();
+    let inner = f
+        .bed
+        .network_command(&exe)
+        .args([
+            "--exact",
+            "ssh_pool_inner",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(POOL_INNER_ENV, hosts.join(" "))
+        .env("CLARITY_TEST_POOL_DIR", f.dir.path())
+        .env("CLARITY_TEST_POOL_AGENT", &f.reconciler)
+        .output()
+        .unwrap();
+    let inner_out = text(&inner);
+    eprintln!("--- ssh_pool_inner ---\n{inner_out}--- end ---");
+    assert!(inner.status.success(), "{inner_out}");
+    assert!(
+        inner_out.contains("1 passed"),
+        "the inner test ran: {inner_out}"
+    );
+}
+
+/// A host as [`ssh_pool_inner`] sees it: its address, and its sshd seen through `nsenter`.
+struct PoolHost {
+    name: String,
+    address: String,
+    leader: String,
+}
+
+impl PoolHost {
+    fn exec(&self, argv: &[&str]) -> String {
+        let out = Command::new("nsenter")
+            .args(["-t", &self.leader, "-a"])
+            .args(argv)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{argv:?} on {}: {out:?}", self.name);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Logins sshd has accepted so far (its journal).
+    fn accepted(&self) -> usize {
+        self.exec(&["journalctl", "--no-pager", "-o", "cat"])
+            .matches("Accepted publickey")
+            .count()
+    }
+
+    /// Connections open now: sshd's per-connection processes for root.
+    fn sessions(&self) -> Vec<String> {
+        self.exec(&["ps", "-eo", "pid=,args="])
+            .lines()
+            .filter(|l| l.contains("sshd: root"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    }
+
+    /// Waits (up to 10 s) until `f` holds of the host, then asserts it.
+    fn settles<T: std::fmt::Debug>(
+        &self,
+        what: &str,
+        get: impl Fn(&Self) -> T,
+        f: impl Fn(&T) -> bool,
+    ) {
+        let until = Instant::now() + std::time::Duration::from_secs(10);
+        let mut v = get(self);
+        while !f(&v) && Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            v = get(self);
+        }
+        assert!(f(&v), "{}: {what}: {v:?}", self.name);
+    }
+}
+
+/// Runs only from [`kept_connections_are_reused_replaced_when_dead_and_bounded`], in the
+/// network that reaches the hosts; checks every claim on the hosts themselves:
+/// - three passes over three hosts through one pool open three connections in all, not nine;
+/// - a kept connection whose sshd is killed is replaced at the next pass, which succeeds;
+/// - with `max_connections` 2, three hosts never hold more than two connections: opening the
+///   third closes the least recently used one, and three hosts at once all get served.
+#[test]
+fn ssh_pool_inner() {
+    use clarity::transport::ssh::{AgentBinary, Fleet as SshFleet, SshOptions, SshTarget};
+    use std::sync::{Arc, Mutex};
+    let Ok(spec) = std::env::var(POOL_INNER_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(std::env::var("CLARITY_TEST_POOL_DIR").unwrap());
+    let agent = PathBuf::from(std::env::var("CLARITY_TEST_POOL_AGENT").unwrap());
+    let hosts: Vec<PoolHost> = spec
+        .split_whitespace()
+        .map(|h| {
+            let mut parts = h.split('=');
+            PoolHost {
+                name: parts.next().unwrap().into(),
+                address: parts.next().unwrap().into(),
+                leader: parts.next().unwrap().into(),
+            }
+        })
+        .collect();
+    let notes = Arc::new(Mutex::new(Vec::<String>::new()));
+    let fleet = |max_connections: usize| {
+        let notes = notes.clone();
+        SshFleet::new(
+            SshOptions {
+                identity: Some(dir.join("id_ed25519")),
+                known_hosts: Some(dir.join("known_hosts")),
+                connect_timeout: std::time::Duration::from_secs(5),
+                reconnect_timeout: std::time::Duration::from_secs(5),
+                max_connections,
+                ..SshOptions::default()
+            },
+            AgentBinary::cached(agent.clone(), dir.join("work/.agent-sha256.json")),
+            Arc::new(move |line: &str| notes.lock().unwrap().push(line.to_string())),
+        )
+    };
+    let target = |h: &PoolHost| SshTarget {
+        host: h.name.clone(),
+        address: h.address.clone(),
+        port: 22,
+        user: "root".into(),
+        host_key: None,
+        identity_file: None,
+        sudo: false,
+        jump: None,
+    };
+    let inspect = |fleet: &SshFleet, h: &PoolHost| {
+        let host = fleet.host(target(h));
+        let mut host = host.lock().unwrap();
+        host.inspect()
+            .unwrap_or_else(|e| panic!("{}: {}", h.name, e.message));
+    };
+    let before: Vec<usize> = hosts.iter().map(PoolHost::accepted).collect();
+
+    let kept = fleet(256);
+    for _pass in 0..3 {
+        for h in &hosts {
+            inspect(&kept, h);
+        }
+    }
+    for (h, n) in hosts.iter().zip(&before) {
+        h.settles("one login for three passes", PoolHost::accepted, |a| {
+            *a == n + 1
+        });
+        h.settles("one open connection", |h| h.sessions().len(), |s| *s == 1);
+    }
+    assert_eq!(kept.pool().open(), 3);
+
+    // The sshd serving h1's kept connection dies: the next pass notices, reconnects once, and
+    // every host answers.
+    let h1 = &hosts[0];
+    h1.exec(&["kill", "-9", &h1.sessions()[0]]);
+    h1.settles(
+        "the connection is gone",
+        |h| h.sessions().len(),
+        |s| *s == 0,
+    );
+    for h in &hosts {
+        inspect(&kept, h);
+    }
+    let said = notes.lock().unwrap().join("\n");
+    assert!(
+        said.contains(&format!("{}: ", h1.name)) && said.contains("reconnecting"),
+        "{said}"
+    );
+    h1.settles("a second login", PoolHost::accepted, |a| {
+        *a == before[0] + 2
+    });
+    for (h, n) in hosts.iter().zip(&before).skip(1) {
+        h.settles("still one login", PoolHost::accepted, |a| *a == n + 1);
+    }
+    kept.close_all();
+    for h in &hosts {
+        h.settles("closed politely", |h| h.sessions().len(), |s| *s == 0);
+    }
+
+    // At most two connections: h1, h2, then h3 closes h1's (the least recently used); h1
+    // again closes h2's.
+    let bounded = fleet(2);
+    let open = |hosts: &[PoolHost]| hosts.iter().map(|h| h.sessions().len()).collect::<Vec<_>>();
+    for h in &hosts {
+        inspect(&bounded, h);
+    }
+    assert_eq!(bounded.pool().open(), 2);
+    hosts[0].settles("h1's closed first", |h| h.sessions().len(), |s| *s == 0);
+    assert_eq!(open(&hosts), [0, 1, 1]);
+    inspect(&bounded, &hosts[0]);
+    hosts[1].settles("then h2's", |h| h.sessions().len(), |s| *s == 0);
+    assert_eq!(open(&hosts), [1, 0, 1]);
+    // Three hosts at once with two slots: each waits its turn, none fails.
+    std::thread::scope(|s| {
+        for h in &hosts {
+            let bounded = &bounded;
+            s.spawn(move || inspect(bounded, h));
+        }
+    });
+    assert_eq!(bounded.pool().open(), 2);
+    let total: usize = open(&hosts).iter().sum();
+    assert!(total <= 2, "{:?}", open(&hosts));
+    bounded.close_all();
 }

@@ -222,7 +222,10 @@ pub fn main() -> ExitCode {
         e.print();
         return ExitCode::from(EXIT_USAGE);
     }
-    match run(cli) {
+    let result = run(cli);
+    // Goodbye to every SSH connection still open (kept for reuse within the run).
+    crate::transport::pool::close_all();
+    match result {
         Ok(exit) => exit.into(),
         Err(e) => {
             e.print();

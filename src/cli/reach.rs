@@ -9,11 +9,13 @@ use crate::model::Transport;
 use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
 use crate::model::host::ActualHost;
 use crate::transport::agent_binary::HASH_CACHE_FILE;
+use crate::transport::pool;
 use crate::transport::ssh::{AgentBinary, Fleet, SshOptions, SshTarget};
 use crate::transport::ssh_config::{JumpSpec, SshConfig};
 use crate::transport::{Local, TransportError};
 use clap::Args;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 const HEADING: &str = "Reaching hosts";
@@ -54,6 +56,13 @@ pub struct ReachArgs {
     /// Hosts worked on at the same time; a slow or dead host holds up only its own slot.
     #[arg(long, global = true, help_heading = HEADING, default_value_t = 32, value_name = "N")]
     pub parallel: usize,
+    /// SSH connections open at once; opening one more first closes the least recently used
+    /// idle one. `--watch` keeps connections open between passes, up to this many.
+    #[arg(long, global = true, help_heading = HEADING, default_value_t = 256, value_name = "N")]
+    pub max_connections: usize,
+    /// Agent uploads at once (first contact, a new build); the other hosts wait their turn.
+    #[arg(long, global = true, help_heading = HEADING, default_value_t = 8, value_name = "N")]
+    pub max_uploads: usize,
 }
 
 impl ReachArgs {
@@ -66,6 +75,8 @@ impl ReachArgs {
             command_timeout: Duration::from_secs(self.command_timeout.max(1)),
             host_timeout: Duration::from_secs(self.host_timeout.max(1)),
             reconnect_timeout: Duration::from_secs(self.reconnect_timeout),
+            max_connections: self.max_connections.max(1),
+            max_uploads: self.max_uploads.max(1),
         }
     }
 
@@ -87,7 +98,11 @@ pub(super) struct Reach<'a> {
     /// `--deployment`: the host's other deployments are out of this run's sight, so they are
     /// neither reported as no longer desired nor pruned.
     only: Option<&'a str>,
-    fleet: Fleet,
+    /// This process's fleet for these settings: in `--watch`, the same one every pass, with
+    /// its connections still open ([`crate::transport::pool`]).
+    fleet: Arc<Fleet>,
+    /// Agents the fleet had installed before this run (the run reports its own).
+    installs_before: usize,
     /// `--ssh-config` (or ~/.ssh/config), or why it cannot be used (reported for every SSH
     /// host, which it would otherwise have misdirected).
     ssh_config: Result<SshConfig, String>,
@@ -106,19 +121,26 @@ impl<'a> Reach<'a> {
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from);
+        let options = args.ssh_options();
+        let cache = work_dir.join(HASH_CACHE_FILE);
+        let key = format!("{options:?}\0{}\0{}", exe.display(), cache.display());
+        let fleet = pool::fleet(key, || {
+            Fleet::new(
+                options,
+                // The binary's sha256 names its agent build on hosts; remembered in the work
+                // directory so that a run does not hash the binary again.
+                AgentBinary::cached(exe.to_path_buf(), cache),
+                notes,
+            )
+        });
         Reach {
             ssh_config: SshConfig::load(args.ssh_config.as_deref(), home.as_deref()),
             exe,
             work_dir,
             assume_empty,
             only,
-            fleet: Fleet::new(
-                args.ssh_options(),
-                // The binary's sha256 names its agent build on hosts; remembered in the work
-                // directory so that a run does not hash the binary again.
-                AgentBinary::cached(exe.to_path_buf(), work_dir.join(HASH_CACHE_FILE)),
-                notes,
-            ),
+            installs_before: fleet.pool().installs(),
+            fleet,
         }
     }
 
@@ -199,6 +221,22 @@ impl crate::apply::fleet::Hosts for Reach<'_> {
 
     fn only(&self) -> Option<&str> {
         self.only
+    }
+}
+
+/// The run's one line about the agents it installed: the only change a `--dry-run` makes on
+/// hosts, so it says so whatever the command (each host's own note says where and why).
+impl Drop for Reach<'_> {
+    fn drop(&mut self) {
+        let n = self.fleet.pool().installs() - self.installs_before;
+        if n > 0 {
+            tracing::info!(
+                "installed agent {} ({}) on {n} host{}",
+                crate::agent::AGENT_VERSION,
+                self.fleet.build().unwrap_or_default(),
+                if n == 1 { "" } else { "s" }
+            );
+        }
     }
 }
 

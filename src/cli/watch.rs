@@ -85,6 +85,8 @@ pub struct WatchArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliResult {
+    // Every pass reuses the SSH connections of the one before (transport::pool).
+    crate::transport::pool::keep_between_runs();
     let usage = |what: &str| {
         Err(CliError::new(format!("--watch cannot be combined with {what}"))
             .hint("--watch follows branches and applies their new commits; run a one-shot reconcile for the rest")

@@ -8,8 +8,10 @@
 //! at least one of those (a rewrite in place changes the change time, which no user can set),
 //! so a different binary is never taken for the one hashed. What is uploaded is still checked
 //! against the sha256 on the host, and a file that changes while it is hashed is not
-//! remembered.
+//! remembered. The sha256 names the build; what is installed under that name is the build
+//! without its debug information ([`super::upload`]).
 
+use super::upload::{Codec, Payload, Uploads};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,8 @@ pub struct AgentBinary {
     path: PathBuf,
     cache: Option<PathBuf>,
     sha256: OnceLock<Result<String, String>>,
+    /// What is sent to a host that lacks this build: stripped, compressed.
+    uploads: Uploads,
 }
 
 /// What identifies one version of a file on this machine without reading it.
@@ -73,18 +77,33 @@ impl AgentBinary {
     /// The binary at `path`, hashed when first needed in this run.
     pub fn new(path: PathBuf) -> AgentBinary {
         AgentBinary {
+            uploads: Uploads::new(path.clone(), None),
             path,
             cache: None,
             sha256: OnceLock::new(),
         }
     }
 
-    /// The binary at `path`, its sha256 remembered across runs in `cache_file`.
+    /// The binary at `path`, its sha256 remembered across runs in `cache_file`, and what is
+    /// uploaded of it kept in the same directory.
     pub fn cached(path: PathBuf, cache_file: PathBuf) -> AgentBinary {
         AgentBinary {
+            uploads: Uploads::new(path.clone(), cache_file.parent()),
+            path,
             cache: Some(cache_file),
-            ..AgentBinary::new(path)
+            sha256: OnceLock::new(),
         }
+    }
+
+    /// The binary as installed on hosts: without debug information (when `objcopy` and a
+    /// work directory are at hand), uncompressed. Its sha256 is what a host's file must have.
+    pub fn stripped(&self) -> Result<Payload, String> {
+        self.uploads.payload(Codec::Plain, self.sha256()?)
+    }
+
+    /// What to send to a host that can undo `codec`.
+    pub fn payload(&self, codec: Codec) -> Result<Payload, String> {
+        self.uploads.payload(codec, self.sha256()?)
     }
 
     pub fn path(&self) -> &Path {

@@ -4,16 +4,19 @@
 //! installing the agent there first when its build ([`agent_binary`]) is missing, through a
 //! jump host when one is configured. Host keys (and host certificates, [`host_cert`]) are
 //! checked by [`host_key`] before any credential is sent; [`ssh_config`] reads the operator's
-//! OpenSSH client config for what a server file leaves out.
+//! OpenSSH client config for what a server file leaves out. The agent travels stripped and
+//! compressed ([`upload`]); [`pool`] bounds and keeps the connections (across `--watch` passes).
 
 pub mod agent_binary;
 pub(crate) mod base64;
 pub mod host_cert;
 pub mod host_key;
 mod jump;
+pub mod pool;
 pub mod quote;
 pub mod ssh;
 pub mod ssh_config;
+pub mod upload;
 
 use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
 use crate::model::host::{ActualHost, HOST_STATE_FORMAT};

@@ -30,7 +30,9 @@
 
 pub use super::agent_binary::AgentBinary;
 use super::host_key::{self, Expected, KnownHosts, PublicKey, Verdict};
+use super::pool::{Pool, Slot};
 use super::quote::command_line;
+use super::upload::{Codec, Payload};
 use super::{HostStateError, TransportError, read_host_state};
 use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
 use crate::model::host::{ActualHost, HOST_STATE_FORMAT};
@@ -76,6 +78,11 @@ pub struct SshOptions {
     pub host_timeout: Duration,
     /// How long to keep trying to reconnect after a connection dropped.
     pub reconnect_timeout: Duration,
+    /// `--max-connections`: connections open at once; one more closes the least recently
+    /// used idle one ([`super::pool`]).
+    pub max_connections: usize,
+    /// `--max-uploads`: agent uploads at once (first contact with many hosts).
+    pub max_uploads: usize,
 }
 
 impl Default for SshOptions {
@@ -88,6 +95,8 @@ impl Default for SshOptions {
             command_timeout: Duration::from_secs(60),
             host_timeout: Duration::from_secs(1800),
             reconnect_timeout: Duration::from_secs(60),
+            max_connections: 256,
+            max_uploads: 8,
         }
     }
 }
@@ -361,11 +370,13 @@ impl From<SshError> for TransportError {
 /// Reports something an operator should know, as one line naming the host.
 pub type Notes = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// The hosts of one run, each with its connection, shared by planning and applying.
+/// The hosts of one run (or of every pass of `--watch`: [`super::pool::fleet`]), each with
+/// its connection, shared by planning and applying.
 pub struct Fleet {
     options: Arc<SshOptions>,
     binary: Arc<AgentBinary>,
     notes: Notes,
+    pool: Arc<Pool>,
     /// Each host with the settings it was opened with (compared without locking the host,
     /// which may be busy applying).
     hosts: Mutex<std::collections::BTreeMap<String, OpenedHost>>,
@@ -377,10 +388,32 @@ type OpenedHost = (SshTarget, Arc<Mutex<SshHost>>);
 impl Fleet {
     pub fn new(options: SshOptions, binary: AgentBinary, notes: Notes) -> Fleet {
         Fleet {
+            pool: Arc::new(Pool::new(options.max_connections, options.max_uploads)),
             options: Arc::new(options),
             binary: Arc::new(binary),
             notes,
             hosts: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The connection limits of this fleet's hosts.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// The sha256 prefix naming this build's agent on hosts, once known.
+    pub fn build(&self) -> Option<String> {
+        self.binary.sha256().ok().map(|s| s[..12].to_string())
+    }
+
+    /// Closes every host's connection, saying goodbye (waits for busy hosts).
+    pub fn close_all(&self) {
+        let hosts: Vec<OpenedHost> =
+            std::mem::take(&mut *self.hosts.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_values()
+                .collect();
+        for (_, h) in hosts {
+            h.lock().unwrap_or_else(|e| e.into_inner()).conn = None;
         }
     }
 
@@ -398,15 +431,23 @@ impl Fleet {
             options: self.options.clone(),
             binary: self.binary.clone(),
             notes: self.notes.clone(),
+            pool: self.pool.clone(),
             conn: None,
             agent: None,
+            last_used: Instant::now(),
         }));
+        self.pool.register(&h);
         hosts.insert(target.host.clone(), (target, h.clone()));
         h
     }
 
-    /// Closes a host's connection (a host with nothing to apply need not keep one open).
+    /// Closes a host's connection (a host with nothing to apply need not keep one open),
+    /// unless connections are kept for the next pass of `--watch`
+    /// ([`super::pool::keep_between_runs`]).
     pub fn release(&self, host: &str) {
+        if super::pool::keeps_between_runs() {
+            return;
+        }
         let h = self
             .hosts
             .lock()
@@ -432,6 +473,19 @@ impl Drop for Connection {
     }
 }
 
+/// A host's connection and its place among the `--max-connections`.
+pub(super) struct Pooled {
+    conn: Connection,
+    _slot: Slot,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 /// Receives a command's stdout line by line, as it arrives.
 type LineSink<'a> = &'a mut dyn FnMut(&[u8]);
 
@@ -448,10 +502,14 @@ pub struct SshHost {
     options: Arc<SshOptions>,
     binary: Arc<AgentBinary>,
     notes: Notes,
-    conn: Option<Connection>,
+    pool: Arc<Pool>,
+    conn: Option<Pooled>,
     /// The agent binary verified on this host (a versioned path, so a concurrent reconciler
     /// switching the symlink cannot change what we talk to).
     agent: Option<String>,
+    /// When the connection last carried a command (the least recently used idle one is
+    /// closed first).
+    last_used: Instant,
 }
 
 impl SshHost {
@@ -459,10 +517,41 @@ impl SshHost {
         (self.notes)(&format!("{}: {message}", self.target.host));
     }
 
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.target.host
+    }
+
+    /// When its open connection was last used (`None`: no connection).
+    pub(super) fn idle_since(&self) -> Option<Instant> {
+        self.conn.as_ref().map(|_| self.last_used)
+    }
+
+    /// Its connection, taken away to be closed (the pool needs the slot).
+    pub(super) fn take_connection(&mut self) -> Option<Pooled> {
+        self.conn.take()
+    }
+
+    /// Sends a keepalive when one is due on the idle connection; a connection whose keepalive
+    /// cannot be sent is dead and closed here, so that the next command opens a new one.
+    pub(super) fn keep_alive(&mut self) {
+        let dead = self.conn.as_ref().is_some_and(|c| {
+            c.0.set_timeout(2000);
+            c.0.keepalive_send().is_err()
+        });
+        if dead {
+            self.note("the kept connection answers no keepalive; closed");
+            self.conn = None;
+        }
+    }
+
     /// Reads the host's actual state. On a host whose agent is this build, that is one
     /// command, which doubles as the version check (see [`Self::run_agent`]).
     pub fn inspect(&mut self) -> Result<ActualHost, TransportError> {
         let deadline = Instant::now() + self.options.host_timeout;
+        // Checked again on every pass, a kept connection too: the command is the check, so
+        // it costs nothing, and a build removed since the last pass is installed again.
+        self.agent = None;
         let args = ["agent", "inspect", "--root", "/"];
         let (agent, out) = self.run_agent(&args, deadline)?;
         if out.status != 0 {
@@ -775,37 +864,37 @@ impl SshHost {
     }
 
     /// Uploads this binary as `AGENT_DIR/name` (unless a checked copy is there already), checks
-    /// it on the host, and points the stable symlink at it.
+    /// it on the host, and points the stable symlink at it. What travels is the binary without
+    /// its debug information, compressed for a program the host has ([`super::upload`]); the
+    /// sha256 checked on the host is that of the decompressed file.
     fn install(&mut self, name: &str, deadline: Instant) -> Result<(), SshError> {
         let host = self.target.host.clone();
         let install_error = |detail: String| SshError::Install {
             host: host.clone(),
             detail,
         };
-        let sha = self.binary.sha256().map_err(&install_error)?.to_string();
+        let build_sha = self.binary.sha256().map_err(&install_error)?.to_string();
         let versioned = format!("{AGENT_DIR}/{name}");
         self.run_checked(&["mkdir", "-p", "--", AGENT_DIR], deadline)?;
-        // A file of this build may be there already (a run that stopped before switching).
+        // A file of this build may be there already (a run that stopped before switching),
+        // stripped or, from a reconciler that sent builds whole, not.
         let present = self.remote_sha256(&versioned, deadline)?;
-        let upload = present.as_deref() != Some(sha.as_str());
-        if upload {
-            let part = format!("{AGENT_DIR}/.upload-{name}-{}", std::process::id());
-            let local = self.binary.path().to_path_buf();
-            self.upload(&local, &part, deadline)?;
-            let got = self.remote_sha256(&part, deadline)?;
-            if got.as_deref() != Some(sha.as_str()) {
-                let _ = self.run_idempotent(&["rm", "-f", "--", &part], deadline);
-                return Err(install_error(format!(
-                    "the uploaded file's sha256 is {}, expected {sha}; it was removed",
-                    got.unwrap_or_else(|| "unknown".into())
-                )));
-            }
-            self.run_checked(&["chmod", "0755", "--", &part], deadline)?;
-            self.run_checked(&["mv", "-f", "--", &part, &versioned], deadline)?;
-        } else {
+        let stripped = self.binary.stripped().map_err(&install_error)?;
+        let mut sent = None;
+        if present
+            .as_ref()
+            .is_some_and(|p| *p == build_sha || *p == stripped.sha256)
+        {
             // Checked already; it may have lost its mode since.
             self.run_checked(&["chmod", "0755", "--", &versioned], deadline)?;
+        } else {
+            let codec = self.host_codec(deadline)?;
+            let payload = self.binary.payload(codec).map_err(&install_error)?;
+            self.send(name, &payload, deadline)?;
+            self.run_checked(&["mv", "-f", "--", &self.part(name), &versioned], deadline)?;
+            sent = Some(payload);
         }
+        let upload = sent.is_some();
         // It must run there and speak our formats before anything points at it.
         let out = self.run_idempotent(
             &agent_argv(self.target.sudo, &versioned, &["agent", "version"]),
@@ -832,11 +921,76 @@ impl SshHost {
             Some(p) if p == name => "its file could not be run".to_string(),
             Some(p) => format!("replacing {p}"),
         };
+        let how = match &sent {
+            Some(p) => format!(
+                ", sent {:.1} MB {}",
+                p.size as f64 / 1_000_000.0,
+                match p.codec {
+                    Codec::Plain => "uncompressed".to_string(),
+                    c => format!("as {c}"),
+                }
+            ),
+            None => String::new(),
+        };
         self.note(&format!(
-            "installed agent {} ({}) as {versioned}; {was}",
+            "installed agent {} ({}) as {versioned}; {was}{how}",
             crate::agent::AGENT_VERSION,
-            &sha[..12]
+            &build_sha[..12]
         ));
+        self.pool.installed();
+        Ok(())
+    }
+
+    /// Where an upload is put together before it is checked.
+    fn part(&self, name: &str) -> String {
+        format!("{AGENT_DIR}/.upload-{name}-{}", std::process::id())
+    }
+
+    /// The best [`Codec`] the host can undo: the first of zstd, xz, gzip that `which` finds
+    /// there (debianutils' `which` is on every Debian host; without it, none).
+    fn host_codec(&mut self, deadline: Instant) -> Result<Codec, SshError> {
+        let mut argv = vec!["which"];
+        argv.extend(Codec::PREFERENCE.iter().filter_map(|c| c.program()));
+        let out = self.run_idempotent(&argv, deadline)?;
+        // `which` exits 1 when any one is missing; what it printed is what is there.
+        Ok(Codec::best_of(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Sends `payload` to [`Self::part`], decompresses it there, and checks its sha256, all
+    /// within one of the `--max-uploads` permits.
+    fn send(&mut self, name: &str, payload: &Payload, deadline: Instant) -> Result<(), SshError> {
+        let pool = self.pool.clone();
+        let _permit = pool.upload_permit();
+        let part = self.part(name);
+        let compressed = format!("{part}{}", payload.codec.suffix());
+        let cleanup = |me: &mut SshHost| {
+            let _ = me.run_idempotent(&["rm", "-f", "--", &part, &compressed], deadline);
+        };
+        self.upload(&payload.path, &compressed, deadline)?;
+        if let Some(argv) = payload.codec.decompress_argv(&compressed) {
+            let out = self.run_idempotent(&argv, deadline)?;
+            if out.status != 0 {
+                let e = self.command_failed(&argv, &out);
+                cleanup(self);
+                return Err(SshError::Install {
+                    host: self.target.host.clone(),
+                    detail: format!("{}; the upload was removed", e.without_host()),
+                });
+            }
+        }
+        let got = self.remote_sha256(&part, deadline)?;
+        if got.as_deref() != Some(payload.sha256.as_str()) {
+            cleanup(self);
+            return Err(SshError::Install {
+                host: self.target.host.clone(),
+                detail: format!(
+                    "the uploaded file's sha256 is {}, expected {}; it was removed",
+                    got.unwrap_or_else(|| "unknown".into()),
+                    payload.sha256
+                ),
+            });
+        }
+        self.run_checked(&["chmod", "0755", "--", &part], deadline)?;
         Ok(())
     }
 
@@ -980,9 +1134,32 @@ impl SshHost {
 
     fn connection(&mut self, deadline: Instant) -> Result<&Connection, SshError> {
         if self.conn.is_none() {
-            self.conn = Some(self.connect(deadline)?);
+            self.conn = Some(self.open(deadline)?);
         }
-        Ok(self.conn.as_ref().expect("connected above"))
+        self.last_used = Instant::now();
+        Ok(&self.conn.as_ref().expect("connected above").conn)
+    }
+
+    /// A new connection in a free slot of the pool (see [`Pool::acquire`]).
+    fn open(&self, deadline: Instant) -> Result<Pooled, SshError> {
+        let wait = deadline.min(Instant::now() + self.options.connect_timeout);
+        let slot = self
+            .pool
+            .acquire(&self.target.host, wait)
+            .ok_or_else(|| SshError::Connect {
+                host: self.target.host.clone(),
+                address: self.target.address.clone(),
+                port: self.target.port,
+                detail: format!(
+                    "all {} connections (--max-connections) stayed busy for {} s",
+                    self.pool.max_connections(),
+                    self.options.connect_timeout.as_secs()
+                ),
+            })?;
+        Ok(Pooled {
+            conn: self.connect(deadline)?,
+            _slot: slot,
+        })
     }
 
     /// Runs `argv` on the host with `stdin`, and hands complete stdout lines to `on_line` as
@@ -1098,7 +1275,7 @@ impl SshHost {
         let until = deadline.min(Instant::now() + self.options.reconnect_timeout);
         let mut pause = Duration::from_millis(500);
         loop {
-            match self.connect(until) {
+            match self.open(until) {
                 Ok(c) => {
                     self.conn = Some(c);
                     return Ok(());
@@ -1314,6 +1491,9 @@ impl SshHost {
         }
         // Only now, talking to the right host, may a credential be used.
         self.authenticate(t, &conn.0)?;
+        // Keepalives on idle kept connections (`pool::keep_between_runs`) are sent by the
+        // pool's thread; this sets their interval.
+        conn.0.set_keepalive(false, super::pool::KEEPALIVE_S);
         Ok(conn)
     }
 
