@@ -7,6 +7,7 @@ use crate::apply::fleet;
 use crate::desired::{self, Context, DesiredHost, InventorySecrets, Selection, Templates};
 use crate::model::host::ActualHost;
 use crate::plan::{self, HostPlan, HostStatus, Plan};
+use crate::plan_cache::{self, PlanCache, Reuse};
 use crate::source::{self, ReadMode};
 use clap::Args;
 use rayon::prelude::*;
@@ -135,11 +136,18 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     for w in &snapshot.warnings {
         eprintln!("warning: {w}");
     }
-    let Computed { inventory, desired } = compute(
+    let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
+    // Only a plan against empty hosts is the same whenever its inputs are: one that inspects
+    // hosts depends on what they run.
+    let cache = (args.dry_run && args.assume_empty_hosts)
+        .then(|| PlanCache::open(&work_dir, &snapshot.root))
+        .flatten();
+    let (Computed { inventory, desired }, reuse) = compute_reusing(
         global,
         &snapshot,
         args.age_identity.as_deref(),
         args.deployment.as_deref(),
+        cache,
     )?;
     let inv = &inventory;
     if desired.is_empty() {
@@ -147,7 +155,6 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
     }
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
-    let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
     let reach = Reach::new(
         &global.reach,
         &exe,
@@ -162,7 +169,10 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
             .map(|d| match d {
                 Err(errors) => (None, failed_host(&errors)),
                 Ok(host) => {
-                    let plan = plan_host(&reach, &host, args.prune);
+                    let mut plan = plan_host(&reach, &host, args.prune);
+                    if let Some(reuse) = &reuse {
+                        reuse.complete(&mut plan);
+                    }
                     // Only hosts with changes talk to their agent again in this run.
                     if args.dry_run || plan.status != HostStatus::Changes {
                         reach.release(&host.server);
@@ -186,6 +196,9 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
         Output::Text => print!("{}", plan::render_text(&plan, colour)),
         Output::Json => print!("{}", plan::render_json(&plan)),
         Output::Markdown => print!("{}", plan::render_markdown(&plan)),
+    }
+    if let Some(reuse) = reuse {
+        reuse.finish(&plan.hosts);
     }
     let s = &plan.summary;
     let unreachable_fails = s.hosts_unreachable > 0 && !args.allow_unreachable;
@@ -377,6 +390,18 @@ pub(super) fn compute(
     age_identity: Option<&std::path::Path>,
     deployment: Option<&str>,
 ) -> Result<Computed, CliError> {
+    compute_reusing(global, snapshot, age_identity, deployment, None).map(|(c, _)| c)
+}
+
+/// `compute`, leaving out the deployments whose plans `cache` holds. The cache is not used
+/// with an age identity: nothing derived from a decrypted secret is cached.
+fn compute_reusing(
+    global: &GlobalArgs,
+    snapshot: &source::Snapshot,
+    age_identity: Option<&std::path::Path>,
+    deployment: Option<&str>,
+    cache: Option<PlanCache>,
+) -> Result<(Computed, Option<Reuse>), CliError> {
     let mut loaded = crate::load::load(snapshot);
     let operator_diags = global.operator_checks(&loaded.inventory);
     loaded.diagnostics.extend(operator_diags);
@@ -401,6 +426,7 @@ pub(super) fn compute(
     let inv = &loaded.inventory;
     let identities =
         crate::secret::identities_from(age_identity).map_err(|e| CliError::hinted(&e, e.hint()))?;
+    let identities_given = identities.as_ref().map(drop);
     let secrets = InventorySecrets::new(inv, identities);
     let ctx = Context {
         // Only what the operator allowed is visible to the repository at all.
@@ -418,11 +444,33 @@ pub(super) fn compute(
         server: global.server.clone(),
         deployment: deployment.map(str::to_string),
     };
-    let desired = desired::hosts(inv, &templates, &selection, &ctx);
-    Ok(Computed {
-        inventory: loaded.inventory,
-        desired,
-    })
+    let reuse = cache.filter(|_| identities_given.is_none()).map(|cache| {
+        let global = plan_cache::key::Global::new(
+            snapshot,
+            plan_cache::build(),
+            &ctx.env,
+            &ctx.allowed_env,
+            ctx.config_root.as_deref(),
+        );
+        Reuse::new(
+            cache,
+            &global,
+            snapshot,
+            inv,
+            &desired::targets(inv, &selection),
+        )
+    });
+    let desired = match &reuse {
+        Some(r) => desired::hosts_except(inv, &templates, &selection, &ctx, &|t| r.has(t)),
+        None => desired::hosts(inv, &templates, &selection, &ctx),
+    };
+    Ok((
+        Computed {
+            inventory: loaded.inventory,
+            desired,
+        },
+        reuse,
+    ))
 }
 
 fn failed_host(errors: &[desired::DesiredError]) -> HostPlan {
