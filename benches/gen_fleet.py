@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Generate a large config repository for benchmarks: CLIENTS clients with SERVERS servers each
 and five artifacts deployed to every server (prod profile), committed to git so Clarity reads it
-the way it reads a real repository. Usage: gen_fleet.py DIR [--clients 1000] [--servers 10]."""
+the way it reads a real repository. Usage: gen_fleet.py DIR [--clients 1000] [--servers 10] [--ansible-inventory FILE]: the last
+writes the same servers, groups and per-deployment variables as an Ansible inventory, the peer
+that benches/fleet.sh compares the plan with."""
 import argparse, hashlib, os, subprocess
 
 p = argparse.ArgumentParser()
 p.add_argument("dir")
 p.add_argument("--clients", type=int, default=1000)
 p.add_argument("--servers", type=int, default=10)
+p.add_argument("--ansible-inventory", metavar="FILE",
+               help="also write the same fleet as an Ansible YAML inventory (for benches/fleet.sh)")
 a = p.parse_args()
 root = a.dir
 ARTIFACTS = ["smsgateway", "monitoring-stack", "sip-proxy", "cdr-rotate", "billing-agent"]
@@ -59,6 +63,35 @@ for c in range(a.clients):
               f"ports:\n  - port: {20000 + i}\n"
               f"health_checks:\n  - type: tcp\n    port: {20000 + i}\n"
               f"rollout:\n  batch_size: \"25%\"\n  max_failures: 1\n")
+
+if a.ansible_inventory:
+    # One group per client with its servers, one child group per deployment carrying the
+    # deployment's variables: what `ansible-inventory --list` must resolve for every host.
+    out = ["all:", "  children:"]
+    for c in range(a.clients):
+        cid = f"client-{c:04d}"
+        out.append(f"    {cid.replace('-', '_')}:")
+        out.append("      hosts:")
+        for s in range(a.servers):
+            n = c * a.servers + s + 1
+            ip = f"198.{18 + ((n >> 16) & 1)}.{(n >> 8) & 255}.{n & 255}"
+            out.append(f"        {cid}-srv-{s:03d}:")
+            out.append(f"          ansible_host: {ip}")
+            out.append("          ansible_user: deploy")
+            out.append("          ansible_port: 22")
+            out.append("          datacenter: dc-" + cid)
+        out.append(f"      vars:")
+        out.append(f"        client_id: {cid}")
+        out.append(f"        client_code: C{c:04d}")
+        out.append("        deployments:")
+        for i, art in enumerate(ARTIFACTS):
+            out.append(f"          - artifact: {art}")
+            out.append(f"            version: \"1.{(c + i) % 5}.0\"")
+            out.append(f"            port: {20000 + i}")
+            out.append("            peers: [a.example.net, b.example.net]")
+            out.append(f"            config_file: conf/{art}.conf")
+    with open(a.ansible_inventory, "w") as f:
+        f.write("\n".join(out) + "\n")
 
 env = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@clarity.invalid",
            GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@clarity.invalid")

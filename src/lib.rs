@@ -25,6 +25,8 @@ pub mod load;
 pub mod model;
 pub mod notify;
 pub mod plan;
+/// Reuses single deployments' plans between dry-runs (an edge: reads and writes the work dir).
+pub mod plan_cache;
 pub mod secret;
 pub mod serve;
 pub mod service;

@@ -10,6 +10,7 @@ use crate::desired::{self, Context, DesiredError, DesiredHost, InventorySecrets,
 use crate::diag::{Diagnostic, Severity};
 use crate::model::host::ActualHost;
 use crate::plan::{self, HostPlan, HostStatus, Plan};
+use crate::plan_cache::{self, PlanCache, Reuse};
 use crate::source::{self, ReadMode, Snapshot};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -55,11 +56,25 @@ pub struct Computed {
     pub desired: Vec<Result<DesiredHost, Vec<DesiredError>>>,
     /// The hosts are the waiting ones of a paused rollout (`Inputs::resuming`).
     pub resuming: Option<Resuming>,
+    /// Deployment plans the plan cache holds, left out of `desired`; `plan` puts them back.
+    pub reuse: Option<Reuse>,
 }
 
 /// Loads and validates the snapshot and computes every selected host's desired state; stops
 /// with every validation error when the repository has any.
 pub fn compute(snapshot: &Snapshot, inputs: &Inputs) -> Result<Computed, RunError> {
+    compute_reusing(snapshot, inputs, None)
+}
+
+/// `compute`, leaving out the deployments whose plans `cache` holds (`plan` completes the
+/// hosts with them). The cache is not used with an age identity, so nothing derived from a
+/// decrypted secret is cached, nor for a deployment with a `rollout:` section, whose order
+/// the plan cuts from its desired state.
+pub fn compute_reusing(
+    snapshot: &Snapshot,
+    inputs: &Inputs,
+    cache: Option<PlanCache>,
+) -> Result<Computed, RunError> {
     let mut loaded = crate::load::load(snapshot);
     let operator_diags = inputs.operator_checks(&loaded.inventory);
     loaded.diagnostics.extend(operator_diags);
@@ -77,6 +92,7 @@ pub fn compute(snapshot: &Snapshot, inputs: &Inputs) -> Result<Computed, RunErro
     let inv = &loaded.inventory;
     let identities = crate::secret::identities_from(inputs.age_identity.as_deref())
         .map_err(RunError::Identity)?;
+    let identities_given = identities.is_some();
     let secrets = InventorySecrets::new(inv, identities);
     let ctx = Context {
         // Only what the operator allowed is visible to the repository at all.
@@ -88,7 +104,35 @@ pub fn compute(snapshot: &Snapshot, inputs: &Inputs) -> Result<Computed, RunErro
         lenient_env: false,
         config_root: Some(snapshot.root.clone()),
     };
-    let mut desired = desired::hosts(inv, &templates, &inputs.selection, &ctx);
+    let reuse = cache.filter(|_| !identities_given).map(|cache| {
+        let global = plan_cache::key::Global::new(
+            snapshot,
+            plan_cache::build(),
+            &ctx.env,
+            &ctx.allowed_env,
+            ctx.config_root.as_deref(),
+        );
+        Reuse::new(
+            cache,
+            &global,
+            snapshot,
+            inv,
+            &desired::targets(inv, &inputs.selection),
+        )
+    });
+    let rolled_out = |t: &desired::Target| {
+        inv.clients.get(t.client).is_some_and(|c| {
+            c.deployments
+                .get(&(t.artifact.to_string(), t.profile.to_string()))
+                .is_some_and(|d| d.value.rollout.is_some())
+        })
+    };
+    let mut desired = match &reuse {
+        Some(r) => desired::hosts_except(inv, &templates, &inputs.selection, &ctx, &|t| {
+            r.has(t) && !rolled_out(t)
+        }),
+        None => desired::hosts(inv, &templates, &inputs.selection, &ctx),
+    };
     if let Some(r) = &inputs.resuming {
         desired.retain(|d| {
             let server = match d {
@@ -102,6 +146,7 @@ pub fn compute(snapshot: &Snapshot, inputs: &Inputs) -> Result<Computed, RunErro
         inventory: loaded.inventory,
         desired,
         resuming: inputs.resuming.clone(),
+        reuse,
     })
 }
 
@@ -134,14 +179,22 @@ pub fn plan(
     prune: bool,
     keep_connections: bool,
 ) -> Planned {
+    let Computed {
+        inventory,
+        desired,
+        resuming,
+        reuse,
+    } = computed;
     let planned: Vec<(Option<DesiredHost>, HostPlan)> = pool.install(|| {
-        computed
-            .desired
+        desired
             .into_par_iter()
             .map(|d| match d {
                 Err(errors) => (None, failed_host(&errors)),
                 Ok(host) => {
-                    let plan = plan_host(hosts, &host, prune);
+                    let mut plan = plan_host(hosts, &host, prune);
+                    if let Some(reuse) = &reuse {
+                        reuse.complete(&mut plan);
+                    }
                     if !keep_connections || plan.status != HostStatus::Changes {
                         hosts.release(&host.server);
                     }
@@ -156,6 +209,9 @@ pub fn plan(
         snapshot.commit().map(|c| c.to_string()),
         host_plans,
     );
+    if let Some(reuse) = reuse {
+        reuse.finish(&plan.hosts);
+    }
     // The order the apply will take, cut by the same code as the apply's.
     let units: Vec<super::rollout::Unit> = super::rollout::units(
         desired
@@ -164,21 +220,15 @@ pub fn plan(
             .filter_map(|(d, p)| Some((d.as_ref()?, p))),
     )
     .into_iter()
-    .map(|u| {
-        if computed.resuming.is_some() {
-            u.resumed()
-        } else {
-            u
-        }
-    })
+    .map(|u| if resuming.is_some() { u.resumed() } else { u })
     .collect();
     plan.rollout = super::rollout::planned_order(&units);
     Planned {
         snapshot,
-        inventory: computed.inventory,
+        inventory,
         desired,
         plan,
-        resuming: computed.resuming,
+        resuming,
     }
 }
 

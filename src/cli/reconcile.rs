@@ -114,13 +114,18 @@ pub(super) fn run_resuming(
     }
     let mut inputs = global.inputs(args.age_identity.as_deref(), args.deployment.as_deref());
     inputs.resuming = resume.map(|r| r.resuming.clone());
-    let computed = prepare::compute(&snapshot, &inputs)?;
+    let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
+    // Only a plan against empty hosts is the same whenever its inputs are: one that inspects
+    // hosts depends on what they run.
+    let cache = (args.dry_run && args.assume_empty_hosts)
+        .then(|| crate::plan_cache::PlanCache::open(&work_dir, &snapshot.root))
+        .flatten();
+    let computed = prepare::compute_reusing(&snapshot, &inputs, cache)?;
     if computed.desired.is_empty() {
         tracing::info!("no deployment targets the selected servers");
     }
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
-    let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
     let reach = Reach::new(
         &global.reach,
         &exe,

@@ -321,7 +321,15 @@ pub fn bare_hosts(
                         && d.value.targets.iter().any(|t| &t.server == server)
                 });
             if in_profiles {
-                out.push(resolve::host(inv, templates, ctx, client_id, server, &[]));
+                out.push(resolve::host(
+                    inv,
+                    templates,
+                    ctx,
+                    client_id,
+                    server,
+                    &[],
+                    &|_| false,
+                ));
             }
         }
     }
@@ -334,10 +342,55 @@ pub fn hosts(
     selection: &Selection,
     ctx: &Context,
 ) -> Vec<Result<DesiredHost, Vec<DesiredError>>> {
+    hosts_except(inv, templates, selection, ctx, &|_| false)
+}
+
+/// One deployment of one server: client, server, artifact, profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Target<'a> {
+    pub client: &'a str,
+    pub server: &'a str,
+    pub artifact: &'a str,
+    pub profile: &'a str,
+}
+
+/// Every selected target in host-name order, as `hosts` computes them.
+pub fn targets<'a>(inv: &'a Inventory, selection: &Selection) -> Vec<Target<'a>> {
+    selected(inv, selection)
+        .into_iter()
+        .flat_map(|(server, (client, deps))| {
+            deps.into_iter().map(move |(artifact, profile)| Target {
+                client,
+                server,
+                artifact,
+                profile,
+            })
+        })
+        .collect()
+}
+
+/// Like `hosts`, but the deployments `skip` names are left out of each host (the plan cache
+/// has their plans); the checks between a host's deployments still see every one of them.
+pub fn hosts_except(
+    inv: &Inventory,
+    templates: &Templates,
+    selection: &Selection,
+    ctx: &Context,
+    skip: &(dyn Fn(&Target) -> bool + Sync),
+) -> Vec<Result<DesiredHost, Vec<DesiredError>>> {
     use rayon::prelude::*;
-    // (client, server) → deployments targeting it.
-    // server → (client, [(artifact, profile)])
-    type Targets<'a> = BTreeMap<&'a str, (&'a str, Vec<(&'a str, &'a str)>)>;
+    selected(inv, selection)
+        .into_par_iter()
+        .map(|(server, (client, deps))| {
+            resolve::host(inv, templates, ctx, client, server, &deps, skip)
+        })
+        .collect()
+}
+
+/// server → (client, [(artifact, profile)]) for the selection.
+type Targets<'a> = BTreeMap<&'a str, (&'a str, Vec<(&'a str, &'a str)>)>;
+
+fn selected<'a>(inv: &'a Inventory, selection: &Selection) -> Targets<'a> {
     let mut targets: Targets = BTreeMap::new();
     for (client_id, entry) in &inv.clients {
         if selection.client.as_deref().is_some_and(|c| c != client_id) {
@@ -375,9 +428,6 @@ pub fn hosts(
         }
     }
     targets
-        .into_par_iter()
-        .map(|(server, (client, deps))| resolve::host(inv, templates, ctx, client, server, &deps))
-        .collect()
 }
 
 /// Orders deployment names so that dependencies come first; ties and cycles fall back to name

@@ -141,6 +141,7 @@ pub(super) fn host(
     client: &str,
     server: &str,
     deps: &[(&str, &str)],
+    skip: &(dyn Fn(&Target) -> bool + Sync),
 ) -> Result<DesiredHost, Vec<DesiredError>> {
     let entry = &inv.clients[client];
     let server_doc = &entry.servers[server];
@@ -149,9 +150,11 @@ pub(super) fn host(
     let mut built = BTreeMap::new();
     let mut dep_graph = BTreeMap::new();
     let mut bags: BTreeMap<&str, Arc<SecretBag>> = BTreeMap::new();
+    // Deployments left to the caller count as built: a second profile of one is still an error.
+    let mut skipped = BTreeSet::new();
     for (artifact, profile) in deps {
         let doc = &entry.deployments[&(artifact.to_string(), profile.to_string())];
-        if built.contains_key(*artifact) {
+        if built.contains_key(*artifact) || skipped.contains(artifact) {
             errors.push(DesiredError {
                 server: server.to_string(),
                 file: doc.file.clone(),
@@ -161,6 +164,16 @@ pub(super) fn host(
                 ),
                 hint: Some("select one profile with --profile".into()),
             });
+            continue;
+        }
+        let target = Target {
+            client,
+            server,
+            artifact,
+            profile,
+        };
+        if skip(&target) {
+            skipped.insert(*artifact);
             continue;
         }
         let bag = bags

@@ -15,7 +15,7 @@ pub use render::{render_json, render_markdown, render_text};
 use crate::desired::{DesiredDeployment, DesiredFile, DesiredHost};
 use crate::model::host::{ActualDeployment, ActualFile, ActualHost, ServiceState};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The `format` value of the plan JSON (`schemas/plan.schema.json`).
 pub const PLAN_FORMAT: &str = "clarity.plan/v1";
@@ -78,7 +78,7 @@ pub enum HostStatus {
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DeploymentPlan {
     pub name: String,
     pub profile: String,
@@ -92,7 +92,7 @@ pub struct DeploymentPlan {
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Change {
     /// `+` not on the host yet.
@@ -116,7 +116,7 @@ impl Change {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Step {
     pub action: Action,
     pub change: Change,
