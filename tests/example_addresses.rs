@@ -214,6 +214,17 @@ fn the_shell_benchmarks_name_the_same_ranges_as_the_test_support() {
     assert_eq!(value("HARNESS_BENCH_FLEET_NET"), format!("{a}.{b}.{c}"));
     assert_eq!(net::BENCH_FLEET.prefix, 24);
     assert_eq!(
+        value("HARNESS_BENCH_FLEET500_NET"),
+        format!(
+            "{}/{}",
+            net::BENCH_FLEET500.base,
+            net::BENCH_FLEET500.prefix
+        )
+    );
+    let [a, b, c, _] = net::BENCH_B5.base.octets();
+    assert_eq!(value("HARNESS_BENCH_B5_NET"), format!("{a}.{b}.{c}"));
+    assert_eq!(net::BENCH_B5.prefix, 24);
+    assert_eq!(
         value("HARNESS_GENERATED_FLEET_RANGE"),
         format!("{}/{}", net::BENCHMARKING.base, net::BENCHMARKING.prefix)
     );

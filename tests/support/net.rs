@@ -52,8 +52,23 @@ pub const BENCH_FLEET: Range = Range::new(
     24,
 );
 
+/// The 500-host benchmark's network (`benches/fleet500.sh`): a /23, as 500 hosts do not fit in
+/// a /24; only inside the benchmark's namespaces.
+pub const BENCH_FLEET500: Range = Range::new(
+    "500-host benchmark (benches/harness_net.sh)",
+    [10, 77, 2, 0],
+    23,
+);
+
+/// The config-change benchmark's network (`benches/b5.sh`), only inside its namespaces.
+pub const BENCH_B5: Range = Range::new(
+    "config-change benchmark B5 (benches/harness_net.sh)",
+    [10, 77, 4, 0],
+    24,
+);
+
 /// Ranges the harness creates inside namespaces of its own.
-pub const HARNESS: [Range; 3] = [TESTBED, BASTION_LINK, BENCH_FLEET];
+pub const HARNESS: [Range; 5] = [TESTBED, BASTION_LINK, BENCH_FLEET, BENCH_FLEET500, BENCH_B5];
 
 /// RFC 5737: reserved for documentation, routed nowhere. Every server that exists only on
 /// paper (the example repository's non-`mock` servers, addresses in docs) uses these.
