@@ -85,9 +85,8 @@ impl PlanCache {
         f.into_inner()
             .map_err(|e| e.into_error())?
             .sync_all()
-            .map_err(|e| {
+            .inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp);
-                e
             })?;
         std::fs::rename(&tmp, &self.path).inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
