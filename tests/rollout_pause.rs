@@ -35,27 +35,7 @@ impl Fleet {
             work: dir.path().join("work"),
             _dir: dir,
         };
-        f.write("clarity.yml", "keep_releases: 3\n");
-        f.write(
-            "clients/acme/client.yml",
-            "id: acme\ncode: ACME\nname: Acme\n",
-        );
-        f.write(
-            "clients/acme/datacenters/lab.yml",
-            "code: lab\nname: Lab\ntype: edge\n",
-        );
-        for h in HOSTS {
-            f.write(
-                &format!("clients/acme/servers/{h}.yml"),
-                &format!(
-                    "hostname: {h}\ndatacenter: lab\nagent:\n  transport: local\n  root: sandboxes/{h}\n  service_manager: process\n"
-                ),
-            );
-        }
-        f.write(
-            "repositories/local.yml",
-            "name: local\ntype: file\npath: files\n",
-        );
+        support::sandbox::write_local_hosts(&|path, text| f.write(path, text), &HOSTS);
         let mut artifact = String::from("id: app\ntype: script\nrepository: local\nversions:\n");
         for v in ["1.0.0", "2.0.0"] {
             let text = program(v);

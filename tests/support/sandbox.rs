@@ -31,6 +31,33 @@ pub struct Fixture {
     pub port: u16,
 }
 
+/// The frame of a config repository of `local` sandbox hosts: `clarity.yml`, client `acme`
+/// with datacenter `lab`, one server per name (`local` transport, root `sandboxes/<name>`,
+/// `process` service manager) and the `local` file repository (`files/`).
+pub fn write_local_hosts(write: &dyn Fn(&str, &str), hosts: &[&str]) {
+    write("clarity.yml", "keep_releases: 3\n");
+    write(
+        "clients/acme/client.yml",
+        "id: acme\ncode: ACME\nname: Acme\n",
+    );
+    write(
+        "clients/acme/datacenters/lab.yml",
+        "code: lab\nname: Lab\ntype: edge\n",
+    );
+    for h in hosts {
+        write(
+            &format!("clients/acme/servers/{h}.yml"),
+            &format!(
+                "hostname: {h}\ndatacenter: lab\nagent:\n  transport: local\n  root: sandboxes/{h}\n  service_manager: process\n"
+            ),
+        );
+    }
+    write(
+        "repositories/local.yml",
+        "name: local\ntype: file\npath: files\n",
+    );
+}
+
 pub fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -55,23 +82,7 @@ impl Fixture {
             work,
             _dir: dir,
         };
-        f.write("clarity.yml", "keep_releases: 3\n");
-        f.write(
-            "clients/acme/client.yml",
-            "id: acme\ncode: ACME\nname: Acme\n",
-        );
-        f.write(
-            "clients/acme/datacenters/lab.yml",
-            "code: lab\nname: Lab\ntype: edge\n",
-        );
-        f.write(
-            "clients/acme/servers/sbx-1.yml",
-            "hostname: sbx-1\ndatacenter: lab\nagent:\n  transport: local\n  root: sandboxes/sbx-1\n  service_manager: process\n",
-        );
-        f.write(
-            "repositories/local.yml",
-            "name: local\ntype: file\npath: files\n",
-        );
+        write_local_hosts(&|path, text| f.write(path, text), &["sbx-1"]);
         f.set_versions(&[Version {
             version: "1.0.0",
             file: "web-1.0.0.py",
