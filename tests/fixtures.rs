@@ -1,4 +1,5 @@
-//! Config-repository fixtures, loaded through the library exactly as `validate` loads them.
+//! Config-repository fixtures, loaded through the library exactly as `validate` loads them
+//! (with the operator's defaults). It must not change what the loader reports, only compare it.
 //!
 //! `tests/fixtures/base/` is a small, complete, valid config repository. Every other fixture is
 //! an overlay on it: its files replace or add base files, an optional `deleted.txt` lists base
@@ -6,12 +7,15 @@
 //! does not carry symlinks portably). Fixtures under `valid/` must load without errors; those
 //! under `invalid/`, named after the violation they show, carry an `expected.txt` with one
 //! `FILE:LINE:COL CODE` line per expected error. Warnings are ignored unless `expected.txt`
-//! lists some as `warning FILE:LINE:COL CODE`, in which case they must match too.
+//! lists some as `warning FILE:LINE:COL CODE`, in which case they must match too. A malformed
+//! line fails, naming the file and line. Every diagnostic code the source emits must appear in
+//! some fixture's `expected.txt`.
 //!
 //! `CLARITY_FIXTURE=<name>` runs only fixtures whose name contains it.
 //! `CLARITY_UPDATE_FIXTURES=1` rewrites each `expected.txt` from what the loader reports;
 //! review that diff line by line, since it turns whatever the loader does into the expectation.
 
+use clarity::apply::prepare::Inputs;
 use clarity::diag::{Diagnostic, Severity};
 use clarity::source::{self, Origin, ReadMode};
 use std::collections::BTreeSet;
@@ -47,19 +51,23 @@ impl Key {
         }
     }
 
+    /// One line of `expected.txt`: `[warning|error] FILE:LINE:COL CODE`, nothing more. A line
+    /// that is not exactly that is an error, never something to skip.
     fn parse(line: &str) -> Result<Key, String> {
-        let (warning, rest) = match line.split_once(' ') {
-            Some(("warning", rest)) => (true, rest.trim()),
-            Some(("error", rest)) => (false, rest.trim()),
-            _ => (false, line),
+        let malformed = || format!("`{line}` is not `[warning] FILE:LINE:COL CODE`");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (warning, location, code) = match words[..] {
+            ["warning", location, code] => (true, location, code),
+            ["error", location, code] | [location, code] => (false, location, code),
+            _ => return Err(malformed()),
         };
-        let (location, code) = rest
-            .rsplit_once(' ')
-            .ok_or_else(|| format!("`{line}` is not `FILE:LINE:COL CODE`"))?;
+        if !is_code(code) {
+            return Err(format!("`{line}`: `{code}` is not a diagnostic code"));
+        }
         let mut parts = location.rsplitn(3, ':');
         let (Some(column), Some(row), Some(file)) = (parts.next(), parts.next(), parts.next())
         else {
-            return Err(format!("`{line}` is not `FILE:LINE:COL CODE`"));
+            return Err(malformed());
         };
         let number = |s: &str| {
             s.parse::<u32>()
@@ -69,10 +77,21 @@ impl Key {
             file: file.to_string(),
             line: number(row)?,
             column: number(column)?,
-            code: code.trim().to_string(),
+            code: code.to_string(),
             warning,
         })
     }
+}
+
+/// Whether `s` looks like a diagnostic code: lowercase words joined by `-`.
+fn is_code(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('-').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && s.as_bytes()[0].is_ascii_lowercase()
 }
 
 impl std::fmt::Display for Key {
@@ -106,15 +125,20 @@ fn copy_tree(from: &Path, to: &Path, skip_control_files: bool) {
     }
 }
 
-fn control_lines(dir: &Path, name: &str) -> Vec<String> {
-    match std::fs::read_to_string(dir.join(name)) {
+/// The meaningful lines of a control file, each with its 1-based line number; none when the
+/// file does not exist. A file that exists but cannot be read fails the test.
+fn control_lines(dir: &Path, name: &str) -> Vec<(usize, String)> {
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
         Ok(text) => text
             .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+            .map(|(i, l)| (i, l.to_string()))
             .collect(),
-        Err(_) => Vec::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", path.display()),
     }
 }
 
@@ -126,7 +150,7 @@ fn materialize(fixture: Option<&Path>) -> tempfile::TempDir {
         return dir;
     };
     copy_tree(fixture, dir.path(), true);
-    for path in control_lines(fixture, "deleted.txt") {
+    for (_, path) in control_lines(fixture, "deleted.txt") {
         std::fs::remove_file(dir.path().join(&path)).unwrap_or_else(|e| {
             panic!(
                 "{}: deleted.txt names {path}, which base lacks: {e}",
@@ -134,7 +158,7 @@ fn materialize(fixture: Option<&Path>) -> tempfile::TempDir {
             )
         });
     }
-    for line in control_lines(fixture, "symlinks.txt") {
+    for (_, line) in control_lines(fixture, "symlinks.txt") {
         let (link, target) = line
             .split_once(" -> ")
             .unwrap_or_else(|| panic!("{}: `{line}` is not `LINK -> TARGET`", fixture.display()));
@@ -146,7 +170,10 @@ fn materialize(fixture: Option<&Path>) -> tempfile::TempDir {
     dir
 }
 
-/// Loads a directory the way `validate` does; returns every diagnostic.
+/// Loads a directory the way `validate` does with the operator's defaults (no `--allow-env`,
+/// no `--allow-file-root`, no `--allow-http-credentials`): the loader's checks, the operator's,
+/// and, when those find no error, every template rendered and every reference resolved for
+/// every host. Returns every diagnostic.
 fn load(dir: &Path) -> Vec<Diagnostic> {
     let snapshot = source::read(dir, &ReadMode::WorkingTree).expect("fixture directory reads");
     assert_eq!(
@@ -154,7 +181,15 @@ fn load(dir: &Path) -> Vec<Diagnostic> {
         Origin::PlainDirectory,
         "fixtures must be read as plain directories; is the temp dir inside a git work tree?"
     );
-    clarity::load::load(&snapshot).diagnostics.sorted()
+    let inputs = Inputs::default();
+    let mut loaded = clarity::load::load(&snapshot);
+    let operator = inputs.operator_checks(&loaded.inventory);
+    loaded.diagnostics.extend(operator);
+    if !loaded.has_errors() {
+        let desired = clarity::desired::check(&loaded.inventory, &inputs.allow_env);
+        loaded.diagnostics.extend(desired);
+    }
+    loaded.diagnostics.sorted()
 }
 
 fn fixture_dirs(group: &str) -> Vec<PathBuf> {
@@ -178,10 +213,14 @@ fn name(dir: &Path) -> String {
     format!("{parent}/{}", dir.file_name().unwrap().to_string_lossy())
 }
 
+/// The keys `expected.txt` lists; an error names the file and line of the first malformed one.
 fn expected_of(fixture: &Path) -> Result<Vec<Key>, String> {
     control_lines(fixture, "expected.txt")
         .iter()
-        .map(|l| Key::parse(l))
+        .map(|(n, l)| {
+            Key::parse(l)
+                .map_err(|e| format!("{}:{n}: {e}", fixture.join("expected.txt").display()))
+        })
         .collect()
 }
 
@@ -241,11 +280,38 @@ fn a_malformed_expectation_is_an_error_never_an_empty_expectation() {
         "clients/acme/servers/web-1.yml unknown-datacenter",
         "a.yml:x:3 code",
         "a.yml:1:2",
+        "warnings a.yml:1:2 code",
+        "warning: a.yml:1:2 code",
+        "a.yml:1:2 code trailing",
+        "a.yml:1:2 Not_A_Code",
     ] {
         assert!(Key::parse(bad).is_err(), "`{bad}` parsed");
     }
     let ok = Key::parse("warning a.yml:1:2 some-code").unwrap();
     assert!(ok.warning && ok.line == 1 && ok.column == 2 && ok.code == "some-code");
+
+    // Through the file, as the fixture tests read it: the error names the file and the line.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("expected.txt");
+    std::fs::write(
+        &file,
+        "# comment\na.yml:1:1 some-code\n\na.yml:1 some-code\n",
+    )
+    .unwrap();
+    let e = expected_of(dir.path()).expect_err("a malformed line was accepted");
+    assert!(
+        e.starts_with(&format!("{}:4: ", file.display())),
+        "the error does not name the file and line: {e}"
+    );
+    // Unreadable is not absent: a file that is not UTF-8 fails instead of expecting nothing.
+    std::fs::write(&file, b"a.yml:1:1 some-code\n\xff\n").unwrap();
+    let unreadable = std::panic::catch_unwind(|| expected_of(dir.path()));
+    assert!(
+        unreadable.is_err(),
+        "an unreadable expected.txt read as {unreadable:?}"
+    );
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(expected_of(dir.path()), Ok(Vec::new()));
 }
 
 #[test]
@@ -348,13 +414,14 @@ fn alias_bomb_fails_fast() {
     );
 }
 
-/// Every file an overlay adds or replaces, relative to the fixture.
-fn overlay_files(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+/// Every file below `dir`, as a path under `rel`, leaving out a fixture's control files: for a
+/// fixture (`rel` empty), every file its overlay adds or replaces.
+fn files_below(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let rel = rel.join(entry.file_name());
         if entry.file_type().unwrap().is_dir() {
-            overlay_files(&entry.path(), &rel, out);
+            files_below(&entry.path(), &rel, out);
         } else if !CONTROL_FILES.iter().any(|c| rel == Path::new(c)) {
             out.push(rel);
         }
@@ -380,7 +447,7 @@ fn errors_in_many_files_are_all_reported_in_one_load() {
     for name in combined {
         let fixture = fixtures().join("invalid").join(name);
         let mut files = Vec::new();
-        overlay_files(&fixture, Path::new(""), &mut files);
+        files_below(&fixture, Path::new(""), &mut files);
         for f in files {
             assert!(touched.insert(f.clone()), "{name} changes {f:?} again");
         }
@@ -417,4 +484,171 @@ fn expected_lines_parse() {
     assert!(Key::parse("warning a.yml:1:1 no-service").unwrap().warning);
     assert!(Key::parse("a.yml:x:1 code").is_err());
     assert!(Key::parse("a.yml code").is_err());
+}
+
+/// Every diagnostic code the source can emit, each with the `file:line` of one place that
+/// emits it. A code is the first argument of `Diagnostic::error(` or `Diagnostic::warning(`:
+/// a string literal, or a name bound by a `let` just before (each code-like literal of that
+/// statement counts) or a `&'static str` parameter of the enclosing function (the first
+/// argument of each call of it counts). A call this cannot read fails the test, so a new way
+/// of passing codes is noticed rather than missed. Test modules are left out.
+fn codes_in_source() -> std::collections::BTreeMap<String, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    files_below(&root.join("src"), Path::new("src"), &mut files);
+    files.retain(|f| f.extension().is_some_and(|e| e == "rs"));
+    files.sort();
+    let mut codes = std::collections::BTreeMap::new();
+    let mut unreadable = Vec::new();
+    for rel in files {
+        let path = root.join(&rel);
+        let rel = rel.display().to_string();
+        // diag.rs defines the constructors; its `code` is theirs, not an emitted one.
+        if rel == "src/diag.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = match text.find("\n#[cfg(test)]\nmod tests") {
+            Some(end) => &text[..end],
+            None => &text[..],
+        };
+        let line_of = |at: usize| text[..at].matches('\n').count() + 1;
+        for call in ["Diagnostic::error(", "Diagnostic::warning("] {
+            for (at, _) in text.match_indices(call) {
+                let place = format!("{rel}:{}", line_of(at));
+                let found = codes_of_call(text, at + call.len());
+                if found.is_empty() {
+                    unreadable.push(place);
+                    continue;
+                }
+                for code in found {
+                    codes.entry(code).or_insert_with(|| place.clone());
+                }
+            }
+        }
+    }
+    assert!(
+        unreadable.is_empty(),
+        "cannot tell which code these calls emit (pass a literal, or a name bound just before):\n  {}",
+        unreadable.join("\n  ")
+    );
+    codes
+}
+
+/// The codes the call whose arguments start at `args` can emit; empty when unreadable.
+fn codes_of_call(text: &str, args: usize) -> Vec<String> {
+    let rest = text[args..].trim_start();
+    if let Some(literal) = rest.strip_prefix('"') {
+        let code = &literal[..literal.find('"').unwrap()];
+        return if is_code(code) {
+            vec![code.to_string()]
+        } else {
+            Vec::new()
+        };
+    }
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if name.is_empty() || !rest[name.len()..].trim_start().starts_with(',') {
+        return Vec::new();
+    }
+    // The function the call is in: the last `fn ` before it.
+    let Some(fn_at) = text[..args].rfind("fn ") else {
+        return Vec::new();
+    };
+    let header = &text[fn_at..fn_at + text[fn_at..].find('{').unwrap()];
+    if header.contains(&format!("{name}: &'static str")) {
+        let function: String = header[3..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let mut codes = Vec::new();
+        for (at, _) in text.match_indices(&format!("{function}(")) {
+            let before = text[..at].chars().next_back();
+            if text[..at].ends_with("fn ")
+                || before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':' || c == '.')
+            {
+                continue;
+            }
+            let found = codes_of_call(text, at + function.len() + 1);
+            if found.is_empty() {
+                return Vec::new();
+            }
+            codes.extend(found);
+        }
+        return codes;
+    }
+    let body = &text[fn_at..args];
+    let binding = [format!("let {name} ="), format!("let ({name},")]
+        .iter()
+        .filter_map(|b| body.rfind(b.as_str()))
+        .max();
+    let Some(start) = binding else {
+        return Vec::new();
+    };
+    statement_literals(&body[start..])
+        .into_iter()
+        .filter(|l| is_code(l))
+        .collect()
+}
+
+/// The string literals of the statement `text` starts with (up to its `;` outside brackets).
+fn statement_literals(text: &str) -> Vec<String> {
+    let mut literals = Vec::new();
+    let mut depth = 0i32;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            ';' if depth == 0 => break,
+            '"' => {
+                let mut literal = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        c => literal.push(c),
+                    }
+                }
+                literals.push(literal);
+            }
+            _ => {}
+        }
+    }
+    literals
+}
+
+/// Every code the source can emit is shown by at least one fixture: an `invalid/` fixture for
+/// an error, or an `expected.txt` line of any fixture for a warning. A new code without a
+/// fixture fails here, naming where it is emitted.
+#[test]
+fn every_diagnostic_code_has_a_fixture() {
+    let emitted = codes_in_source();
+    let mut shown = BTreeSet::new();
+    for group in ["invalid", "valid"] {
+        for entry in std::fs::read_dir(fixtures().join(group)).unwrap() {
+            let dir = entry.unwrap().path();
+            let expected = expected_of(&dir).unwrap_or_else(|e| panic!("{e}"));
+            shown.extend(expected.into_iter().map(|k| k.code));
+        }
+    }
+    assert!(
+        emitted.len() >= 40 && emitted.contains_key("template-syntax"),
+        "the source scan found only {emitted:?}"
+    );
+    let missing: Vec<String> = emitted
+        .iter()
+        .filter(|(code, _)| !shown.contains(*code))
+        .map(|(code, place)| format!("{code} (emitted at {place})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no fixture shows these codes; add one under tests/fixtures/invalid/ (or a warning \
+         line to a valid fixture's expected.txt):\n  {}",
+        missing.join("\n  ")
+    );
 }

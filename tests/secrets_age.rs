@@ -1,8 +1,9 @@
 //! Secrets against the real world: interop with the `age` command-line tool in both
 //! directions (what `age -a -r` encrypts, Clarity decrypts; what `clarity-reconcile secret
 //! set` writes, `age -d -i` decrypts), and a canary value that must never show up in any
-//! output except `secret get`'s. Without `age` installed these tests skip, unless CI=true (or 1),
-//! where a missing `age` is a failure (the test script installs it).
+//! output except `secret get`'s. Without `age` installed these tests skip on a developer machine;
+//! under CI (`CI=true` or `CI=1`, `support::in_ci`) a missing `age` is a failure (the test script
+//! installs it).
 
 mod support;
 
@@ -14,7 +15,8 @@ use std::process::{Command, Output, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_clarity-reconcile");
 const CANARY: &str = "CANARY-7f3a9c-do-not-print";
 
-/// Whether the `age` tools are there; panics in CI, where they must be.
+/// Whether the `age` tools are there; under CI (`support::in_ci`) their absence panics, as
+/// every other prerequisite's does.
 fn age_available() -> bool {
     let works = |tool: &str| {
         Command::new(tool)
@@ -22,17 +24,10 @@ fn age_available() -> bool {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if works("age") && works("age-keygen") {
-        return true;
-    }
-    if support::in_ci() {
-        panic!(
-            "the age CLI (`age`, `age-keygen`) is not installed, and CI=true: install the Debian \
-             package `age` (scripts/test.sh does)"
-        );
-    }
-    eprintln!("skipping: the age CLI is not installed (apt-get install age)");
-    false
+    support::require(
+        works("age") && works("age-keygen"),
+        "the age CLI (`age`, `age-keygen`; Debian package `age`)",
+    )
 }
 
 /// A config repository (plain directory) with clients acme and globex, each with its own

@@ -638,3 +638,351 @@ fn deployment(
 fn normalize_mode(m: &str) -> String {
     format!("{:04o}", u32::from_str_radix(m, 8).unwrap_or(0o644))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn repository(value: serde_json::Value) -> Repository {
+        serde_json::from_value(value).expect("a repository")
+    }
+
+    fn server(agent: serde_json::Value, addresses: &[&str]) -> Server {
+        serde_json::from_value(json!({
+            "hostname": "web-1",
+            "datacenter": "fra1",
+            "ip_addresses": addresses.iter().map(|a| json!({ "address": a })).collect::<Vec<_>>(),
+            "agent": agent,
+        }))
+        .expect("a server")
+    }
+
+    /// A bag holding `db_password` (decrypted) and `api_token` (no identity could decrypt it).
+    fn bag() -> SecretBag {
+        SecretBag {
+            values: [
+                ("api_token".to_string(), Ok(None)),
+                (
+                    "db_password".to_string(),
+                    Ok(Some(SecretString::from("hunter2".to_string()))),
+                ),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn modes_have_one_spelling() {
+        assert_eq!(normalize_mode("640"), "0640");
+        assert_eq!(normalize_mode("0640"), "0640");
+        assert_eq!(normalize_mode("4755"), "4755");
+        assert_eq!(normalize_mode("7"), "0007");
+        // Not octal: the default file mode, never a panic.
+        assert_eq!(normalize_mode("rw-r--r--"), "0644");
+        assert_eq!(normalize_mode("0899"), "0644");
+    }
+
+    #[test]
+    fn sources_display_without_credentials_or_queries() {
+        let http = repository(json!({
+            "name": "r", "type": "http",
+            "url": "https://fetch:pw@releases.example/artifacts/",
+        }));
+        assert_eq!(
+            source_display(&http, "shop/1.0.jar"),
+            "https://releases.example/artifacts/shop/1.0.jar"
+        );
+        let signed = repository(json!({
+            "name": "r", "type": "http", "url": "https://releases.example/a?sig=abc",
+        }));
+        assert_eq!(
+            source_display(&signed, "x.jar"),
+            "https://releases.example/a?…"
+        );
+        let sftp = repository(json!({
+            "name": "r", "type": "sftp", "host": "files.example", "port": 2222,
+            "username": "deploy", "path": "/srv/files/",
+        }));
+        assert_eq!(
+            source_display(&sftp, "a.tgz"),
+            "sftp://deploy@files.example:2222/srv/files/a.tgz"
+        );
+        let ftp = repository(json!({ "name": "r", "type": "ftp", "host": "ftp.example" }));
+        assert_eq!(source_display(&ftp, "a.tgz"), "ftp://ftp.example/a.tgz");
+        let file = repository(json!({ "name": "r", "type": "file", "path": "files" }));
+        assert_eq!(source_display(&file, "a.sh"), "files/a.sh");
+        let s3 = repository(json!({
+            "name": "r", "type": "s3", "bucket": "builds", "prefix": "shop/",
+        }));
+        assert_eq!(source_display(&s3, "1.0.jar"), "s3://builds/shop/1.0.jar");
+        let s3_root = repository(json!({ "name": "r", "type": "s3", "bucket": "builds" }));
+        assert_eq!(source_display(&s3_root, "1.0.jar"), "s3://builds/1.0.jar");
+    }
+
+    #[test]
+    fn wire_sources_carry_decrypted_credentials_and_name_the_missing_ones() {
+        let http = repository(json!({
+            "name": "r", "type": "http", "url": "https://releases.example",
+            "auth": { "type": "basic", "username": "fetch", "password": { "secret": "db_password" } },
+        }));
+        let (wire, missing) = wire_source(&http, &bag(), None);
+        let WireSource::Http {
+            base_url,
+            username,
+            password,
+            token,
+            header,
+        } = wire
+        else {
+            panic!("not http: {wire:?}");
+        };
+        assert_eq!(base_url, "https://releases.example");
+        assert_eq!(username.as_deref(), Some("fetch"));
+        assert_eq!(
+            password.map(|p| p.0.expose().to_string()).as_deref(),
+            Some("hunter2")
+        );
+        assert!(token.is_none() && header.is_none());
+        assert!(missing.is_empty(), "{missing:?}");
+
+        // Undecryptable and undefined secrets are both missing, and never sent.
+        let sftp = repository(json!({
+            "name": "r", "type": "sftp", "host": "files.example", "username": "deploy",
+            "auth": { "type": "password", "password": { "secret": "api_token" } },
+        }));
+        let (wire, missing) = wire_source(&sftp, &bag(), None);
+        let WireSource::Sftp { port, password, .. } = wire else {
+            panic!("not sftp: {wire:?}");
+        };
+        assert_eq!(port, 22);
+        assert!(password.is_none());
+        assert_eq!(missing, ["api_token"]);
+        let ftp = repository(json!({
+            "name": "r", "type": "ftp", "host": "ftp.example", "password": { "secret": "nope" },
+        }));
+        let (wire, missing) = wire_source(&ftp, &bag(), None);
+        let WireSource::Ftp { port, passive, .. } = wire else {
+            panic!("not ftp: {wire:?}");
+        };
+        assert_eq!((port, passive), (21, true));
+        assert_eq!(missing, ["nope"]);
+    }
+
+    #[test]
+    fn wire_sources_fill_defaults_and_place_relative_file_repositories() {
+        let relative = repository(json!({ "name": "r", "type": "file", "path": "files" }));
+        let root = std::path::Path::new("/var/lib/clarity/config");
+        let (wire, _) = wire_source(&relative, &bag(), Some(root));
+        assert!(
+            matches!(&wire, WireSource::File { dir } if dir == "/var/lib/clarity/config/files"),
+            "{wire:?}"
+        );
+        let (wire, _) = wire_source(&relative, &bag(), None);
+        assert!(
+            matches!(&wire, WireSource::File { dir } if dir == "files"),
+            "{wire:?}"
+        );
+        let absolute = repository(json!({ "name": "r", "type": "file", "path": "/srv/files" }));
+        let (wire, _) = wire_source(&absolute, &bag(), Some(root));
+        assert!(
+            matches!(&wire, WireSource::File { dir } if dir == "/srv/files"),
+            "{wire:?}"
+        );
+        let s3 = repository(json!({ "name": "r", "type": "s3", "bucket": "builds" }));
+        let (wire, missing) = wire_source(&s3, &bag(), None);
+        let WireSource::S3 {
+            region,
+            prefix,
+            path_style,
+            access_key_id,
+            ..
+        } = wire
+        else {
+            panic!("not s3: {wire:?}");
+        };
+        assert_eq!(
+            (region.as_str(), prefix.as_str(), path_style),
+            ("us-east-1", "", false)
+        );
+        assert!(access_key_id.is_none() && missing.is_empty());
+    }
+
+    #[test]
+    fn ssh_endpoints_default_to_the_first_address() {
+        let plain = server(json!({ "transport": "ssh" }), &["10.0.0.11", "10.0.0.12"]);
+        let e = ssh_endpoint(&plain).expect("an ssh endpoint");
+        assert_eq!(e.address, "10.0.0.11");
+        assert!(e.port.is_none() && e.user.is_none() && !e.sudo);
+        let explicit = server(
+            json!({ "transport": "ssh", "ssh": {
+                "address": "web-1.acme.example", "port": 2222, "user": "deploy", "sudo": true,
+                "proxy_jump": "bastion",
+            }}),
+            &["10.0.0.11"],
+        );
+        let e = ssh_endpoint(&explicit).expect("an ssh endpoint");
+        assert_eq!(
+            (
+                e.address.as_str(),
+                e.port,
+                e.user.as_deref(),
+                e.sudo,
+                e.proxy_jump.as_deref()
+            ),
+            (
+                "web-1.acme.example",
+                Some(2222),
+                Some("deploy"),
+                true,
+                Some("bastion")
+            )
+        );
+        assert!(ssh_endpoint(&server(json!({ "transport": "ssh" }), &[])).is_none());
+        let local = server(json!({ "transport": "local" }), &["10.0.0.11"]);
+        assert!(ssh_endpoint(&local).is_none());
+    }
+
+    /// Runs `f` with the scope of client acme, server web-1, profile prod: `config`, the
+    /// environment `ALLOWED=from-env` (of which `ALLOWED` and `UNSET` may be read) and [`bag`].
+    fn in_scope<T>(config: serde_json::Value, lenient_env: bool, f: impl FnOnce(&Scope) -> T) -> T {
+        let config: BTreeMap<String, serde_json::Value> = serde_json::from_value(config).unwrap();
+        let env: BTreeMap<String, String> =
+            [("ALLOWED".to_string(), "from-env".to_string())].into();
+        let allowed = ["ALLOWED".to_string(), "UNSET".to_string()];
+        let bag = Arc::new(bag());
+        let (templates, diags) = Templates::new(&Inventory::default());
+        assert!(diags.is_empty());
+        f(&Scope {
+            client: "acme",
+            server: "web-1",
+            profile: "prod",
+            config: &config,
+            env: &env,
+            allowed_env: &allowed,
+            lenient_env,
+            bag: &bag,
+            templates: &templates,
+            template_ctx: &minijinja::Value::UNDEFINED,
+        })
+    }
+
+    /// Resolves `s` [`in_scope`]; `marked` keeps secrets as markers.
+    fn resolve_with(
+        s: &str,
+        config: serde_json::Value,
+        allow_config: bool,
+        lenient_env: bool,
+        marked: bool,
+    ) -> Result<String, String> {
+        in_scope(config, lenient_env, |scope| {
+            if marked {
+                scope.resolve_marked(s, allow_config)
+            } else {
+                scope.resolve(s, allow_config)
+            }
+        })
+    }
+
+    fn resolve(s: &str) -> Result<String, String> {
+        resolve_with(
+            s,
+            json!({ "port": 8080, "db": { "url": "postgres://db" } }),
+            true,
+            false,
+            false,
+        )
+    }
+
+    #[test]
+    fn references_resolve_once_against_the_host() {
+        assert_eq!(
+            resolve("${CLIENT_ID}-${SERVER}-${PROFILE}").unwrap(),
+            "acme-web-1-prod"
+        );
+        assert_eq!(resolve("port=${CONFIG:port}").unwrap(), "port=8080");
+        assert_eq!(
+            resolve("${CONFIG:db.url}/shop").unwrap(),
+            "postgres://db/shop"
+        );
+        assert_eq!(resolve("${ENV:ALLOWED}").unwrap(), "from-env");
+        // A value is substituted once: template syntax inside it stays literal.
+        let literal = resolve_with(
+            "${CONFIG:x}",
+            json!({ "x": "{{ secret(\"db_password\") }} ${SERVER}" }),
+            true,
+            false,
+            false,
+        );
+        assert_eq!(literal.unwrap(), "{{ secret(\"db_password\") }} ${SERVER}");
+        assert_eq!(resolve("no references").unwrap(), "no references");
+    }
+
+    #[test]
+    fn secrets_stay_markers_until_revealed() {
+        let config = json!({});
+        let marked = resolve_with(
+            "pw=${SECRET:db_password}",
+            config.clone(),
+            true,
+            false,
+            true,
+        )
+        .unwrap();
+        assert!(!marked.contains("hunter2"), "{marked}");
+        assert_eq!(marked.chars().count(), "pw=".len() + 1);
+        let revealed = resolve_with(
+            "pw=${SECRET:db_password}",
+            config.clone(),
+            true,
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(revealed, "pw=hunter2");
+        // Undecryptable: a placeholder, never an error.
+        let placeholder = resolve_with("${SECRET:api_token}", config.clone(), true, false, false);
+        assert_eq!(placeholder.unwrap(), SecretBag::placeholder("api_token"));
+        let undefined = resolve_with("${SECRET:nope}", config, true, false, false).unwrap_err();
+        assert!(undefined.contains("`nope` is not defined"), "{undefined}");
+    }
+
+    #[test]
+    fn references_that_cannot_resolve_are_errors() {
+        let missing = resolve("${CONFIG:db.user}").unwrap_err();
+        assert!(missing.contains("does not name a value"), "{missing}");
+        let refused = resolve("${ENV:HOME}").unwrap_err();
+        assert!(
+            refused.contains("does not allow reading `HOME`"),
+            "{refused}"
+        );
+        let unset = resolve("${ENV:UNSET}").unwrap_err();
+        assert!(unset.contains("has no variable `UNSET`"), "{unset}");
+        // validate has no environment: an allowed but unset variable is a placeholder there,
+        // and a refused one is still refused.
+        let lenient = resolve_with("${ENV:UNSET}", json!({}), true, true, false);
+        assert_eq!(lenient.unwrap(), "«env:UNSET»");
+        assert!(resolve_with("${ENV:HOME}", json!({}), true, true, false).is_err());
+        let chained =
+            resolve_with("${CONFIG:port}", json!({ "port": 1 }), false, false, false).unwrap_err();
+        assert!(chained.contains("cannot refer to each other"), "{chained}");
+        assert!(resolve("${UNCLOSED").is_err());
+    }
+
+    #[test]
+    fn configuration_values_resolve_at_every_depth_without_chaining() {
+        in_scope(json!({}), false, |scope| {
+            let resolved = resolve_json(
+                scope,
+                &json!({ "name": "${SERVER}", "list": ["${PROFILE}", 3, true, null], "n": 1.5 }),
+            )
+            .unwrap();
+            assert_eq!(
+                resolved,
+                json!({ "name": "web-1", "list": ["prod", 3, true, null], "n": 1.5 })
+            );
+            let nested = resolve_json(scope, &json!({ "a": [{ "b": "${CONFIG:name}" }] }));
+            assert!(nested.unwrap_err().contains("cannot refer to each other"));
+        });
+    }
+}

@@ -280,3 +280,332 @@ pub fn drift(desired: &DesiredHost, actual: &ActualHost) -> Vec<Finding> {
 fn short(s: Option<&str>) -> &str {
     s.map(|s| &s[..12.min(s.len())]).unwrap_or("none")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{Context, DesiredDeployment, InventorySecrets, Selection, Templates};
+    use crate::model::ServiceManager;
+    use crate::model::host::{ActualDeployment, ActualFile, ActualService, Listener};
+
+    /// One server, one deployment with a config file, an env var, a port and a service: its
+    /// desired state computed from a real (tiny) config repository.
+    fn desired() -> DesiredHost {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            ("clarity.yml", "profiles: [prod]\n"),
+            (
+                "clients/acme/client.yml",
+                "id: acme\ncode: ACME\nname: Acme\nstatus: active\n",
+            ),
+            (
+                "clients/acme/datacenters/fra1.yml",
+                "code: fra1\nname: Frankfurt 1\ntype: primary\n",
+            ),
+            (
+                "clients/acme/servers/web-1.yml",
+                "hostname: web-1\ndatacenter: fra1\nip_addresses:\n  - address: 10.0.0.11\n\
+                 agent:\n  transport: ssh\n  service_manager: systemd\n",
+            ),
+            (
+                "repositories/releases.yml",
+                "name: releases\ntype: http\nurl: https://releases.acme.example/artifacts\n",
+            ),
+            (
+                "artifacts/shop.yml",
+                "id: shop\ntype: jar\nrepository: releases\nversions:\n  - version: \"1.0.0\"\n    \
+                 sha256: 0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9\n    \
+                 location: shop/1.0.0/shop.jar\nrun:\n  command: [\"java\", \"-jar\", \"shop.jar\"]\n",
+            ),
+            (
+                "clients/acme/deployments/shop/prod.yml",
+                "artifact: shop\nprofile: prod\nversion: \"1.0.0\"\ntargets:\n  - server: web-1\n\
+                 env_vars:\n  SHOP_PORT: \"8080\"\nconfig_files:\n  - destination: conf/app.conf\n    \
+                 content: \"listen=8080\\n\"\n    mode: \"0640\"\nports:\n  - port: 8080\n",
+            ),
+        ];
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let snapshot =
+            crate::source::read(dir.path(), &crate::source::ReadMode::WorkingTree).unwrap();
+        let loaded = crate::load::load(&snapshot);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics.sorted());
+        let inv = loaded.inventory;
+        let (templates, diags) = Templates::new(&inv);
+        assert!(diags.is_empty(), "{diags:?}");
+        let secrets = InventorySecrets::new(&inv, None);
+        let ctx = Context {
+            env: Default::default(),
+            allowed_env: Vec::new(),
+            secrets: &secrets,
+            lenient_env: false,
+            config_root: None,
+        };
+        let mut hosts = crate::desired::hosts(&inv, &templates, &Selection::default(), &ctx);
+        assert_eq!(hosts.len(), 1);
+        let host = hosts.pop().unwrap().expect("the host resolves");
+        assert_eq!(host.deployments.len(), 1);
+        host
+    }
+
+    /// The host exactly as applying `desired` leaves it.
+    fn converged(desired: &DesiredHost) -> ActualHost {
+        let mut actual = ActualHost::empty("test");
+        for d in &desired.deployments {
+            actual.deployments.insert(d.name.clone(), in_sync(d));
+        }
+        actual
+    }
+
+    fn in_sync(d: &DesiredDeployment) -> ActualDeployment {
+        ActualDeployment {
+            current_release: Some(d.release.clone()),
+            current_version: Some(d.artifact.version.clone()),
+            releases: vec![d.release.clone()],
+            known_releases: vec![d.release.clone()],
+            files: d
+                .release_files
+                .iter()
+                .chain(&d.host_files)
+                .map(|f| ActualFile {
+                    destination: f.destination.clone(),
+                    exists: true,
+                    sha256: Some(f.content.sha256.clone()),
+                    mode: Some(f.mode.clone()),
+                    owner: None,
+                    recorded: None,
+                })
+                .collect(),
+            env_sha256: Some(crate::desired::sha256_hex(
+                env_file_text(d, true).as_bytes(),
+            )),
+            service: Some(ActualService {
+                manager: ServiceManager::Systemd,
+                definition_sha256: service_definition_sha256(d),
+                state: ServiceState::Running,
+                enabled: true,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The drift of `desired` against the converged host changed by `change`, as kinds.
+    fn kinds_after(desired: &DesiredHost, change: impl FnOnce(&mut ActualHost)) -> Vec<DriftKind> {
+        let mut actual = converged(desired);
+        change(&mut actual);
+        drift(desired, &actual)
+            .into_iter()
+            .map(|f| f.kind)
+            .collect()
+    }
+
+    fn shop(actual: &mut ActualHost) -> &mut ActualDeployment {
+        actual.deployments.get_mut("shop").unwrap()
+    }
+
+    #[test]
+    fn a_converged_host_has_no_drift() {
+        let desired = desired();
+        assert_eq!(drift(&desired, &converged(&desired)), Vec::new());
+    }
+
+    #[test]
+    fn each_difference_is_one_finding_of_its_kind() {
+        let d = desired();
+        let release = d.deployments[0].release.clone();
+        assert_eq!(
+            kinds_after(&d, |a| a.deployments.clear()),
+            [DriftKind::Missing]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a).current_release = Some("other".into())),
+            [DriftKind::WrongRelease]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a).current_release = None),
+            [DriftKind::WrongRelease]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a).files[0].sha256 = Some("0".repeat(64))),
+            [DriftKind::FileModified]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a).files[0].exists = false),
+            [DriftKind::FileMissing]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a).files[0].mode = Some("0666".into())),
+            [DriftKind::FileMetadata]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a).env_sha256 = None),
+            [DriftKind::EnvModified]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a).service = None),
+            [DriftKind::ServiceDefinition]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a)
+                .service
+                .as_mut()
+                .unwrap()
+                .definition_sha256 = None),
+            [DriftKind::ServiceDefinition]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a).service.as_mut().unwrap().state =
+                ServiceState::Failed),
+            [DriftKind::ServiceStopped]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a).service.as_mut().unwrap().enabled = false),
+            [DriftKind::ServiceDisabled]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a).migrations_pending =
+                vec!["002_add_index".into()]),
+            [DriftKind::MigrationPending]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| shop(a).releases =
+                vec![release.clone(), "r-by-hand".into()]),
+            [DriftKind::UnknownRelease]
+        );
+        assert_eq!(
+            kinds_after(&d, |a| {
+                a.deployments
+                    .insert("legacy".into(), ActualDeployment::default());
+            }),
+            [DriftKind::UnknownDeployment]
+        );
+    }
+
+    #[test]
+    fn findings_name_the_host_the_deployment_and_what_differs() {
+        let d = desired();
+        let mut actual = converged(&d);
+        shop(&mut actual).files[0].sha256 = Some("f".repeat(64));
+        let found = drift(&d, &actual);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let f = &found[0];
+        assert_eq!(
+            (f.server.as_str(), f.client.as_str(), f.deployment.as_str()),
+            ("web-1", "acme", "shop")
+        );
+        let expected = &d.deployments[0].release_files[0].content.sha256;
+        assert_eq!(
+            f.detail,
+            format!(
+                "conf/app.conf was changed on the host (sha256 {}…, expected {}…)",
+                "f".repeat(12),
+                &expected[..12]
+            )
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_judged_is_not_drift() {
+        let d = desired();
+        // Release directories without the agent's record: nothing to compare with.
+        assert_eq!(
+            kinds_after(&d, |a| {
+                shop(a).known_releases.clear();
+                shop(a).releases.push("r-old".into());
+            }),
+            []
+        );
+        // A managed file the agent did not report on is not said to be missing.
+        assert_eq!(kinds_after(&d, |a| shop(a).files.clear()), []);
+        // A file whose content is not exactly known (an undecryptable secret) is not compared.
+        let mut unknown = d.clone();
+        unknown.deployments[0].release_files[0].content.known = false;
+        let mut actual = converged(&unknown);
+        shop(&mut actual).files[0].sha256 = Some("0".repeat(64));
+        assert_eq!(drift(&unknown, &actual), Vec::new());
+    }
+
+    #[test]
+    fn a_port_held_by_another_process_is_a_conflict() {
+        let d = desired();
+        let listener = |pid: Option<u32>, deployment: Option<&str>| Listener {
+            port: 8080,
+            protocol: "tcp".into(),
+            pid,
+            process: Some("nginx".into()),
+            deployment: deployment.map(str::to_string),
+        };
+        let found = {
+            let mut actual = converged(&d);
+            actual.listeners = vec![listener(Some(42), None)];
+            drift(&d, &actual)
+        };
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, DriftKind::PortConflict);
+        assert_eq!(
+            found[0].detail,
+            "port 8080/tcp is held by nginx (pid 42), not by shop"
+        );
+        let of_other = kinds_after(&d, |a| {
+            a.listeners = vec![listener(Some(7), Some("cleanup"))]
+        });
+        assert_eq!(of_other, [DriftKind::PortConflict]);
+        // Its own process, an unseen holder and another protocol are no conflict.
+        assert_eq!(
+            kinds_after(&d, |a| a.listeners = vec![listener(Some(42), Some("shop"))]),
+            []
+        );
+        assert_eq!(
+            kinds_after(&d, |a| a.listeners = vec![listener(None, None)]),
+            []
+        );
+        let udp = kinds_after(&d, |a| {
+            a.listeners = vec![Listener {
+                protocol: "udp".into(),
+                ..listener(Some(42), None)
+            }]
+        });
+        assert_eq!(udp, []);
+    }
+
+    /// Every name the schema gives a kind (so a new kind is covered without listing it here).
+    fn names_in(schema: &serde_json::Value, out: &mut Vec<String>) {
+        match schema {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("const", serde_json::Value::String(s)) => out.push(s.clone()),
+                        ("enum", serde_json::Value::Array(a)) => {
+                            out.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string)));
+                        }
+                        _ => names_in(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| names_in(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn kinds_read_as_they_serialize() {
+        let schema = serde_json::to_value(schemars::schema_for!(DriftKind)).unwrap();
+        let mut names = Vec::new();
+        names_in(&schema, &mut names);
+        assert!(names.len() >= 17, "{schema}");
+        for name in names {
+            let kind: DriftKind = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(kind.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn short_hashes_are_twelve_characters_at_most() {
+        assert_eq!(short(Some("0123456789abcdef")), "0123456789ab");
+        assert_eq!(short(Some("abc")), "abc");
+        assert_eq!(short(None), "none");
+    }
+}

@@ -928,7 +928,7 @@ pub fn base36(mut n: u32) -> String {
 }
 
 /// A process as `PID START_TIME`, which no later process can share.
-fn process_identity(pid: u32) -> Option<String> {
+pub fn process_identity(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     let start = rest.split_whitespace().nth(19)?;
