@@ -144,27 +144,20 @@ fn plan_is_the_dry_run_and_takes_its_options_before_or_after_it() {
     let plan = in_fresh_dir(&[&["plan"][..], &options].concat());
     assert_eq!(plan, dry_run);
     // The selection given before the subcommand, as when it was a global option.
-    let before = in_fresh_dir(&[
-        "--profile",
-        "mock",
-        "plan",
-        "--repo",
-        repo,
-        "--assume-empty-hosts",
-        "--work-dir",
-        "work",
-    ]);
-    assert_eq!(before, dry_run);
-    let other = in_fresh_dir(&[
-        "--profile",
-        "staging",
-        "plan",
-        "--repo",
-        repo,
-        "--assume-empty-hosts",
-        "--work-dir",
-        "work",
-    ]);
+    let before = |profile: &str| {
+        in_fresh_dir(&[
+            "--profile",
+            profile,
+            "plan",
+            "--repo",
+            repo,
+            "--assume-empty-hosts",
+            "--work-dir",
+            "work",
+        ])
+    };
+    assert_eq!(before("mock"), dry_run);
+    let other = before("staging");
     assert_ne!(other, dry_run, "--profile before `plan` is not ignored");
 }
 

@@ -1,7 +1,7 @@
 //! The command line: one file per command, each with its `<Verb>Args` (whose doc comment is the
 //! `--help` text) and a `run` function. This module parses arguments and dispatches; `error`
 //! turns errors into `error:` / `caused by:` / `hint:` lines and holds the exit-code table:
-//! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found, 3 a
+//! 0 nothing to do or success, 1 error, 2 changes pending (`plan`) or drift found, 3 a
 //! detached apply without an outcome, 4 a rollout paused after its canary, 64 a usage error.
 
 mod agent;
@@ -242,23 +242,19 @@ pub fn run(cli: Cli) -> CliResult {
             history::run(global, &args)
         }
         Some(Command::Drift(mut args)) => {
-            args.selection = args.selection.or(&before.selection);
-            args.reach = args.reach.or(&before.reach);
+            carry(&mut args.selection, &mut args.reach, before);
             drift::run(global, &args)
         }
         Some(Command::Rollback(mut args)) => {
-            args.selection = args.selection.or(&before.selection);
-            args.reach = args.reach.or(&before.reach);
+            carry(&mut args.selection, &mut args.reach, before);
             rollback::run(global, &args)
         }
         Some(Command::Resume(mut args)) => {
-            args.selection = args.selection.or(&before.selection);
-            args.reach = args.reach.or(&before.reach);
+            carry(&mut args.selection, &mut args.reach, before);
             resume::run(global, &args)
         }
         Some(Command::Decommission(mut args)) => {
-            args.selection = args.selection.or(&before.selection);
-            args.reach = args.reach.or(&before.reach);
+            carry(&mut args.selection, &mut args.reach, before);
             decommission::run(global, &args)
         }
         Some(Command::Completions(args)) => completions::run(&args),
@@ -267,4 +263,14 @@ pub fn run(cli: Cli) -> CliResult {
         None if bare.dry_run => reconcile::run(global, before, None),
         None => reconcile::run(global, before, Some(&bare.reconcile.apply)),
     }
+}
+
+/// Carries the selection and SSH options given before a subcommand over to it.
+fn carry(
+    selection: &mut SelectionArgs,
+    reach: &mut reach::ReachArgs,
+    before: &reconcile::TargetArgs,
+) {
+    *selection = selection.or(&before.selection);
+    *reach = reach.or(&before.reach);
 }
