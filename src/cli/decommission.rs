@@ -6,8 +6,8 @@
 //! volumes kept unless `--purge-data`. The run is recorded in the ledger and the commit's note
 //! as an apply run of kind `decommission`. It never touches a server it was not pointed at.
 
-use super::reach::Reach;
-use super::{CliError, CliResult, Exit, GlobalArgs, Output};
+use super::reach::{Reach, ReachArgs};
+use super::{CliError, CliResult, Exit, GlobalArgs, Output, SelectionArgs, StateArgs};
 use crate::apply::Part;
 use crate::apply::fleet::Hosts;
 use crate::desired::{Context, DesiredHost, InventorySecrets, Selection, Templates};
@@ -19,7 +19,6 @@ use crate::plan::{self, HostPlan, HostStatus, Plan};
 use crate::source::{self, ReadMode};
 use clap::Args;
 use rayon::prelude::*;
-use std::path::PathBuf;
 
 /// Take deployments off servers: stop their services, remove their releases, keep their data
 /// volumes (unless --purge-data). Needs --server, --client or --profile; shows the plan
@@ -27,6 +26,8 @@ use std::path::PathBuf;
 /// (--dry-run).
 #[derive(Debug, Args)]
 pub struct DecommissionArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
     /// Only this deployment (artifact id); the others on the hosts stay.
     #[arg(long, value_name = "ARTIFACT")]
     pub deployment: Option<String>,
@@ -36,27 +37,23 @@ pub struct DecommissionArgs {
     /// Only print what would be removed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// The reconciler's working directory; `local` sandboxes live below it.
-    #[arg(
-        long,
-        env = "CLARITY_WORK_DIR",
-        default_value = ".clarity",
-        value_name = "DIR"
-    )]
-    pub work_dir: PathBuf,
-    /// The run ledger; default `<work-dir>/ledger.sqlite` or `$CLARITY_STATE_DIR`.
-    #[arg(long, value_name = "FILE")]
-    pub ledger: Option<PathBuf>,
     /// Seconds to wait for another reconciler's lock on a host.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub lock_timeout: u64,
     /// After recording, push the `refs/notes/clarity` notes to the config repository's `origin`.
     #[arg(long)]
     pub push_notes: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub reach: ReachArgs,
 }
 
 pub fn run(global: &GlobalArgs, args: &DecommissionArgs) -> CliResult {
-    if global.server.is_none() && global.client.is_none() && global.profile.is_none() {
+    if args.selection.server.is_none()
+        && args.selection.client.is_none()
+        && args.selection.profile.is_none()
+    {
         return Err(
             CliError::new("decommission needs --server, --client or --profile")
                 .hint("name what to take deployments off, e.g. `clarity-reconcile decommission --server web-3 --dry-run`"),
@@ -90,11 +87,11 @@ pub fn run(global: &GlobalArgs, args: &DecommissionArgs) -> CliResult {
         lenient_env: true,
         config_root: Some(snapshot.root.clone()),
     };
-    let profiles = global.profiles();
+    let profiles = args.selection.profiles();
     let selection = Selection {
-        client: global.client.clone(),
+        client: args.selection.client.clone(),
         profiles: profiles.clone(),
-        server: global.server.clone(),
+        server: args.selection.server.clone(),
         deployment: None,
     };
     let mut hosts = Vec::new();
@@ -136,9 +133,9 @@ pub fn run(global: &GlobalArgs, args: &DecommissionArgs) -> CliResult {
     };
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
-    let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
-    let reach = Reach::new(&global.reach, &exe, &work_dir, false, None);
-    let pool = global.reach.thread_pool()?;
+    let work_dir = std::path::absolute(&args.state.work_dir).unwrap_or(args.state.work_dir.clone());
+    let reach = Reach::new(&args.reach, &exe, &work_dir, false, None);
+    let pool = args.reach.thread_pool()?;
     let plans: Vec<HostPlan> = pool.install(|| {
         hosts
             .par_iter()
@@ -248,7 +245,7 @@ pub fn run(global: &GlobalArgs, args: &DecommissionArgs) -> CliResult {
         rollout: Default::default(),
         kind: RunKind::Decommission,
     };
-    let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
+    let ledger_path = args.state.ledger_path();
     let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
     ledger.record_run(&run)?;
     if !run.commit.is_empty() {

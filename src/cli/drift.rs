@@ -2,15 +2,16 @@
 //! itself (inspect every selected host, compare with the commit it last converged on, record)
 //! is `crate::apply::drift`'s, which the watch loop runs too.
 
-use super::reach::Reach;
-use super::{CliError, CliResult, Exit, GlobalArgs, Output};
+use super::reach::{Reach, ReachArgs};
+use super::{
+    CliError, CliResult, Exit, GlobalArgs, IdentityArgs, Output, SelectionArgs, StateArgs,
+};
 use crate::apply::drift::{self, HostFindings};
 use crate::apply::reconcile::Start;
 use crate::plan::drift::Finding;
 use clap::Args;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::PathBuf;
 
 /// Report drift: inspect every selected host (changing nothing) and list each difference from
 /// the desired state of the last applied commit — files edited by hand or missing, the wrong
@@ -20,35 +21,30 @@ use std::path::PathBuf;
 /// work directory.
 #[derive(Debug, Clone, Args)]
 pub struct DriftArgs {
-    /// The reconciler's working directory (sandboxes and the ledger live below it).
-    #[arg(
-        long,
-        env = "CLARITY_WORK_DIR",
-        default_value = ".clarity",
-        value_name = "DIR"
-    )]
-    pub work_dir: PathBuf,
-    /// The run ledger; default `<work-dir>/ledger.sqlite` or `$CLARITY_STATE_DIR`.
-    #[arg(long, value_name = "FILE")]
-    pub ledger: Option<PathBuf>,
-    /// age identity file, to compare files that contain secrets exactly.
-    #[arg(long, value_name = "FILE")]
-    pub age_identity: Option<PathBuf>,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
     /// An unreachable host is reported but does not make the run fail.
     #[arg(long)]
     pub allow_unreachable: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub reach: ReachArgs,
 }
 
 pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     // The drift timer's service is given the loop's --repo: a URL is read from the loop's
     // mirror, which holds every commit the loop applied.
-    let mirror = crate::watch::mirror::mirror_root(&global.repo.to_string_lossy(), &args.work_dir)
-        .map_err(|e| {
-            CliError::new(e).hint(
+    let mirror =
+        crate::watch::mirror::mirror_root(&global.repo.to_string_lossy(), &args.state.work_dir)
+            .map_err(|e| {
+                CliError::new(e).hint(
                 "start clarity-reconcile.service (or `clarity-reconcile --watch --repo URL` with \
                  the same work directory) first, or pass --repo a local clone",
             )
-        })?;
+            })?;
     let mirrored;
     let global = match mirror {
         Some(root) => {
@@ -60,13 +56,13 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
         }
         None => global,
     };
-    let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
+    let ledger_path = args.state.ledger_path();
     let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
-    let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
-    let reach = Reach::new(&global.reach, &exe, &work_dir, false, None);
-    let pool = global.reach.thread_pool()?;
+    let work_dir = std::path::absolute(&args.state.work_dir).unwrap_or(args.state.work_dir.clone());
+    let reach = Reach::new(&args.reach, &exe, &work_dir, false, None);
+    let pool = args.reach.thread_pool()?;
     let (started_at, id) = crate::agent::run_started();
     let _run = tracing::info_span!("run", run_id = %id).entered();
     let report = drift::check(
@@ -74,7 +70,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
             repo: &global.repo,
             rev: global.rev.as_deref(),
             branch: None,
-            inputs: &global.inputs(args.age_identity.as_deref(), None),
+            inputs: &global.inputs(&args.selection, args.identity.age_identity.as_deref(), None),
             start: Start {
                 id,
                 started_at,

@@ -4,11 +4,10 @@
 //! change nothing (opening an old ledger upgrades its schema); `rebuild` only ever creates a
 //! new file.
 
-use super::{CliError, CliResult, Exit, GlobalArgs, Output};
-use crate::ledger::{self, Ledger, RunFilter, RunSummary};
+use super::{CliError, CliResult, Exit, GlobalArgs, Output, SelectionArgs, StateArgs};
+use crate::ledger::{Ledger, RunFilter, RunSummary};
 use crate::model::run::RunRecord;
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
 
 /// Show what ran where, when, from which commit and with what result: the runs in the ledger,
 /// newest first, each with its hosts' outcomes and the versions they ended with. `--client`
@@ -16,22 +15,20 @@ use std::path::PathBuf;
 /// RUN` prints every step of one run; `history rebuild` recreates the ledger from the git
 /// notes of the config repository (`--repo`).
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("work_dir", |a| a.global(true)),
+    mut_arg("ledger", |a| a.global(true)),
+    mut_arg("client", |a| a.global(true)),
+    mut_arg("profile", |a| a.global(true)),
+    mut_arg("server", |a| a.global(true))
+)]
 pub struct HistoryArgs {
     #[command(subcommand)]
     pub action: Option<HistoryAction>,
-    /// The ledger file. Default: `ledger.sqlite` in $CLARITY_STATE_DIR if set, else in the
-    /// work directory.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub ledger: Option<PathBuf>,
-    /// The reconciler's working directory, where the ledger lives by default.
-    #[arg(
-        long,
-        global = true,
-        env = "CLARITY_WORK_DIR",
-        default_value = ".clarity",
-        value_name = "DIR"
-    )]
-    pub work_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
     /// Only runs in which a host recorded, or ran a step for, this deployment.
     #[arg(long, value_name = "NAME")]
     pub deployment: Option<String>,
@@ -59,7 +56,7 @@ pub enum HistoryAction {
 }
 
 pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> CliResult {
-    let path = ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
+    let path = args.state.ledger_path();
     match &args.action {
         None => list(global, args, &path),
         Some(HistoryAction::Show { run }) => show(global, &path, run),
@@ -77,8 +74,8 @@ fn list(global: &GlobalArgs, args: &HistoryArgs, path: &std::path::Path) -> CliR
         None => None,
     };
     let filter = RunFilter {
-        client: global.client.clone(),
-        server: global.server.clone(),
+        client: args.selection.client.clone(),
+        server: args.selection.server.clone(),
         deployment: args.deployment.clone(),
         since,
         limit: (args.limit > 0).then_some(args.limit),

@@ -1,7 +1,7 @@
 //! The command line: one file per command, each with its `<Verb>Args` (whose doc comment is the
 //! `--help` text) and a `run` function. This module parses arguments and dispatches; `error`
 //! turns errors into `error:` / `caused by:` / `hint:` lines and holds the exit-code table:
-//! 0 nothing to do or success, 1 error, 2 changes pending (`--dry-run`) or drift found, 3 a
+//! 0 nothing to do or success, 1 error, 2 changes pending (`plan`) or drift found, 3 a
 //! detached apply without an outcome, 4 a rollout paused after its canary, 64 a usage error.
 
 mod agent;
@@ -12,6 +12,8 @@ mod error;
 pub use error::{CliError, CliResult, EXIT_USAGE, ErrorKind, Exit};
 mod history;
 pub mod logging;
+mod options;
+pub use options::{IdentityArgs, SelectionArgs, StateArgs};
 mod progress;
 mod reach;
 pub(crate) mod reconcile;
@@ -30,17 +32,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Clarity reconciles servers with a git config repository: it reads the repository at a
-/// commit, computes what every server should run, compares it with what runs, and shows or
-/// applies the difference.
+/// commit, computes what every server should run, compares it with what runs, and shows
+/// (`plan`) or applies (`apply`) the difference, once or as a service (`watch`). Without a
+/// subcommand it is `apply` (`--dry-run`: `plan`, `--watch`: `watch`), as in earlier versions.
 #[derive(Debug, Parser)]
 #[command(name = "clarity-reconcile", version, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(flatten)]
-    pub reconcile: reconcile::ReconcileArgs,
-    #[command(flatten)]
-    pub watch: watch::WatchArgs,
+    pub bare: reconcile::BareArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -51,20 +52,10 @@ pub struct GlobalArgs {
     /// Config repository (a directory inside a git work tree, or a plain directory).
     #[arg(long, global = true, default_value = ".", value_name = "PATH")]
     pub repo: PathBuf,
-    /// Revision to read (branch, tag or commit). Without it, `validate` and `--dry-run` read
+    /// Revision to read (branch, tag or commit). Without it, `validate` and `plan` read
     /// HEAD plus uncommitted changes and say so.
     #[arg(long, global = true, value_name = "REV")]
     pub rev: Option<String>,
-    /// Only servers of this client.
-    #[arg(long, global = true, value_name = "CLIENT")]
-    pub client: Option<String>,
-    /// Only deployments of this profile (dev, staging, prod, mock, ...); the reconcile and
-    /// drift commands also take several, separated by commas (`staging,prod`).
-    #[arg(long, global = true, value_name = "PROFILE")]
-    pub profile: Option<String>,
-    /// Only this server (host name).
-    #[arg(long, global = true, value_name = "HOSTNAME")]
-    pub server: Option<String>,
     /// An environment variable of the reconciler that the repository may read with
     /// `${ENV:NAME}` (repeatable; CLARITY_ALLOW_ENV takes a comma-separated list). By default
     /// none: a repository cannot read the reconciler's or CI's environment, and any other
@@ -108,24 +99,23 @@ pub struct GlobalArgs {
     )]
     pub color: terminal::ColorChoice,
     #[command(flatten)]
-    pub reach: reach::ReachArgs,
-    #[command(flatten)]
     pub log: logging::LogArgs,
 }
 
 impl GlobalArgs {
-    /// What the operator decides about a run, from these options: the selection, what the
-    /// repository may read, and how secrets are decrypted.
+    /// What the operator decides about a run, from these options and the command's: the
+    /// selection, what the repository may read, and how secrets are decrypted.
     pub(crate) fn inputs(
         &self,
+        selection: &SelectionArgs,
         age_identity: Option<&std::path::Path>,
         deployment: Option<&str>,
     ) -> crate::apply::prepare::Inputs {
         crate::apply::prepare::Inputs {
             selection: crate::desired::Selection {
-                client: self.client.clone(),
-                profiles: self.profiles(),
-                server: self.server.clone(),
+                client: selection.client.clone(),
+                profiles: selection.profiles(),
+                server: selection.server.clone(),
                 deployment: deployment.map(str::to_string),
             },
             allow_env: self.allow_env.clone(),
@@ -136,18 +126,6 @@ impl GlobalArgs {
             age_identity: age_identity.map(std::path::Path::to_path_buf),
             resuming: None,
         }
-    }
-
-    /// `--profile` as the list it is (`staging,prod` is two profiles), parsed here once so
-    /// that no query ever sees the raw text; empty when not given.
-    pub fn profiles(&self) -> Vec<String> {
-        self.profile
-            .iter()
-            .flat_map(|p| p.split(','))
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_string)
-            .collect()
     }
 }
 
@@ -160,6 +138,9 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Plan(reconcile::PlanArgs),
+    Apply(reconcile::ReconcileArgs),
+    Watch(watch::WatchCommand),
     Validate(validate::ValidateArgs),
     Schema(schema::SchemaArgs),
     Secret(secret::SecretArgs),
@@ -235,18 +216,61 @@ pub fn main() -> ExitCode {
 }
 
 pub fn run(cli: Cli) -> CliResult {
+    let global = &cli.global;
+    let bare = &cli.bare;
+    // Options given before the subcommand (`--profile mock drift`), which every command took
+    // when the selection and the SSH options were global.
+    let before = &bare.reconcile.target;
     match cli.command {
-        Some(Command::Validate(args)) => validate::run(&cli.global, &args),
+        Some(Command::Plan(args)) => reconcile::run(global, &args.target.or(before), None),
+        Some(Command::Apply(args)) => {
+            reconcile::run(global, &args.target.or(before), Some(&args.apply))
+        }
+        Some(Command::Watch(mut args)) => {
+            args.reconcile.target = args.reconcile.target.or(before);
+            watch::run(global, &args.reconcile, &args.watch)
+        }
+        Some(Command::Validate(args)) => validate::run(global, &args),
         Some(Command::Schema(args)) => schema::run(&args),
-        Some(Command::Secret(args)) => secret::run(&cli.global, &args),
+        Some(Command::Secret(mut args)) => {
+            args.selection = args.selection.or(&before.selection);
+            secret::run(global, &args)
+        }
         Some(Command::Agent(args)) => agent::run(&args),
-        Some(Command::History(args)) => history::run(&cli.global, &args),
-        Some(Command::Drift(args)) => drift::run(&cli.global, &args),
-        Some(Command::Rollback(args)) => rollback::run(&cli.global, &args),
-        Some(Command::Resume(args)) => resume::run(&cli.global, &args),
-        Some(Command::Decommission(args)) => decommission::run(&cli.global, &args),
+        Some(Command::History(mut args)) => {
+            args.selection = args.selection.or(&before.selection);
+            history::run(global, &args)
+        }
+        Some(Command::Drift(mut args)) => {
+            carry(&mut args.selection, &mut args.reach, before);
+            drift::run(global, &args)
+        }
+        Some(Command::Rollback(mut args)) => {
+            carry(&mut args.selection, &mut args.reach, before);
+            rollback::run(global, &args)
+        }
+        Some(Command::Resume(mut args)) => {
+            carry(&mut args.selection, &mut args.reach, before);
+            resume::run(global, &args)
+        }
+        Some(Command::Decommission(mut args)) => {
+            carry(&mut args.selection, &mut args.reach, before);
+            decommission::run(global, &args)
+        }
         Some(Command::Completions(args)) => completions::run(&args),
-        None if cli.watch.watch => watch::run(&cli.global, &cli.reconcile, &cli.watch),
-        None => reconcile::run(&cli.global, &cli.reconcile),
+        None if bare.watch && bare.dry_run => watch::refused("--dry-run"),
+        None if bare.watch => watch::run(global, &bare.reconcile, &bare.watch_args),
+        None if bare.dry_run => reconcile::run(global, before, None),
+        None => reconcile::run(global, before, Some(&bare.reconcile.apply)),
     }
+}
+
+/// Carries the selection and SSH options given before a subcommand over to it.
+fn carry(
+    selection: &mut SelectionArgs,
+    reach: &mut reach::ReachArgs,
+    before: &reconcile::TargetArgs,
+) {
+    *selection = selection.or(&before.selection);
+    *reach = reach.or(&before.reach);
 }

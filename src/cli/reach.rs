@@ -4,6 +4,7 @@
 //! one SSH connection per host for the whole run, planning and applying alike.
 
 use super::CliError;
+use super::options::{defaults, merged};
 use crate::desired::{DesiredHost, SshEndpoint};
 use crate::model::Transport;
 use crate::model::apply::{AgentEvent, ApplyRequest, HostOutcome};
@@ -20,52 +21,93 @@ use std::time::Duration;
 
 const HEADING: &str = "Reaching hosts";
 
-/// How the reconciler reaches `ssh` hosts.
+/// How the reconciler reaches `ssh` hosts: flattened into the commands that reach hosts only.
 #[derive(Debug, Clone, Args)]
 pub struct ReachArgs {
     /// Private key for SSH hosts without their own `agent.ssh.identity_file`; without either,
     /// the keys of ssh-agent (`SSH_AUTH_SOCK`).
-    #[arg(long, global = true, help_heading = HEADING, value_name = "FILE")]
+    #[arg(long, help_heading = HEADING, value_name = "FILE")]
     pub identity: Option<PathBuf>,
     /// The known_hosts file that must know every SSH host without a pinned
     /// `agent.ssh.host_key` (default: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts).
-    #[arg(long, global = true, help_heading = HEADING, value_name = "FILE")]
+    #[arg(long, help_heading = HEADING, value_name = "FILE")]
     pub known_hosts: Option<PathBuf>,
     /// Trust an SSH host that known_hosts does not know yet and record its key there. A key
     /// that differs from a recorded or pinned one is refused all the same.
-    #[arg(long, global = true, help_heading = HEADING)]
+    #[arg(long, help_heading = HEADING)]
     pub accept_new_host_keys: bool,
     /// The OpenSSH client config whose `Host` blocks give SSH hosts their `User`, `Port`,
     /// `IdentityFile` and `ProxyJump` where the server file does not (default: ~/.ssh/config
     /// when it exists).
-    #[arg(long, global = true, help_heading = HEADING, value_name = "FILE")]
+    #[arg(long, help_heading = HEADING, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
     /// Seconds to connect to, and log in on, an SSH host.
-    #[arg(long, global = true, help_heading = HEADING, default_value_t = 10, value_name = "SECONDS")]
+    #[arg(long, help_heading = HEADING, default_value_t = 10, value_name = "SECONDS")]
     pub connect_timeout: u64,
     /// Seconds any one command on an SSH host may take.
-    #[arg(long, global = true, help_heading = HEADING, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, help_heading = HEADING, default_value_t = 60, value_name = "SECONDS")]
     pub command_timeout: u64,
     /// Seconds one host may take to be inspected, or to apply one deployment (reconnects
     /// included); then it is reported and the others carry on.
-    #[arg(long, global = true, help_heading = HEADING, default_value_t = 1800, value_name = "SECONDS")]
+    #[arg(long, help_heading = HEADING, default_value_t = 1800, value_name = "SECONDS")]
     pub host_timeout: u64,
     /// Seconds to keep trying to reconnect to a host whose connection dropped.
-    #[arg(long, global = true, help_heading = HEADING, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, help_heading = HEADING, default_value_t = 60, value_name = "SECONDS")]
     pub reconnect_timeout: u64,
     /// Hosts worked on at the same time; a slow or dead host holds up only its own slot.
-    #[arg(long, global = true, help_heading = HEADING, default_value_t = 32, value_name = "N")]
+    #[arg(long, help_heading = HEADING, default_value_t = 32, value_name = "N")]
     pub parallel: usize,
     /// SSH connections open at once; opening one more first closes the least recently used
     /// idle one. `--watch` keeps connections open between passes, up to this many.
-    #[arg(long, global = true, help_heading = HEADING, default_value_t = 256, value_name = "N")]
+    #[arg(long, help_heading = HEADING, default_value_t = 256, value_name = "N")]
     pub max_connections: usize,
     /// Agent uploads at once (first contact, a new build); the other hosts wait their turn.
-    #[arg(long, global = true, help_heading = HEADING, default_value_t = 8, value_name = "N")]
+    #[arg(long, help_heading = HEADING, default_value_t = 8, value_name = "N")]
     pub max_uploads: usize,
 }
 
 impl ReachArgs {
+    /// These options, with those given before the subcommand where these are still their
+    /// defaults (`clarity-reconcile --identity KEY drift`).
+    pub fn or(&self, before: &ReachArgs) -> ReachArgs {
+        let d: ReachArgs = defaults();
+        ReachArgs {
+            identity: self.identity.clone().or_else(|| before.identity.clone()),
+            known_hosts: self
+                .known_hosts
+                .clone()
+                .or_else(|| before.known_hosts.clone()),
+            accept_new_host_keys: self.accept_new_host_keys || before.accept_new_host_keys,
+            ssh_config: self
+                .ssh_config
+                .clone()
+                .or_else(|| before.ssh_config.clone()),
+            connect_timeout: merged(
+                &self.connect_timeout,
+                &before.connect_timeout,
+                &d.connect_timeout,
+            ),
+            command_timeout: merged(
+                &self.command_timeout,
+                &before.command_timeout,
+                &d.command_timeout,
+            ),
+            host_timeout: merged(&self.host_timeout, &before.host_timeout, &d.host_timeout),
+            reconnect_timeout: merged(
+                &self.reconnect_timeout,
+                &before.reconnect_timeout,
+                &d.reconnect_timeout,
+            ),
+            parallel: merged(&self.parallel, &before.parallel, &d.parallel),
+            max_connections: merged(
+                &self.max_connections,
+                &before.max_connections,
+                &d.max_connections,
+            ),
+            max_uploads: merged(&self.max_uploads, &before.max_uploads, &d.max_uploads),
+        }
+    }
+
     fn ssh_options(&self) -> SshOptions {
         SshOptions {
             identity: self.identity.clone(),

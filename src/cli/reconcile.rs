@@ -1,32 +1,29 @@
-//! The reconcile command itself (no subcommand): its options, the plan and results it prints,
-//! and its exit code. The run itself (compute, inspect, plan, apply, record) is `crate::apply`'s.
+//! The reconcile commands `plan` and `apply` (and the bare form without a subcommand, their
+//! alias): their options, the plan and results they print, and their exit code. The run itself (compute, inspect, plan, apply, record) is `crate::apply`'s.
 
-use super::reach::Reach;
-use super::{CliError, CliResult, Exit, GlobalArgs, Output};
+use super::reach::{Reach, ReachArgs};
+use super::{
+    CliError, CliResult, Exit, GlobalArgs, IdentityArgs, Output, SelectionArgs, StateArgs,
+};
 use crate::apply::{fleet, prepare, reconcile};
 use crate::model::run::RunOutcome;
 use crate::plan;
 use crate::source::{self, ReadMode};
 use clap::Args;
-use std::path::PathBuf;
 
-/// Reconcile: compute what every selected server should run, compare it with what runs, and
-/// show (`--dry-run`) or apply the difference. Exit 0 converged or nothing to do, 1 error or a
-/// host that failed or rolled back, 2 changes pending (`--dry-run`), 4 the rollout paused
-/// after a healthy canary (`rollout.pause_after_canary`; continue with `resume RUN`).
+/// Which hosts and deployments a plan or an apply is about, and how they are reached.
 #[derive(Debug, Clone, Args)]
-pub struct ReconcileArgs {
+pub struct TargetArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
     /// Only this deployment (artifact id); the others on the selected hosts are left alone.
     #[arg(long, value_name = "ARTIFACT")]
     pub deployment: Option<String>,
-    /// Only print the plan; change nothing. Exit 0 nothing to do, 2 changes pending (or, with
-    /// --allow-unreachable, a host that could not be inspected), 1 error.
-    #[arg(long)]
-    pub dry_run: bool,
     /// Also remove deployments that are on a host but no longer in the repository.
     #[arg(long)]
     pub prune: bool,
-    /// An unreachable host is reported but does not make the run fail.
+    /// An unreachable host is reported but does not make the run fail (a plan exits 2 for it:
+    /// it may have changes pending).
     #[arg(long)]
     pub allow_unreachable: bool,
     /// Also list which deployments changed between this revision and REV.
@@ -36,14 +33,27 @@ pub struct ReconcileArgs {
     /// without access to the fleet).
     #[arg(long)]
     pub assume_empty_hosts: bool,
-    /// The reconciler's working directory; `local` sandboxes live below it.
-    #[arg(
-        long,
-        env = "CLARITY_WORK_DIR",
-        default_value = ".clarity",
-        value_name = "DIR"
-    )]
-    pub work_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub reach: ReachArgs,
+}
+
+impl TargetArgs {
+    /// These options, with the selection and reach given before the subcommand where these
+    /// say nothing (`clarity-reconcile --profile mock plan`).
+    pub(super) fn or(mut self, before: &TargetArgs) -> TargetArgs {
+        self.selection = self.selection.or(&before.selection);
+        self.reach = self.reach.or(&before.reach);
+        self
+    }
+}
+
+/// What only applying needs.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyOptions {
     /// Seconds to wait for another reconciler's lock on a host.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub lock_timeout: u64,
@@ -55,17 +65,46 @@ pub struct ReconcileArgs {
     /// records that the gate was skipped.
     #[arg(long)]
     pub skip_promotion_gate: bool,
-    /// The run ledger (SQLite); default `<work-dir>/ledger.sqlite` or `$CLARITY_STATE_DIR`.
-    #[arg(long, value_name = "FILE")]
-    pub ledger: Option<PathBuf>,
     /// After applying, push the `refs/notes/clarity` notes to the config repository's `origin`.
     #[arg(long)]
     pub push_notes: bool,
-    /// age identity file for decrypting secrets (default: $CLARITY_AGE_IDENTITY, else the
-    /// service's `age-identity` systemd credential). Without one,
-    /// plans show secrets as unknown.
-    #[arg(long, value_name = "FILE")]
-    pub age_identity: Option<PathBuf>,
+}
+
+/// Show what applying would change: compute what every selected server should run, compare it
+/// with what runs, and print the plan; change nothing (`--dry-run` without a subcommand). Exit
+/// 0 nothing to do, 2 changes pending (or, with --allow-unreachable, a host that could not be
+/// inspected), 1 error.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Compute what every selected server should run, compare it with what runs, print the plan
+/// and apply the difference (also what runs without a subcommand). Exit 0 converged or nothing
+/// to do, 1 error or a host that failed or rolled back, 4 the rollout paused after a healthy
+/// canary (`rollout.pause_after_canary`; continue with `resume RUN`).
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub apply: ApplyOptions,
+}
+
+/// Without a subcommand: `apply`, `plan` with `--dry-run`, `watch` with `--watch`.
+#[derive(Debug, Clone, Args)]
+pub struct BareArgs {
+    #[command(flatten)]
+    pub reconcile: ReconcileArgs,
+    /// Only print the plan; change nothing (as `plan`).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run as a service (as `watch`; see `watch --help`).
+    #[arg(long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub watch_args: super::watch::WatchArgs,
 }
 
 /// Who started a run: `cli:<user>@<host>`.
@@ -77,27 +116,28 @@ pub(super) fn cli_trigger() -> String {
     format!("cli:{user}@{machine}")
 }
 
-pub fn run(global: &GlobalArgs, args: &ReconcileArgs) -> CliResult {
-    run_resuming(global, args, None)
+/// Plans, and applies unless `apply` is `None` (a plan only).
+pub fn run(global: &GlobalArgs, target: &TargetArgs, apply: Option<&ApplyOptions>) -> CliResult {
+    run_resuming(global, target, apply, None)
 }
 
 /// `run`, continuing the paused rollout `resume` (its waiting hosts only) when given.
 pub(super) fn run_resuming(
     global: &GlobalArgs,
-    args: &ReconcileArgs,
+    args: &TargetArgs,
+    apply: Option<&ApplyOptions>,
     resume: Option<&super::resume::Plan>,
 ) -> CliResult {
+    let dry_run = apply.is_none();
     // Applying always means one commit; a dry-run while editing may include uncommitted work
     // (and says so in its header).
-    let mode = match (&global.rev, args.dry_run) {
+    let mode = match (&global.rev, dry_run) {
         (Some(rev), _) => ReadMode::Commit(rev.clone()),
         (None, true) => ReadMode::WorkingTree,
         (None, false) => ReadMode::Commit("HEAD".into()),
     };
     let snapshot = source::read(&global.repo, &mode)?;
-    if !args.dry_run
-        && let source::Origin::Commit { .. } = snapshot.origin
-    {
+    if !dry_run && let source::Origin::Commit { .. } = snapshot.origin {
         let changed = source::uncommitted_changes(&global.repo).unwrap_or_default();
         if !changed.is_empty() {
             tracing::warn!(
@@ -112,12 +152,16 @@ pub(super) fn run_resuming(
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
     }
-    let mut inputs = global.inputs(args.age_identity.as_deref(), args.deployment.as_deref());
+    let mut inputs = global.inputs(
+        &args.selection,
+        args.identity.age_identity.as_deref(),
+        args.deployment.as_deref(),
+    );
     inputs.resuming = resume.map(|r| r.resuming.clone());
-    let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
+    let work_dir = std::path::absolute(&args.state.work_dir).unwrap_or(args.state.work_dir.clone());
     // Only a plan against empty hosts is the same whenever its inputs are: one that inspects
     // hosts depends on what they run.
-    let cache = (args.dry_run && args.assume_empty_hosts)
+    let cache = (dry_run && args.assume_empty_hosts)
         .then(|| crate::plan_cache::PlanCache::open(&work_dir, &snapshot.root))
         .flatten();
     let computed = prepare::compute_reusing(&snapshot, &inputs, cache)?;
@@ -127,14 +171,14 @@ pub(super) fn run_resuming(
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?;
     let reach = Reach::new(
-        &global.reach,
+        &args.reach,
         &exe,
         &work_dir,
         args.assume_empty_hosts,
         args.deployment.as_deref(),
     );
-    let pool = global.reach.thread_pool()?;
-    let mut planned = prepare::plan(&reach, &pool, snapshot, computed, args.prune, !args.dry_run);
+    let pool = args.reach.thread_pool()?;
+    let mut planned = prepare::plan(&reach, &pool, snapshot, computed, args.prune, !dry_run);
     if let Some(base) = &args.base {
         let comparison =
             prepare::changed_since(&global.repo, base, &planned.snapshot, &planned.inventory)?;
@@ -155,7 +199,7 @@ pub(super) fn run_resuming(
         } else {
             ("s", "are")
         };
-        if args.dry_run {
+        if dry_run {
             tracing::error!(
                 "{}",
                 unreachable_in_dry_run(s.hosts_unreachable, plan.hosts.len())
@@ -167,7 +211,7 @@ pub(super) fn run_resuming(
             );
         }
     }
-    if args.dry_run {
+    let Some(apply) = apply else {
         if s.hosts_failed > 0 || unreachable_fails {
             return Ok(Exit::Failed);
         }
@@ -188,7 +232,7 @@ pub(super) fn run_resuming(
         } else {
             Exit::Ok
         });
-    }
+    };
     // A repository that cannot be computed for a host is applied nowhere. A host that cannot
     // be reached or inspected is that host's problem only: it is reported with the results and
     // fails the run, and the others are applied.
@@ -206,7 +250,7 @@ pub(super) fn run_resuming(
     let _run = tracing::info_span!("run", run_id = %id).entered();
     crate::apply::stop_on_signals()
         .map_err(|e| CliError::new(format!("cannot handle SIGTERM: {e}")))?;
-    let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
+    let ledger_path = args.state.ledger_path();
     let mut ledger = crate::ledger::Ledger::open(&ledger_path)?;
     let progress = super::progress::Progress::new();
     let run = reconcile::apply(
@@ -220,9 +264,9 @@ pub(super) fn run_resuming(
         &desired,
         &commit,
         &fleet::Options {
-            lock_timeout_s: args.lock_timeout,
-            max_cache_bytes: args.max_cache,
-            skip_promotion_gate: args.skip_promotion_gate,
+            lock_timeout_s: apply.lock_timeout,
+            max_cache_bytes: apply.max_cache,
+            skip_promotion_gate: apply.skip_promotion_gate,
             allow_unreachable: args.allow_unreachable,
             prune: args.prune,
             ..Default::default()
@@ -238,7 +282,7 @@ pub(super) fn run_resuming(
         },
         &reconcile::Recording {
             repo: &global.repo,
-            push_notes: args.push_notes,
+            push_notes: apply.push_notes,
             notify: true,
         },
     );

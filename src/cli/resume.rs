@@ -6,13 +6,13 @@
 //! say who resumed it and when. This module decides what to resume; the reconcile command
 //! applies it. It never touches a host that did not wait.
 
-use super::reconcile::ReconcileArgs;
-use super::{CliError, CliResult, GlobalArgs};
+use super::reach::ReachArgs;
+use super::reconcile::{ApplyOptions, TargetArgs};
+use super::{CliError, CliResult, GlobalArgs, IdentityArgs, SelectionArgs, StateArgs};
 use crate::apply::prepare::Resuming;
 use crate::ledger::Ledger;
 use crate::model::run::{BatchState, RunOutcome, RunRecord};
 use clap::Args;
-use std::path::PathBuf;
 
 /// Continue a rollout that paused after a healthy canary: apply the paused run's commit to
 /// the hosts that wait (re-planned; the canary is not redone), and record who resumed it.
@@ -22,20 +22,8 @@ pub struct ResumeArgs {
     /// The paused run's id (a unique prefix is enough), as the apply printed it.
     #[arg(value_name = "RUN")]
     pub run: String,
-    /// age identity file for decrypting secrets (default: $CLARITY_AGE_IDENTITY).
-    #[arg(long, value_name = "FILE")]
-    pub age_identity: Option<PathBuf>,
-    /// The reconciler's working directory; `local` sandboxes live below it.
-    #[arg(
-        long,
-        env = "CLARITY_WORK_DIR",
-        default_value = ".clarity",
-        value_name = "DIR"
-    )]
-    pub work_dir: PathBuf,
-    /// The run ledger; default `<work-dir>/ledger.sqlite` or `$CLARITY_STATE_DIR`.
-    #[arg(long, value_name = "FILE")]
-    pub ledger: Option<PathBuf>,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
     /// Seconds to wait for another reconciler's lock on a host.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub lock_timeout: u64,
@@ -45,6 +33,12 @@ pub struct ResumeArgs {
     /// After applying, push the `refs/notes/clarity` notes to the config repository's `origin`.
     #[arg(long)]
     pub push_notes: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub reach: ReachArgs,
 }
 
 /// What resuming a paused run applies: its commit and branch, the waiting hosts, and the
@@ -138,7 +132,7 @@ fn waiting_units(run: &RunRecord) -> impl Iterator<Item = (&str, &str, &str)> {
 }
 
 pub fn run(global: &GlobalArgs, args: &ResumeArgs) -> CliResult {
-    let ledger_path = crate::ledger::resolve_path(args.ledger.as_deref(), &args.work_dir);
+    let ledger_path = args.state.ledger_path();
     let plan = plan(&Ledger::open_existing(&ledger_path)?, &args.run)?;
     println!(
         "resuming run {} at commit {}: {} waiting host{} ({})",
@@ -154,27 +148,31 @@ pub fn run(global: &GlobalArgs, args: &ResumeArgs) -> CliResult {
     );
     let apply_global = GlobalArgs {
         rev: Some(plan.commit.clone()),
-        profile: Some(plan.profiles.join(",")),
-        server: None,
         ..global.clone()
     };
-    let apply_args = ReconcileArgs {
+    let target = TargetArgs {
+        selection: SelectionArgs {
+            profile: Some(plan.profiles.join(",")),
+            server: None,
+            ..args.selection.clone()
+        },
         deployment: plan.deployment.clone(),
-        dry_run: false,
         prune: false,
         allow_unreachable: args.allow_unreachable,
         base: None,
         assume_empty_hosts: false,
-        work_dir: args.work_dir.clone(),
+        state: args.state.clone(),
+        identity: args.identity.clone(),
+        reach: args.reach.clone(),
+    };
+    let apply = ApplyOptions {
         lock_timeout: args.lock_timeout,
         max_cache: None,
         // The canary of this very commit passed the gate when the paused run began.
         skip_promotion_gate: false,
-        ledger: args.ledger.clone(),
         push_notes: args.push_notes,
-        age_identity: args.age_identity.clone(),
     };
-    super::reconcile::run_resuming(&apply_global, &apply_args, Some(&plan))
+    super::reconcile::run_resuming(&apply_global, &target, Some(&apply), Some(&plan))
 }
 
 /// Tells the operator that the rollout paused, who waits, and how it goes on.

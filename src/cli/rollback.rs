@@ -3,11 +3,12 @@
 //! repository that sets the deployment back to it. No host is switched behind git's back: the
 //! next apply of that commit does the switching, with the usual plan, health checks and record.
 
-use super::{CliError, CliResult, Exit, GlobalArgs};
+use super::reach::ReachArgs;
+use super::reconcile::{ApplyOptions, TargetArgs};
+use super::{CliError, CliResult, Exit, GlobalArgs, IdentityArgs, SelectionArgs, StateArgs};
 use crate::load::Step;
 use crate::source::{self, ReadMode};
 use clap::Args;
-use std::path::PathBuf;
 
 /// Roll a deployment back by committing its previous healthy version to the config
 /// repository (then apply that commit as usual). Needs --client and --profile.
@@ -31,24 +32,20 @@ pub struct RollbackArgs {
     /// brings the pinned version from the repository.
     #[arg(long)]
     pub emergency: bool,
-    /// age identity file, for secrets the emergency apply needs.
-    #[arg(long, value_name = "FILE")]
-    pub age_identity: Option<PathBuf>,
-    /// The reconciler's working directory (the ledger lives below it).
-    #[arg(
-        long,
-        env = "CLARITY_WORK_DIR",
-        default_value = ".clarity",
-        value_name = "DIR"
-    )]
-    pub work_dir: PathBuf,
-    /// The run ledger; default `<work-dir>/ledger.sqlite` or `$CLARITY_STATE_DIR`.
-    #[arg(long, value_name = "FILE")]
-    pub ledger: Option<PathBuf>,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// For the secrets the emergency apply needs.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// For the emergency apply.
+    #[command(flatten)]
+    pub reach: ReachArgs,
 }
 
 pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> CliResult {
-    let (Some(client), Some(profile)) = (&global.client, &global.profile) else {
+    let (Some(client), Some(profile)) = (&args.selection.client, &args.selection.profile) else {
         return Err(CliError::new("rollback needs --client and --profile").hint(
             "e.g. clarity-reconcile rollback --client acme --profile prod --deployment smsgateway",
         ));
@@ -74,10 +71,7 @@ pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> CliResult {
             ))
         })?;
     let current = doc.value.version.clone();
-    let ledger = crate::ledger::Ledger::open(&crate::ledger::resolve_path(
-        args.ledger.as_deref(),
-        &args.work_dir,
-    ))?;
+    let ledger = crate::ledger::Ledger::open(&args.state.ledger_path())?;
     let history = ledger.deployment_history(client, &args.deployment, profile)?;
     let (target, evidence) = match &args.to {
         Some(v) => {
@@ -210,36 +204,37 @@ pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> CliResult {
     println!("emergency: applying {commit} to {} now", args.deployment);
     let apply_global = GlobalArgs {
         rev: Some(commit.to_string()),
-        server: None,
         ..global.clone()
     };
-    let apply_args = super::reconcile::ReconcileArgs {
+    let hosts = TargetArgs {
+        selection: SelectionArgs {
+            server: None,
+            ..args.selection.clone()
+        },
         deployment: Some(args.deployment.clone()),
-        dry_run: false,
         prune: false,
         allow_unreachable: false,
         base: None,
         assume_empty_hosts: false,
-        work_dir: args.work_dir.clone(),
+        state: args.state.clone(),
+        identity: args.identity.clone(),
+        reach: args.reach.clone(),
+    };
+    let apply = ApplyOptions {
         lock_timeout: 300,
         max_cache: None,
         // The target version already ran healthy here; the gate is for promotion.
         skip_promotion_gate: true,
-        ledger: args.ledger.clone(),
         push_notes: false,
-        age_identity: args.age_identity.clone(),
     };
-    let applied = super::reconcile::run(&apply_global, &apply_args)?;
+    let applied = super::reconcile::run(&apply_global, &hosts, Some(&apply))?;
     if applied != Exit::Ok {
         return Err(CliError::new(
             "the emergency apply did not converge every host; nothing was pinned",
         )
         .hint("see the per-host results above; the rollback commit is in place"));
     }
-    let mut ledger = crate::ledger::Ledger::open(&crate::ledger::resolve_path(
-        args.ledger.as_deref(),
-        &args.work_dir,
-    ))?;
+    let mut ledger = crate::ledger::Ledger::open(&args.state.ledger_path())?;
     ledger.pin(&crate::ledger::Pin {
         client: client.clone(),
         deployment: args.deployment.clone(),

@@ -4,7 +4,7 @@
 //! through `secret get`, on explicit request. Nothing here commits: the operator reviews and
 //! commits the changed file like any other change.
 
-use super::{CliError, CliResult, Exit, GlobalArgs, Output};
+use super::{CliError, CliResult, Exit, GlobalArgs, IdentityArgs, Output, SelectionArgs};
 use crate::diag::Severity;
 use crate::load::{ClientEntry, Inventory, Loaded};
 use crate::model::SecretsFile;
@@ -14,7 +14,7 @@ use age::secrecy::zeroize::{Zeroize, Zeroizing};
 use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Manage secrets: values age-encrypted one by one in `secrets/<client>/<profile>.yml`, to the
@@ -22,17 +22,19 @@ use std::sync::Arc;
 /// shows which secret changed; values are decrypted only in memory, with the identity given by
 /// --age-identity or CLARITY_AGE_IDENTITY.
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("age_identity", |a| a
+        .global(true)
+        .help("age identity file that decrypts (AGE-SECRET-KEY-1... lines, as made by `age-keygen -o FILE`, or an unencrypted SSH private key); default: $CLARITY_AGE_IDENTITY. Needed by `get` and `rekey` only.")),
+    mut_arg("client", |a| a.global(true)),
+    mut_arg("profile", |a| a.global(true)),
+    mut_arg("server", |a| a.global(true).hide(true))
+)]
 pub struct SecretArgs {
-    /// age identity file that decrypts (AGE-SECRET-KEY-1... lines, as made by `age-keygen -o
-    /// FILE`, or an unencrypted SSH private key). Needed by `get` and `rekey` only.
-    #[arg(
-        long,
-        global = true,
-        env = secret::IDENTITY_ENV,
-        hide_env_values = true,
-        value_name = "FILE"
-    )]
-    pub age_identity: Option<PathBuf>,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
     #[command(subcommand)]
     pub command: SecretCommand,
 }
@@ -80,23 +82,33 @@ pub struct ListArgs {}
 pub struct RekeyArgs {}
 
 pub fn run(global: &GlobalArgs, args: &SecretArgs) -> CliResult {
-    let identity = args.age_identity.as_deref();
+    let identity = args.identity.age_identity.as_deref();
+    let selection = &args.selection;
     match &args.command {
         SecretCommand::Set(a) => {
-            let (client, profile) = (need(&global.client, "set")?, need(&global.profile, "set")?);
-            set(global, client, profile, a)
+            let client = need(&selection.client, "set")?;
+            set(global, client, need(&selection.profile, "set")?, a)
         }
         SecretCommand::Get(a) => {
-            let (client, profile) = (need(&global.client, "get")?, need(&global.profile, "get")?);
-            get(global, identity, client, profile, a)
+            let client = need(&selection.client, "get")?;
+            get(
+                global,
+                identity,
+                client,
+                need(&selection.profile, "get")?,
+                a,
+            )
         }
-        SecretCommand::List(_) => list(global),
-        SecretCommand::Rekey(_) => rekey(global, identity, need(&global.client, "rekey")?),
+        SecretCommand::List(_) => list(global, selection),
+        SecretCommand::Rekey(_) => {
+            let client = need(&selection.client, "rekey")?;
+            rekey(global, identity, client, selection.profile.as_ref())
+        }
     }
 }
 
-/// `--client` and `--profile` are global options (they narrow every command), so clap cannot
-/// require them for one subcommand; this does.
+/// `--client` and `--profile` are options of `secret` that every one of its subcommands takes,
+/// so clap cannot require them for one subcommand; this does.
 fn need<'a>(value: &'a Option<String>, cmd: &str) -> Result<&'a str, CliError> {
     let needs = if cmd == "rekey" {
         "--client"
@@ -390,22 +402,22 @@ fn get(
     Ok(Exit::Ok)
 }
 
-fn list(global: &GlobalArgs) -> CliResult {
+fn list(global: &GlobalArgs, selection: &SelectionArgs) -> CliResult {
     let (_snapshot, loaded) = open(global, None)?;
     let inv = &loaded.inventory;
-    if let Some(c) = &global.client {
+    if let Some(c) = &selection.client {
         client(&loaded, c)?;
     }
-    if let Some(p) = &global.profile {
+    if let Some(p) = &selection.profile {
         profile(inv, p)?;
     }
     let mut rows = Vec::new();
     for (c, entry) in &inv.clients {
-        if global.client.as_ref().is_some_and(|x| x != c) {
+        if selection.client.as_ref().is_some_and(|x| x != c) {
             continue;
         }
         for (p, doc) in &entry.secrets {
-            if global.profile.as_ref().is_some_and(|x| x != p) {
+            if selection.profile.as_ref().is_some_and(|x| x != p) {
                 continue;
             }
             let names: Vec<&str> = doc.value.0.keys().map(String::as_str).collect();
@@ -437,11 +449,16 @@ fn list(global: &GlobalArgs) -> CliResult {
     Ok(Exit::Ok)
 }
 
-fn rekey(global: &GlobalArgs, identity: Option<&Path>, client_id: &str) -> CliResult {
+fn rekey(
+    global: &GlobalArgs,
+    identity: Option<&Path>,
+    client_id: &str,
+    profile_id: Option<&String>,
+) -> CliResult {
     let (snapshot, loaded) = open(global, Some("rekey"))?;
     let entry = client(&loaded, client_id)?;
     let recipients = secret::client_recipients(client_id, &entry.recipients)?;
-    let profiles: Vec<String> = match &global.profile {
+    let profiles: Vec<String> = match profile_id {
         Some(p) => {
             profile(&loaded.inventory, p)?;
             vec![p.clone()]

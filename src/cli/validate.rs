@@ -24,7 +24,9 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs) -> CliResult {
     };
     let snapshot = source::read(&global.repo, &mode)?;
     let mut loaded = crate::load::load(&snapshot);
-    let operator_diags = global.inputs(None, None).operator_checks(&loaded.inventory);
+    let operator_diags = global
+        .inputs(&Default::default(), None, None)
+        .operator_checks(&loaded.inventory);
     loaded.diagnostics.extend(operator_diags);
     if !loaded.has_errors() {
         loaded

@@ -1,4 +1,4 @@
-//! `--watch`: the options of the long-running loop, and the runner that carries out its jobs
+//! `watch` (and `--watch`): the options of the long-running loop, and the runner that carries out its jobs
 //! through the same run functions (`crate::apply`) as the one-shot commands.
 
 use super::reach::{Reach, ReachArgs};
@@ -15,16 +15,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Options of `--watch`.
+/// Run as a service: follow the config repository's branches (`--repo` is a local path,
+/// watched for ref changes, or a URL, fetched every --poll-interval), apply each new approved
+/// commit once to the profiles its branch may deploy (`branches` in clarity.yml), check for
+/// drift every --drift-interval, and serve the status API. Stops gracefully on SIGTERM. Also
+/// `--watch` without a subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct WatchCommand {
+    #[command(flatten)]
+    pub reconcile: ReconcileArgs,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// The options of the watch loop itself.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Watch mode")]
 pub struct WatchArgs {
-    /// Run as a service: follow the config repository's branches (`--repo` is a local path,
-    /// watched for ref changes, or a URL, fetched every --poll-interval), apply each new approved
-    /// commit once to the profiles its branch may deploy (`branches` in clarity.yml), check for
-    /// drift every --drift-interval, and serve the status API. Stops gracefully on SIGTERM.
-    #[arg(long)]
-    pub watch: bool,
     /// The branch whose clarity.yml maps branches to profiles.
     #[arg(long, default_value = "main", value_name = "BRANCH")]
     pub default_branch: String,
@@ -84,22 +91,22 @@ pub struct WatchArgs {
     pub trusted_keys: Vec<PathBuf>,
 }
 
-pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliResult {
+/// The usage error for an option the watch loop does not take.
+pub(super) fn refused(what: &str) -> CliResult {
+    Err(CliError::new(format!("--watch cannot be combined with {what}"))
+        .hint("--watch follows branches and applies their new commits; run a one-shot reconcile for the rest")
+        .usage())
+}
+
+pub fn run(global: &GlobalArgs, run: &ReconcileArgs, watch: &WatchArgs) -> CliResult {
     // Every pass reuses the SSH connections of the one before (transport::pool).
     crate::transport::pool::keep_between_runs();
-    let usage = |what: &str| {
-        Err(CliError::new(format!("--watch cannot be combined with {what}"))
-            .hint("--watch follows branches and applies their new commits; run a one-shot reconcile for the rest")
-            .usage())
-    };
-    if args.dry_run {
-        return usage("--dry-run");
-    }
+    let (args, apply) = (&run.target, &run.apply);
     if global.rev.is_some() {
-        return usage("--rev");
+        return refused("--rev");
     }
     if args.base.is_some() || args.assume_empty_hosts {
-        return usage("--base or --assume-empty-hosts");
+        return refused("--base or --assume-empty-hosts");
     }
     let source = global.repo.display().to_string();
     if source.trim().is_empty() {
@@ -156,8 +163,8 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
     }
     let configured = crate::approval::TrustedKeys::load(&watch.trusted_keys)
         .map_err(|e| CliError::hinted(&e, e.hint()))?;
-    let work_dir = std::path::absolute(&args.work_dir).unwrap_or(args.work_dir.clone());
-    let ledger = crate::ledger::resolve_path(args.ledger.as_deref(), &work_dir);
+    let work_dir = std::path::absolute(&args.state.work_dir).unwrap_or(args.state.work_dir.clone());
+    let ledger = crate::ledger::resolve_path(args.state.ledger.as_deref(), &work_dir);
     let config = crate::watch::Config {
         source,
         work_dir: work_dir.clone(),
@@ -168,7 +175,11 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
             .then(|| Duration::from_secs(watch.drift_interval)),
         allow_rewrite: watch.allow_rewrite,
         trust_from: watch.trust_from.clone(),
-        profiles: global.profile.is_some().then(|| global.profiles()),
+        profiles: args
+            .selection
+            .profile
+            .is_some()
+            .then(|| args.selection.profiles()),
         listen,
         api_token,
         api_access: crate::serve::Access {
@@ -181,19 +192,19 @@ pub fn run(global: &GlobalArgs, args: &ReconcileArgs, watch: &WatchArgs) -> CliR
             require_signed: watch.require_signed_commits,
             configured,
         },
-        push_notes: args.push_notes,
+        push_notes: apply.push_notes,
     };
     let runs = Arc::new(InProcess {
-        reach: global.reach.clone(),
-        inputs: global.inputs(args.age_identity.as_deref(), None),
+        reach: args.reach.clone(),
+        inputs: global.inputs(&args.selection, args.identity.age_identity.as_deref(), None),
         exe: std::env::current_exe()
             .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?,
         work_dir,
         ledger,
         options: fleet::Options {
-            lock_timeout_s: args.lock_timeout,
-            max_cache_bytes: args.max_cache,
-            skip_promotion_gate: args.skip_promotion_gate,
+            lock_timeout_s: apply.lock_timeout,
+            max_cache_bytes: apply.max_cache,
+            skip_promotion_gate: apply.skip_promotion_gate,
             allow_unreachable: args.allow_unreachable,
             prune: args.prune,
             ..Default::default()
