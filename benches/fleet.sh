@@ -36,7 +36,8 @@ measure() {
   for _ in $(seq "$runs"); do
     eval "$setup"
     /usr/bin/time -f '%e %M' -o "$work/time.out" "$@" >/dev/null 2>"$work/stderr" || true
-    read -r t kb <"$work/time.out"
+    # GNU time puts "Command exited with non-zero status N" first (a plan with changes exits 2).
+    read -r t kb < <(tail -n 1 "$work/time.out")
     if [ -z "$best" ] || [ "$(echo "$t < $best" | bc -l)" = 1 ]; then best=$t rss=$kb; fi
   done
   printf '%-58s %7.3f s  %5d MiB peak RSS\n' "$label" "$best" "$((rss / 1024))"
