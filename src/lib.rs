@@ -32,4 +32,5 @@ pub mod serve;
 pub mod service;
 pub mod source;
 pub mod transport;
+pub mod url_credentials;
 pub mod watch;
