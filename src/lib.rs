@@ -15,9 +15,12 @@
 pub mod agent;
 pub mod apply;
 pub mod approval;
+pub mod atomic_file;
 pub mod cli;
+pub mod clock;
 pub mod desired;
 pub mod diag;
+pub mod digest;
 pub mod failure_text;
 pub mod fetch;
 pub mod ledger;

@@ -32,7 +32,6 @@
 use crate::agent::health::{describe_status, program_path, run_captured};
 use crate::secret::SecretString;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -272,7 +271,7 @@ pub fn discover(dir: &Path) -> Result<Vec<Migration>> {
         migrations.push(Migration {
             version,
             name,
-            checksum: hex::encode(Sha256::digest(&bytes)),
+            checksum: crate::digest::sha256_hex(&bytes),
             down: downs.remove(&version).map(|(_, p)| p),
             up,
         });
@@ -976,7 +975,7 @@ pub fn backup(db: &Database, backups_dir: &Path, keep: usize) -> Result<Option<P
     }
     std::fs::rename(&tmp, &final_path)
         .map_err(|e| fail(format!("{}: {e}", final_path.display())))?;
-    sync_dir(backups_dir);
+    crate::atomic_file::sync_dir(backups_dir);
     prune_backups(backups_dir, keep.max(1))
         .map_err(|e| fail(format!("removing old backups: {e}")))?;
     Ok(Some(final_path))
@@ -1014,10 +1013,8 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// `YYYYMMDDTHHMMSS.NNNNNNNNNZ.EXT`: sorts by time as text, which retention relies on.
 fn unique_backup_name(dir: &Path, ext: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let stamp: String = super::rfc3339(now.as_secs())
+    let now = crate::clock::since_epoch();
+    let stamp: String = crate::clock::rfc3339(now.as_secs())
         .chars()
         .filter(|c| !matches!(c, '-' | ':' | 'Z'))
         .collect();
@@ -1058,12 +1055,6 @@ fn prune_backups(dir: &Path, keep: usize) -> std::io::Result<()> {
         std::fs::remove_file(dir.join(name))?;
     }
     Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 fn sync_file(path: &Path) -> std::io::Result<()> {
@@ -1115,7 +1106,7 @@ fn sqlite_restore(db: &Path, backup: &Path) -> std::result::Result<(), String> {
         }
     }
     std::fs::rename(&tmp, db).map_err(|e| format!("replacing {}: {e}", db.display()))?;
-    sync_dir(dir);
+    crate::atomic_file::sync_dir(dir);
     Ok(())
 }
 
@@ -1384,10 +1375,7 @@ mod tests {
             found[0].down.as_deref(),
             Some(d.join("9_nine.down.sql").as_path())
         );
-        assert_eq!(
-            found[1].checksum,
-            hex::encode(Sha256::digest(b"SELECT 10;"))
-        );
+        assert_eq!(found[1].checksum, crate::digest::sha256_hex(b"SELECT 10;"));
 
         std::fs::write(d.join("010_again.up.sql"), "SELECT 1;").unwrap();
         let e = discover(d).unwrap_err().to_string();

@@ -1603,8 +1603,8 @@ fn agent_argv<'a>(sudo: bool, agent: &'a str, args: &[&'a str]) -> Vec<&'a str> 
 /// A fresh id for one detached apply: time, host and a nonce, in the agent's id alphabet.
 fn apply_id(host: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let now = crate::agent::now_rfc3339().replace(['-', ':'], "");
-    let nonce = crate::desired::sha256_hex(
+    let now = crate::clock::now_rfc3339().replace(['-', ':'], "");
+    let nonce = crate::digest::sha256_hex(
         format!(
             "{host}{}{:?}{}",
             std::process::id(),
