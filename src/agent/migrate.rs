@@ -619,63 +619,41 @@ impl Conn {
 
     /// Runs one up migration and records it, atomically. Errors are display-ready messages.
     fn apply(&mut self, m: &Migration, sql: &str) -> std::result::Result<(), String> {
-        match self {
-            Conn::Sqlite { conn, .. } => {
-                let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(|e| sqlite_message(&e, None))?;
-                sqlite_batch(&tx, sql)?;
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {TRACKING_TABLE} (version, name, checksum, applied_at) \
-                         VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))"
-                    ),
-                    rusqlite::params![m.version, m.name, m.checksum],
-                )
-                .map_err(|e| {
-                    format!(
-                        "recording it in {TRACKING_TABLE}: {}",
-                        sqlite_message(&e, None)
-                    )
-                })?;
-                tx.commit().map_err(|e| sqlite_message(&e, None))
-            }
-            Conn::Postgres {
-                client,
-                table,
-                redactor,
-                ..
-            } => {
-                let clean =
-                    |e: postgres::Error, sql: Option<&str>| redactor.clean(&pg_message(&e, sql));
-                let mut tx = client.transaction().map_err(|e| clean(e, None))?;
-                tx.batch_execute(sql).map_err(|e| clean(e, Some(sql)))?;
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {table} (version, name, checksum, applied_at) \
-                         VALUES ($1, $2, $3, now())"
-                    ),
-                    &[&m.version, &m.name, &m.checksum],
-                )
-                .map_err(|e| format!("recording it in {TRACKING_TABLE}: {}", clean(e, None)))?;
-                tx.commit().map_err(|e| clean(e, None))
-            }
-        }
+        self.run_tracked(sql, Tracking::Record(m))
     }
 
     /// Runs one down migration and removes its tracking row, atomically.
     fn revert(&mut self, version: i64, sql: &str) -> std::result::Result<(), String> {
+        self.run_tracked(sql, Tracking::Forget(version))
+    }
+
+    /// Runs `sql` and changes the tracking table as `tracking` says, in one transaction.
+    fn run_tracked(&mut self, sql: &str, tracking: Tracking) -> std::result::Result<(), String> {
+        // A failed insert says what it was doing; a failed delete speaks for itself.
+        let recording = |message: String| match tracking {
+            Tracking::Record(_) => format!("recording it in {TRACKING_TABLE}: {message}"),
+            Tracking::Forget(_) => message,
+        };
         match self {
             Conn::Sqlite { conn, .. } => {
                 let tx = conn
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(|e| sqlite_message(&e, None))?;
                 sqlite_batch(&tx, sql)?;
-                tx.execute(
-                    &format!("DELETE FROM {TRACKING_TABLE} WHERE version = ?1"),
-                    [version],
-                )
-                .map_err(|e| sqlite_message(&e, None))?;
+                match tracking {
+                    Tracking::Record(m) => tx.execute(
+                        &format!(
+                            "INSERT INTO {TRACKING_TABLE} (version, name, checksum, applied_at) \
+                             VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))"
+                        ),
+                        rusqlite::params![m.version, m.name, m.checksum],
+                    ),
+                    Tracking::Forget(version) => tx.execute(
+                        &format!("DELETE FROM {TRACKING_TABLE} WHERE version = ?1"),
+                        [version],
+                    ),
+                }
+                .map_err(|e| recording(sqlite_message(&e, None)))?;
                 tx.commit().map_err(|e| sqlite_message(&e, None))
             }
             Conn::Postgres {
@@ -688,15 +666,33 @@ impl Conn {
                     |e: postgres::Error, sql: Option<&str>| redactor.clean(&pg_message(&e, sql));
                 let mut tx = client.transaction().map_err(|e| clean(e, None))?;
                 tx.batch_execute(sql).map_err(|e| clean(e, Some(sql)))?;
-                tx.execute(
-                    &format!("DELETE FROM {table} WHERE version = $1"),
-                    &[&version],
-                )
-                .map_err(|e| clean(e, None))?;
+                match tracking {
+                    Tracking::Record(m) => tx.execute(
+                        &format!(
+                            "INSERT INTO {table} (version, name, checksum, applied_at) \
+                             VALUES ($1, $2, $3, now())"
+                        ),
+                        &[&m.version, &m.name, &m.checksum],
+                    ),
+                    Tracking::Forget(version) => tx.execute(
+                        &format!("DELETE FROM {table} WHERE version = $1"),
+                        &[&version],
+                    ),
+                }
+                .map_err(|e| recording(clean(e, None)))?;
                 tx.commit().map_err(|e| clean(e, None))
             }
         }
     }
+}
+
+/// What a migration does to the tracking table besides its own SQL.
+#[derive(Clone, Copy)]
+enum Tracking<'m> {
+    /// An up migration: insert its row.
+    Record(&'m Migration),
+    /// A down migration: delete the row of this version.
+    Forget(i64),
 }
 
 /// Runs every statement of a migration file, like `execute_batch`, but knows which statement
