@@ -624,7 +624,7 @@ impl Runner<'_> {
         let release = self.layout.release_dir(&dep.name, &dep.release);
         let shared = self.layout.deployment_dir(&dep.name).join("shared");
         let backups = self.layout.deployment_dir(&dep.name).join("backups");
-        let result = super::migrate_step::run(
+        let result = super::migrate::step::run(
             m,
             &release,
             &shared,
@@ -996,7 +996,7 @@ fn rollback(
         if let Some(m) = dep.and_then(|d| d.migrations.as_ref()) {
             let release = layout.release_dir(name, &j.release);
             let shared = layout.deployment_dir(name).join("shared");
-            if let Err(e) = super::migrate_step::revert(
+            if let Err(e) = super::migrate::step::revert(
                 m,
                 &release,
                 &shared,

@@ -12,7 +12,6 @@ pub mod journal;
 pub mod layout;
 pub mod lock;
 pub mod migrate;
-pub mod migrate_step;
 pub mod names;
 pub mod owner;
 pub mod ports;

@@ -30,6 +30,7 @@
 //! [`down`] → [`Reverted`], [`backup`], [`restore`], [`run_command`], [`MigrateError`].
 
 mod backup;
+pub mod step;
 
 pub use backup::{backup, restore};
 
