@@ -15,9 +15,12 @@
 pub mod agent;
 pub mod apply;
 pub mod approval;
+pub mod atomic_file;
 pub mod cli;
+pub mod clock;
 pub mod desired;
 pub mod diag;
+pub mod digest;
 pub mod failure_text;
 pub mod fetch;
 pub mod ledger;
@@ -32,4 +35,5 @@ pub mod serve;
 pub mod service;
 pub mod source;
 pub mod transport;
+pub mod url_credentials;
 pub mod watch;

@@ -128,7 +128,7 @@ impl Notifier {
         if urls.is_empty() {
             return;
         }
-        let body = Arc::new(body(event, &crate::agent::now_rfc3339(), payload));
+        let body = Arc::new(body(event, &crate::clock::now_rfc3339(), payload));
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
         for url in urls {
             let mut delivery = Delivery {

@@ -9,7 +9,8 @@
 mod fetch_servers;
 mod support;
 
-use clarity::fetch::{Cache, FetchError, Fetched, HttpAuth, Retry, Source, sha256_file};
+use clarity::digest::sha256_file;
+use clarity::fetch::{Cache, FetchError, Fetched, HttpAuth, Retry, Source};
 use clarity::secret::SecretString;
 use fetch_servers::{
     Fault, Flaky, artifact_bytes, fetch_into, http_source, put, python_http, sha256_hex,

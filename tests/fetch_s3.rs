@@ -82,7 +82,7 @@ fn s3_objects_under_a_prefix_and_what_goes_wrong() {
     assert!(!f.from_cache);
     assert_eq!(f.downloaded_bytes, one.size);
     assert_eq!(
-        clarity::fetch::sha256_file(&f.path).unwrap(),
+        clarity::digest::sha256_file(&f.path).unwrap(),
         (one.sha256.clone(), one.size)
     );
     assert_eq!(files(cache_dir.path()), vec![one.sha256.clone()]);

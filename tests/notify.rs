@@ -267,7 +267,7 @@ fn a_failing_target_gets_the_event_once_it_accepts() {
 
     let body = seen[2].json();
     let at = body["at"].as_str().unwrap();
-    assert!(clarity::agent::parse_rfc3339(at).is_some(), "{at}");
+    assert!(clarity::clock::parse_rfc3339(at).is_some(), "{at}");
     assert_eq!(
         body,
         json!({

@@ -5,7 +5,7 @@
 //! files, down migrations (or the database backup), a restart, and a health check of what it
 //! restored. If that fails too it stops and says "failed to restore" rather than flapping.
 
-use super::files::{parse_mode, write_atomic};
+use super::files::{parse_mode, write_owned};
 use super::journal::Journal;
 use super::layout::Layout;
 use super::lock::HostLock;
@@ -375,7 +375,7 @@ impl Runner<'_> {
         }
         record(state, dep, self.backend.kind(), &applied_migrations);
         let saved = serde_json::to_vec_pretty(&*state).expect("state serializes");
-        if let Err(e) = write_atomic(&layout.state_file(), &saved, 0o600, None) {
+        if let Err(e) = write_owned(&layout.state_file(), &saved, 0o600, None) {
             // The release runs and passed its checks, but the record of it could not be
             // written (a full disk): undo it, so the host and its record agree.
             emit(AgentEvent::Step {
@@ -485,7 +485,7 @@ impl Runner<'_> {
             super::container::place_artifact(dep.artifact.kind, &artifact, &file_name, &staging)?;
             for f in &dep.release_files {
                 let path = staging.join(&f.destination);
-                write_atomic(
+                write_owned(
                     &path,
                     f.content.expose().as_bytes(),
                     parse_mode(&f.mode),
@@ -526,7 +526,7 @@ impl Runner<'_> {
             let _ = std::fs::remove_dir_all(&staging);
             format!("rename {} into place: {e}", staging.display())
         })?;
-        sync_dir(&releases);
+        crate::atomic_file::sync_dir(&releases);
         let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         Ok(Some(format!(
             "{} from {file_name}, {}",
@@ -557,7 +557,9 @@ impl Runner<'_> {
             .join(&f.destination);
         if journal.created_release.as_deref() == Some(dep.release.as_str()) {
             // Written while the release was staged; confirm it is what the plan showed.
-            let actual = super::inspect::hash_file(&path).unwrap_or_default();
+            let actual = crate::digest::sha256_file(&path)
+                .map(|(sha, _)| sha)
+                .unwrap_or_default();
             return if actual == f.sha256 {
                 Ok(Some("in the new release".into()))
             } else {
@@ -570,7 +572,7 @@ impl Runner<'_> {
         }
         // The release was installed before (it is current, or being switched back to): make
         // sure the file is as built, repairing a hand edit.
-        if super::inspect::hash_file(&path).as_deref() == Some(f.sha256.as_str()) {
+        if crate::digest::sha256_file(&path).is_ok_and(|(sha, _)| sha == f.sha256) {
             return Ok(Some(format!("already in release {}", dep.release)));
         }
         self.replace_file(&path, f, journal)?;
@@ -587,7 +589,7 @@ impl Runner<'_> {
         journal
             .back_up(&self.layout.state_dir(), path)
             .map_err(|e| e.to_string())?;
-        write_atomic(
+        write_owned(
             path,
             f.content.expose().as_bytes(),
             parse_mode(&f.mode),
@@ -611,7 +613,7 @@ impl Runner<'_> {
             .map(|e| e.expose().to_string())
             .unwrap_or_default();
         let owner = dep.service.as_ref().and_then(|s| s.user.as_deref());
-        write_atomic(&path, text.as_bytes(), 0o600, owner).map_err(|e| e.to_string())?;
+        write_owned(&path, text.as_bytes(), 0o600, owner).map_err(|e| e.to_string())?;
         Ok(None)
     }
 
@@ -622,7 +624,7 @@ impl Runner<'_> {
         let release = self.layout.release_dir(&dep.name, &dep.release);
         let shared = self.layout.deployment_dir(&dep.name).join("shared");
         let backups = self.layout.deployment_dir(&dep.name).join("backups");
-        let result = super::migrate_step::run(
+        let result = super::migrate::step::run(
             m,
             &release,
             &shared,
@@ -912,14 +914,8 @@ fn switch_current(layout: &Layout, name: &str, release: Option<&str>) -> Result<
             _ => {}
         },
     }
-    sync_dir(&layout.deployment_dir(name));
+    crate::atomic_file::sync_dir(&layout.deployment_dir(name));
     Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 /// What a rollback left on the host, as the agent reports it.
@@ -1000,7 +996,7 @@ fn rollback(
         if let Some(m) = dep.and_then(|d| d.migrations.as_ref()) {
             let release = layout.release_dir(name, &j.release);
             let shared = layout.deployment_dir(name).join("shared");
-            if let Err(e) = super::migrate_step::revert(
+            if let Err(e) = super::migrate::step::revert(
                 m,
                 &release,
                 &shared,
@@ -1256,7 +1252,7 @@ fn remove_deployment(
     }
     state.deployments.remove(name);
     let saved = serde_json::to_vec_pretty(&*state).expect("state serializes");
-    write_atomic(&layout.state_file(), &saved, 0o600, None).map_err(|e| e.to_string())?;
+    write_owned(&layout.state_file(), &saved, 0o600, None).map_err(|e| e.to_string())?;
     if purge_data {
         return Ok(Some(format!(
             "removed with its data ({} is gone)",

@@ -161,7 +161,7 @@ impl Detached {
             Err(e) => return Err(self.io("create", &pid_path)(e)),
         };
         let request_path = self.request_file();
-        super::files::write_atomic(&request_path, request, 0o600, None).map_err(|e| {
+        super::files::write_owned(&request_path, request, 0o600, None).map_err(|e| {
             DetachedError::Io {
                 id: self.id.clone(),
                 action: "write",

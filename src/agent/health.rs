@@ -221,15 +221,7 @@ fn tcp_host(check: &HealthCheck) -> &str {
 /// A URL for messages: user information (`user:password@`) is replaced, since a health URL
 /// is the one place a check could carry a credential.
 fn display_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}(sensitive)@{}", &url[..scheme_end + 3], &rest[at + 1..]),
-        None => url.to_string(),
-    }
+    crate::url_credentials::hide(url, "(sensitive)@")
 }
 
 struct Probe {

@@ -8,9 +8,7 @@ use crate::model::ServiceManager;
 use crate::model::host::{
     ActualDeployment, ActualFile, ActualHost, ActualService, RecordedFile, ServiceState,
 };
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -95,7 +93,9 @@ pub fn inspect(layout: &Layout) -> Result<ActualHost, StateError> {
                 current_release: current.clone(),
                 releases: releases.into_iter().map(|(_, r)| r).collect(),
                 files,
-                env_sha256: hash_file(&layout.env_file(&name)),
+                env_sha256: crate::digest::sha256_file(&layout.env_file(&name))
+                    .ok()
+                    .map(|(sha, _)| sha),
                 service,
                 migrations_pending,
                 known_releases: record.releases.keys().cloned().collect(),
@@ -148,7 +148,10 @@ fn actual_file(path: &Path, record: &FileRecord, names: &Names) -> ActualFile {
     ActualFile {
         destination: record.destination.clone(),
         exists: meta.is_some(),
-        sha256: meta.as_ref().and_then(|_| hash_file(path)),
+        sha256: meta
+            .as_ref()
+            .and_then(|_| crate::digest::sha256_file(path).ok())
+            .map(|(sha, _)| sha),
         mode: meta.as_ref().map(|m| format!("{:04o}", m.mode() & 0o7777)),
         owner: meta.as_ref().map(|m| names.owner(m.uid(), m.gid())),
         recorded: Some(RecordedFile {
@@ -156,21 +159,6 @@ fn actual_file(path: &Path, record: &FileRecord, names: &Names) -> ActualFile {
             redacted: record.redacted.clone(),
         }),
     }
-}
-
-/// SHA-256 of a file, streamed.
-pub fn hash_file(path: &Path) -> Option<String> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Some(hex::encode(h.finalize()))
 }
 
 /// What the host's service manager says about a deployment's service: its state and whether
@@ -256,7 +244,7 @@ mod tests {
         std::os::unix::fs::symlink(&rel, layout.current_link("app")).unwrap();
         let record = format!(
             r#"{{"format":"clarity.agent-state/v1","deployments":{{"app":{{"releases":{{"1.0-abc":{{"version":"1.0","files":[{{"destination":"conf/a.yml","sha256":"{}","redacted":"a: 1\n"}}]}}}}}}}}}}"#,
-            crate::desired::sha256_hex(b"a: 1\n")
+            crate::digest::sha256_hex(b"a: 1\n")
         );
         std::fs::create_dir_all(layout.state_dir()).unwrap();
         std::fs::write(layout.state_file(), record).unwrap();

@@ -60,7 +60,7 @@ impl Journal {
     /// Persists the journal (atomically, synced): a step may only start after this returns.
     pub fn save(&self, state_dir: &Path) -> Result<(), super::files::FileError> {
         let text = serde_json::to_vec_pretty(self).expect("journal serializes");
-        super::files::write_atomic(&Journal::path(state_dir), &text, 0o600, None)
+        super::files::write_owned(&Journal::path(state_dir), &text, 0o600, None)
     }
 
     pub fn clear(state_dir: &Path) {
@@ -92,7 +92,7 @@ impl Journal {
             let mode = std::fs::metadata(path)
                 .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
                 .unwrap_or(0o600);
-            super::files::write_atomic(&copy, &bytes, mode, None)?;
+            super::files::write_owned(&copy, &bytes, mode, None)?;
             Some(copy)
         } else {
             None
@@ -118,7 +118,7 @@ impl Journal {
                                 std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
                             })
                             .unwrap_or(0o600);
-                        super::files::write_atomic(&b.path, &bytes, mode, None)
+                        super::files::write_owned(&b.path, &bytes, mode, None)
                             .map_err(|e| e.to_string())?;
                         match b.owner {
                             Some((uid, gid)) => {

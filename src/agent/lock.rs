@@ -83,7 +83,7 @@ impl HostLock {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "?".into()),
-            crate::agent::now_rfc3339()
+            crate::clock::now_rfc3339()
         );
         let _ = file.set_len(0);
         let _ = file.rewind();

@@ -12,7 +12,6 @@ pub mod journal;
 pub mod layout;
 pub mod lock;
 pub mod migrate;
-pub mod migrate_step;
 pub mod names;
 pub mod owner;
 pub mod ports;
@@ -22,92 +21,6 @@ pub mod state;
 /// The agent's version, checked by the reconciler before it trusts the wire format.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The current time as RFC 3339 UTC, for lock holders, journals and records. The agent is an
-/// edge module: it may read the clock.
-pub fn now_rfc3339() -> String {
-    rfc3339(now_secs())
-}
-
-/// Seconds since the epoch, now.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A run's start time (RFC 3339) and its id, `YYYYMMDDTHHMMSSZ-<nanoseconds as 8 hex>`: ids
-/// sort by start time, also between runs started within the same second.
-pub fn run_started() -> (String, String) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let at = rfc3339(now.as_secs());
-    let id = format!("{}-{:08x}", at.replace(['-', ':'], ""), now.subsec_nanos());
-    (at, id)
-}
-
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` back to seconds since the epoch (the inverse of [`rfc3339`]).
-pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
-    let secs = n(11..13)? * 3600 + n(14..16)? * 60 + n(17..19)?;
-    // Days from civil (proleptic Gregorian).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + secs).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_round_trips() {
-        for t in [0, 951_782_400, 1_795_000_000, 4_102_444_799] {
-            assert_eq!(super::parse_rfc3339(&super::rfc3339(t)), Some(t));
-        }
-        assert_eq!(super::parse_rfc3339("yesterday"), None);
-    }
-
-    #[test]
-    fn rfc3339_known_dates() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
-        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
-}
+// The clock's old home: `src/cli/` still names these through `agent` (it is restructured
+// apart from this change); everything else uses `crate::clock`.
+pub use crate::clock::{now_rfc3339, now_secs, rfc3339, run_started};

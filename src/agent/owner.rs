@@ -4,7 +4,7 @@
 //! sandbox root or address cannot switch that client's release or rewrite its env file. Touches
 //! only the marker files below the deployments directory.
 
-use super::files::write_atomic;
+use super::files::write_owned;
 use super::layout::Layout;
 use crate::model::apply::ApplyRequest;
 use std::path::PathBuf;
@@ -59,7 +59,7 @@ pub fn claim(layout: &Layout, req: &ApplyRequest) -> Result<(), String> {
         }
         let dir = layout.deployment_dir(name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        write_atomic(
+        write_owned(
             &marker(layout, name),
             format!("{}\n", req.client).as_bytes(),
             0o644,

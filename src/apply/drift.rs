@@ -134,7 +134,7 @@ pub fn check(
             commit: snapshot.commit().map(|c| c.to_string()).unwrap_or_default(),
             branch: None,
             started_at: req.start.started_at,
-            finished_at: crate::agent::now_rfc3339(),
+            finished_at: crate::clock::now_rfc3339(),
             trigger: req.start.trigger,
             mode: RunMode::Drift,
             kind: Default::default(),

@@ -350,7 +350,7 @@ pub fn run(
     let pause_deadline = match pauses.iter().copied().collect::<Option<Vec<u64>>>() {
         Some(t) if !t.is_empty() => {
             let wait = t.into_iter().max().unwrap_or(0);
-            Some(crate::agent::rfc3339(crate::agent::now_secs() + wait))
+            Some(crate::clock::rfc3339(crate::clock::now_secs() + wait))
         }
         _ => None,
     };
@@ -423,7 +423,7 @@ fn held(
                 &unit.profile,
                 version,
                 &history,
-                crate::agent::now_secs(),
+                crate::clock::now_secs(),
             )
         });
     match verdict {
@@ -797,7 +797,7 @@ pub fn record(
         commit: header.commit,
         branch: header.branch,
         started_at: header.started_at,
-        finished_at: crate::agent::now_rfc3339(),
+        finished_at: crate::clock::now_rfc3339(),
         trigger: header.trigger,
         mode: RunMode::Apply,
         outcome: if !ok {

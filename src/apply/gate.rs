@@ -32,7 +32,7 @@ pub fn check(
     let healthy_since = runs
         .iter()
         .filter(|h| h.healthy_everywhere)
-        .filter_map(|h| crate::agent::parse_rfc3339(&h.finished_at))
+        .filter_map(|h| crate::clock::parse_rfc3339(&h.finished_at))
         .min();
     match (runs.first(), healthy_since) {
         (Some(latest), Some(since))
@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn a_version_passes_only_after_soaking_healthy_in_the_previous_profile() {
         let s = settings();
-        let t0 = crate::agent::parse_rfc3339("2026-11-01T10:00:00Z").unwrap();
+        let t0 = crate::clock::parse_rfc3339("2026-11-01T10:00:00Z").unwrap();
         let healthy = [entry("2.0", "2026-11-01T10:00:00Z", true)];
         assert!(check(&s, "acme", "web", "staging", "2.0", &[], t0).is_ok());
         let early = check(&s, "acme", "web", "prod", "2.0", &healthy, t0 + 60).unwrap_err();

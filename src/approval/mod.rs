@@ -511,10 +511,7 @@ impl Scratch {
         let base = std::env::temp_dir();
         let mut last_error = None;
         for _ in 0..16 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or_default();
+            let nanos = crate::clock::since_epoch().subsec_nanos();
             let dir = base.join(format!(
                 "clarity-{label}-{}-{nanos:x}-{}",
                 std::process::id(),

@@ -24,6 +24,7 @@ use crate::model::{
 };
 use crate::secret::SecretString;
 use serde::Serialize;
+// `resolve` hashes through this import (its `use super::*`).
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -213,9 +214,9 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
     out
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+// The digest's old home, still named by `desired::resolve` and `plan::drift` (restructured apart
+// from this change); everything else uses `crate::digest`.
+pub use crate::digest::sha256_hex;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EnvValue {

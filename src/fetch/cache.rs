@@ -318,18 +318,7 @@ impl<'p> Incoming<'p> {
             return self.restart();
         }
         file.seek(SeekFrom::Start(0))?;
-        let mut buffer = vec![0; BUFFER];
-        let mut read = 0u64;
-        loop {
-            let n = match file.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            self.hasher.update(&buffer[..n]);
-            read += n as u64;
-        }
+        let read = crate::digest::feed(&mut **file, &mut self.hasher)?;
         self.written = read;
         self.offset = read;
         Ok(())
@@ -478,9 +467,7 @@ impl<'p> Incoming<'p> {
         renamed.map_err(|e| FinishError::Io(self.final_path.clone(), e))?;
         // The rename is durable only once the directory is; failing to sync it loses nothing
         // but durability, and the content is verified either way.
-        if let Ok(d) = File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
+        crate::atomic_file::sync_dir(&self.dir);
         if let Ok(mut used) = self.used.lock() {
             used.insert(self.sha256.clone());
         }
@@ -505,26 +492,6 @@ pub(super) fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The sha256 (lowercase hex) and size of a file, read once in large blocks: the same hashing
-/// a download gets.
-pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; BUFFER];
-    let mut size = 0u64;
-    loop {
-        let n = match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buffer[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), size))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,7 +499,7 @@ mod tests {
     const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
     fn put(cache: &Cache, content: &[u8]) -> (String, PathBuf) {
-        let sha = hex::encode(Sha256::digest(content));
+        let sha = crate::digest::sha256_hex(content);
         let mut progress = |_: Progress| {};
         let mut inc = cache.incoming(&sha, None, 1 << 30, &mut progress).unwrap();
         inc.copy_from(&mut &content[..]).unwrap();
@@ -584,7 +551,7 @@ mod tests {
             }
         }
         let content: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();
-        let sha = hex::encode(Sha256::digest(&content));
+        let sha = crate::digest::sha256_hex(&content);
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
         let mut seen = 0;
@@ -659,7 +626,10 @@ mod tests {
             .collect();
         let (sha, path) = put(&cache, &content);
         assert_eq!(std::fs::read(&path).unwrap(), content);
-        assert_eq!(sha256_file(&path).unwrap(), (sha, content.len() as u64));
+        assert_eq!(
+            crate::digest::sha256_file(&path).unwrap(),
+            (sha, content.len() as u64)
+        );
     }
 
     #[test]
@@ -719,13 +689,5 @@ mod tests {
         assert_eq!(r.stale_incoming_removed, 1);
         assert!(!stale.exists() && fresh.exists());
         assert!(pa.exists() && pb.exists());
-    }
-
-    #[test]
-    fn sha256_of_a_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        std::fs::write(&p, b"").unwrap();
-        assert_eq!(sha256_file(&p).unwrap(), (EMPTY.to_string(), 0));
     }
 }

@@ -13,7 +13,7 @@ use super::{FetchError, Job, cache::Incoming, http};
 use crate::secret::SecretString;
 use crate::transport::base64;
 use std::io::Read;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Google's endpoints, used unless the repository names others.
 pub const DEFAULT_API_URL: &str = "https://www.googleapis.com/drive/v3";
@@ -189,9 +189,7 @@ impl Session<'_> {
     /// A new access token from the token endpoint.
     fn refresh(&mut self) -> Result<(), FetchError> {
         let job = self.job;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::now_secs();
         let (form, what) = match self.drive.auth {
             DriveAuth::OAuth {
                 client_id,

@@ -48,21 +48,20 @@ pub(super) fn join(base_url: &str, location: &str) -> String {
 }
 
 /// `url` for messages: without `user:password@` and with any query replaced by `?…`, since
-/// a query string (a pre-signed redirect target) may be a credential too.
+/// a query string (a pre-signed redirect target) may be a credential too. Text without a
+/// scheme (refused as a URL) is read as an authority and a path, so its `user:password@`
+/// stays out as well.
 pub(super) fn display_url(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => (&url[..i + 3], &url[i + 3..]),
-        None => ("", url),
+    let shown = if url.contains("://") {
+        crate::url_credentials::hide(url, "")
+    } else {
+        crate::url_credentials::hide(&format!("://{url}"), "")[3..].to_string()
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let path = path.split('#').next().unwrap_or_default();
-    let path = match path.split_once('?') {
+    let shown = shown.split('#').next().unwrap_or_default();
+    match shown.split_once('?') {
         Some((p, _)) => format!("{p}?…"),
-        None => path.to_string(),
-    };
-    format!("{scheme}{host}{path}")
+        None => shown.to_string(),
+    }
 }
 
 /// Scheme, lowercase host and effective port: what decides where credentials may go.
@@ -379,6 +378,7 @@ mod tests {
         );
         assert_eq!(display_url("http://h"), "http://h");
         assert_eq!(display_url("http://a@b@h/x"), "http://h/x");
+        assert_eq!(display_url("bob:pw@h/x?q"), "h/x?…");
     }
 
     #[test]

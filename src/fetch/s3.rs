@@ -10,7 +10,6 @@
 use super::{FetchError, Job, cache::Incoming, http, sigv4};
 use crate::secret::SecretString;
 use std::io::Read;
-use std::time::{SystemTime, UNIX_EPOCH};
 use ureq::http::Uri;
 
 /// Credentials for signing.
@@ -95,9 +94,7 @@ pub(super) fn download(b: &Bucket, job: &Job, incoming: &mut Incoming) -> Result
     loop {
         let offset = incoming.resume_at();
         let range = (offset > 0).then(|| format!("bytes={offset}-"));
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::now_secs();
         let date = sigv4::amz_date(now);
         let mut request = agent.get(&uri);
         if let Some(r) = &range {

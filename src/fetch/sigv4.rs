@@ -5,7 +5,7 @@
 //! key is only borrowed, and no value computed from it is ever shown).
 
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// The sha256 of an empty payload, which every GET sends.
 pub(super) const EMPTY_PAYLOAD_SHA256: &str =
@@ -58,7 +58,7 @@ impl Signer<'_> {
             "AWS4-HMAC-SHA256\n{}\n{}\n{}",
             request.amz_date,
             self.scope(request.amz_date),
-            hex::encode(Sha256::digest(canonical.as_bytes()))
+            crate::digest::sha256_hex(canonical.as_bytes())
         );
         let date = &request.amz_date[..8.min(request.amz_date.len())];
         let key = format!("AWS4{}", self.secret_access_key);
@@ -174,7 +174,7 @@ mod tests {
         };
         let (canonical, _) = canonical_request(&request);
         assert_eq!(
-            hex::encode(Sha256::digest(canonical.as_bytes())),
+            crate::digest::sha256_hex(canonical.as_bytes()),
             "7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"
         );
         assert_eq!(

@@ -35,7 +35,7 @@ impl Ledger {
             .execute(
                 "INSERT INTO approval_bases (branch, commit_id, reason, recorded_at)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![branch, commit, reason.as_str(), crate::agent::now_rfc3339()],
+                params![branch, commit, reason.as_str(), crate::clock::now_rfc3339()],
             )
             .map(drop)
             .map_err(|e| self.err("record an approval base", e))

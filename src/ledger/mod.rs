@@ -420,7 +420,7 @@ fn remove_sqlite_files(path: &Path) {
 }
 
 fn quarantine(path: &Path, detail: String) -> LedgerError {
-    let stamp: String = crate::agent::now_rfc3339()
+    let stamp: String = crate::clock::now_rfc3339()
         .chars()
         .filter(|c| !matches!(c, '-' | ':'))
         .collect();

@@ -1,7 +1,8 @@
 //! Validation of the repository fields that `s3`, `google-drive` and header-authenticated
 //! `http` repositories add: which fields apply to which `type` and auth, which come in pairs,
-//! and which must be URLs or HTTP header names. Called once from `checks::repository`; it only
-//! reads the parsed document and reports diagnostics at the field to edit, and must not do I/O.
+//! and which must be URLs or HTTP header names. Called once from
+//! `checks::repositories::repository`; it only reads the parsed document and reports
+//! diagnostics at the field to edit, and must not do I/O.
 
 use super::Doc;
 use super::checks::FieldRule;

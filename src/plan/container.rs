@@ -22,9 +22,9 @@ pub fn config_sha256(d: &DesiredDeployment) -> String {
     let env: Vec<(&String, String)> = d
         .env
         .iter()
-        .map(|(k, v)| (k, crate::desired::sha256_hex(v.exposed().as_bytes())))
+        .map(|(k, v)| (k, crate::digest::sha256_hex(v.exposed().as_bytes())))
         .collect();
-    crate::desired::sha256_hex(
+    crate::digest::sha256_hex(
         serde_json::to_string(&(&d.release, &d.container, &env, &d.artifact.sha256))
             .unwrap_or_default()
             .as_bytes(),

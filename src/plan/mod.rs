@@ -163,7 +163,7 @@ pub fn service_definition_sha256(d: &DesiredDeployment) -> Option<String> {
             .iter()
             .map(|(k, v)| (k, v.redacted.as_str()))
             .collect();
-        crate::desired::sha256_hex(
+        crate::digest::sha256_hex(
             // Not the release id: the definition runs whatever `current` points at, so a
             // release switch alone needs a restart, not a new definition.
             serde_json::to_string(&(s, &env))
@@ -176,7 +176,7 @@ pub fn service_definition_sha256(d: &DesiredDeployment) -> Option<String> {
 /// The hash of a deployment's health checks, as the agent keeps them with a release; both
 /// sides compute it the same way.
 pub fn health_checks_sha256(checks: &[crate::model::HealthCheck]) -> String {
-    crate::desired::sha256_hex(serde_json::to_string(checks).unwrap_or_default().as_bytes())
+    crate::digest::sha256_hex(serde_json::to_string(checks).unwrap_or_default().as_bytes())
 }
 
 /// The env file's content; the agent writes exactly this.
@@ -409,7 +409,7 @@ fn deployment_plan(
         }
     }
     let env_text = env_file_text(d, true);
-    let env_sha = crate::desired::sha256_hex(env_text.as_bytes());
+    let env_sha = crate::digest::sha256_hex(env_text.as_bytes());
     if !d.env.is_empty() && actual.and_then(|a| a.env_sha256.as_deref()) != Some(env_sha.as_str()) {
         restart_for.push("the new env file".into());
         let names: Vec<&str> = d.env.keys().map(String::as_str).collect();

@@ -60,7 +60,7 @@ pub fn keys(
     let templates: BTreeMap<&str, String> = inv
         .templates
         .iter()
-        .map(|(name, text)| (name.as_str(), crate::desired::sha256_hex(text.as_bytes())))
+        .map(|(name, text)| (name.as_str(), crate::digest::sha256_hex(text.as_bytes())))
         .collect();
     let docs: BTreeSet<(&str, &str, &str)> = targets
         .iter()
@@ -192,7 +192,7 @@ fn blob(snapshot: &Snapshot, path: &str) -> String {
     match snapshot.files.get(path) {
         Some(f) => match (&f.blob, &f.content) {
             (Some(oid), Content::File(_)) => format!("blob {oid}"),
-            (_, Content::File(bytes)) => format!("sha256 {}", crate::desired::sha256_hex(bytes)),
+            (_, Content::File(bytes)) => format!("sha256 {}", crate::digest::sha256_hex(bytes)),
             (_, Content::Symlink(target)) => format!("symlink {target}"),
         },
         None => "absent".into(),

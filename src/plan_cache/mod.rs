@@ -10,7 +10,6 @@
 pub mod key;
 
 use crate::plan::DeploymentPlan;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,7 +44,7 @@ impl PlanCache {
             return None;
         }
         let repo = repo_root.display().to_string();
-        let name = crate::desired::sha256_hex(repo.as_bytes());
+        let name = crate::digest::sha256_hex(repo.as_bytes());
         let path = work_dir
             .join("cache")
             .join("plan")
@@ -73,7 +72,7 @@ impl PlanCache {
             format: FORMAT.into(),
             build: build().to_string(),
             repo: self.repo.clone(),
-            body_sha256: hex::encode(Sha256::digest(&body)),
+            body_sha256: crate::digest::sha256_hex(&body),
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
@@ -101,7 +100,7 @@ fn parse(bytes: &[u8], repo: &str) -> Option<HashMap<String, DeploymentPlan>> {
     if header.format != FORMAT
         || header.build != build()
         || header.repo != repo
-        || header.body_sha256 != hex::encode(Sha256::digest(body))
+        || header.body_sha256 != crate::digest::sha256_hex(body)
     {
         return None;
     }

@@ -109,7 +109,7 @@ fn normalize_since(s: &str) -> Option<String> {
         return Some(s.to_string());
     }
     let base = s.get(..19)?;
-    let secs = crate::agent::parse_rfc3339(&format!("{base}Z"))?;
+    let secs = crate::clock::parse_rfc3339(&format!("{base}Z"))?;
     if !(digits(0..4)
         && digits(5..7)
         && digits(8..10)
@@ -145,7 +145,7 @@ fn normalize_since(s: &str) -> Option<String> {
         }
     };
     let utc = u64::try_from(i64::try_from(secs).ok()? - offset).ok()?;
-    Some(crate::agent::rfc3339(utc))
+    Some(crate::clock::rfc3339(utc))
 }
 
 #[derive(Serialize)]

@@ -224,8 +224,8 @@ impl Metrics {
             .entry((mode.clone(), text(&run.outcome)))
             .or_default() += 1;
         if let (Some(start), Some(end)) = (
-            crate::agent::parse_rfc3339(&run.started_at),
-            crate::agent::parse_rfc3339(&run.finished_at),
+            crate::clock::parse_rfc3339(&run.started_at),
+            crate::clock::parse_rfc3339(&run.finished_at),
         ) {
             m.durations
                 .entry(mode)

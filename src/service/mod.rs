@@ -16,7 +16,6 @@ use crate::agent::layout::Layout;
 use crate::model::ServiceManager;
 use crate::model::host::ServiceState;
 use crate::model::{Limits, RestartPolicy};
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -255,37 +254,15 @@ pub(crate) fn write_if_changed(
         }
         return Ok(false);
     }
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io_error(service, "create directory", dir))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // A leading dot and a suffix the managers ignore: supervisord includes `*.conf` and
-    // systemd reads `*.service`, so neither ever sees the temporary file.
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_error(service, "create", &tmp))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(io_error(service, "chmod", &tmp))?;
-        f.write_all(text.as_bytes())
-            .map_err(io_error(service, "write", &tmp))?;
-        f.sync_all().map_err(io_error(service, "sync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_error(service, "rename onto", path))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(true)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic_file::write_atomic(path, text.as_bytes(), mode, |_| Ok(())).map_err(
+        |e: crate::atomic_file::WriteFailed| ServiceError::Io {
+            service: service.to_string(),
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        },
+    )?;
+    Ok(true)
 }
 
 /// Deletes a file; one that is already gone is fine.

@@ -147,7 +147,7 @@ impl AgentBinary {
 }
 
 fn hash(path: &Path) -> std::io::Result<String> {
-    crate::fetch::sha256_file(path).map(|(h, _)| h)
+    crate::digest::sha256_file(path).map(|(h, _)| h)
 }
 
 fn is_sha256(s: &str) -> bool {
@@ -208,7 +208,7 @@ mod tests {
     use std::time::Duration;
 
     fn sha(bytes: &[u8]) -> String {
-        crate::desired::sha256_hex(bytes)
+        crate::digest::sha256_hex(bytes)
     }
 
     /// Replaces the cached hash of every entry, to tell a cache hit from a fresh hash.

@@ -116,13 +116,13 @@ impl Certificate {
             // `forever` is u64::MAX in the certificate.
             let until = match self.valid_before {
                 u64::MAX => "forever".to_string(),
-                t => crate::agent::rfc3339(t),
+                t => crate::clock::rfc3339(t),
             };
             return Err(format!(
                 "certificate `{}` is valid from {} until {until}, not now ({})",
                 self.key_id,
-                crate::agent::rfc3339(self.valid_after),
-                crate::agent::rfc3339(now)
+                crate::clock::rfc3339(self.valid_after),
+                crate::clock::rfc3339(now)
             ));
         }
         if let Some(option) = self.critical_options.first() {

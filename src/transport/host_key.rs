@@ -260,9 +260,7 @@ pub fn verify(
         }),
         Expected::KnownHosts(known) if host_cert::is_certificate(presented.kind()) => {
             let names: Vec<&str> = known.names.iter().map(String::as_str).collect();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = crate::clock::now_secs();
             let checked = Certificate::parse(presented.blob()).and_then(|cert| {
                 if known.revoked.contains(&cert.ca) {
                     return Err(format!(

@@ -153,7 +153,7 @@ impl Uploads {
 
     fn strip(&self, source_sha256: &str) -> Result<Payload, String> {
         let as_is = || -> Result<Payload, String> {
-            let (sha256, size) = crate::fetch::sha256_file(&self.source)
+            let (sha256, size) = crate::digest::sha256_file(&self.source)
                 .map_err(|e| format!("cannot read {}: {e}", self.source.display()))?;
             Ok(Payload {
                 path: self.source.clone(),
@@ -251,7 +251,7 @@ fn sidecar(path: &Path) -> PathBuf {
 /// A file made by an earlier run, if it still has the sha256 recorded beside it.
 fn cached(path: &Path, codec: Codec) -> Option<Payload> {
     let recorded = std::fs::read_to_string(sidecar(path)).ok()?;
-    let (sha256, size) = crate::fetch::sha256_file(path).ok()?;
+    let (sha256, size) = crate::digest::sha256_file(path).ok()?;
     (recorded.trim() == sha256).then(|| Payload {
         path: path.to_path_buf(),
         codec,
@@ -263,7 +263,7 @@ fn cached(path: &Path, codec: Codec) -> Option<Payload> {
 /// Moves a finished `tmp` into place with its sha256 beside it (the sidecar last: a file
 /// without one is made again).
 fn record(tmp: &Path, path: &Path, codec: Codec) -> std::io::Result<Payload> {
-    let (sha256, size) = crate::fetch::sha256_file(tmp)?;
+    let (sha256, size) = crate::digest::sha256_file(tmp)?;
     let _ = std::fs::remove_file(sidecar(path));
     std::fs::rename(tmp, path)?;
     std::fs::write(sidecar(path), format!("{sha256}\n"))?;
@@ -330,7 +330,7 @@ mod tests {
         // are what is checked, not their speed.
         let exe = dir.path().join("ls");
         std::fs::copy("/bin/ls", &exe).unwrap();
-        let source_sha = crate::fetch::sha256_file(&exe).unwrap().0;
+        let source_sha = crate::digest::sha256_file(&exe).unwrap().0;
         let uploads = Uploads::new(exe.clone(), Some(dir.path()));
         let plain = uploads.payload(Codec::Plain, &source_sha).unwrap();
         assert!(plain.path.starts_with(dir.path()), "{plain:?}");
@@ -353,7 +353,7 @@ mod tests {
             let argv = codec.decompress_argv(sent).unwrap();
             let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
             assert!(out.status.success(), "{out:?}");
-            let got = crate::fetch::sha256_file(&work.join("agent")).unwrap().0;
+            let got = crate::digest::sha256_file(&work.join("agent")).unwrap().0;
             assert_eq!(got, plain.sha256, "{codec}");
             assert!(!Path::new(sent).exists(), "{codec} removes what it undid");
         }

@@ -298,13 +298,13 @@ impl Cycle {
         else {
             return;
         };
-        let now = crate::agent::now_secs();
+        let now = crate::clock::now_secs();
         let branches = self.branches(settings);
         for p in paused {
             let due = p
                 .deadline
                 .as_deref()
-                .and_then(crate::agent::parse_rfc3339)
+                .and_then(crate::clock::parse_rfc3339)
                 .is_some_and(|d| d <= now);
             let Some(branch) = branches.iter().find(|b| Some(&b.name) == p.branch.as_ref()) else {
                 continue;
@@ -369,7 +369,7 @@ impl Cycle {
     /// and the metrics, and is not repeated for the same head.
     fn refuse(&self, branch: &Branch, head: Oid, why: &str) {
         tracing::info!("refused: {}: {why}", branch.name);
-        let (started_at, id) = crate::agent::run_started();
+        let (started_at, id) = crate::clock::run_started();
         let run = RunRecord {
             format: RUN_FORMAT.to_string(),
             id,
@@ -418,7 +418,7 @@ impl Cycle {
             profiles: branch.profiles.clone(),
             deployment,
             trigger,
-            run: crate::agent::run_started(),
+            run: crate::clock::run_started(),
             resume: None,
         }
     }

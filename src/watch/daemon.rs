@@ -18,7 +18,7 @@ pub fn run(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
 async fn run_async(config: Config, runs: Arc<dyn Runs>) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let status = Arc::new(Mutex::new(WatchStatus {
-        started_at: crate::agent::now_rfc3339(),
+        started_at: crate::clock::now_rfc3339(),
         ..WatchStatus::default()
     }));
     let metrics = Arc::new(crate::serve::metrics::Metrics::new());
@@ -199,10 +199,7 @@ struct Jitter(u64);
 
 impl Jitter {
     fn new() -> Jitter {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(1)
+        let seed = u64::from(crate::clock::since_epoch().subsec_nanos())
             ^ u64::from(std::process::id()) << 32;
         Jitter(seed | 1)
     }

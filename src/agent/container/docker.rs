@@ -270,7 +270,7 @@ pub fn create(
             }
             text.push_str(&format!("{k}={}\n", v.expose()));
         }
-        super::super::files::write_atomic(&env_file, text.as_bytes(), 0o600, None)
+        super::super::files::write_owned(&env_file, text.as_bytes(), 0o600, None)
             .map_err(|e| e.to_string())?;
         argv.push("--env-file".into());
         argv.push(env_file.display().to_string());

@@ -218,7 +218,7 @@ pub fn create(
         ctx.layout
             .run_dir()
             .join(format!(".{}-{}.conf", wire.name, std::process::id()));
-    super::super::files::write_atomic(&conf_path, conf.as_bytes(), 0o600, None)
+    super::super::files::write_owned(&conf_path, conf.as_bytes(), 0o600, None)
         .map_err(|e| e.to_string())?;
     if let Some(p) = &rt.lxc_path {
         std::fs::create_dir_all(p).map_err(|e| format!("create {}: {e}", p.display()))?;
@@ -246,6 +246,6 @@ pub fn create(
     let mut text =
         std::fs::read_to_string(&config).map_err(|e| format!("read {}: {e}", config.display()))?;
     text.push_str(&format!("{LABEL}{}\n", wire.config_sha256));
-    super::super::files::write_atomic(&config, text.as_bytes(), 0o600, None)
+    super::super::files::write_owned(&config, text.as_bytes(), 0o600, None)
         .map_err(|e| e.to_string())
 }

@@ -9,7 +9,7 @@
 pub mod docker;
 pub mod lxc;
 
-use super::files::write_atomic;
+use super::files::write_owned;
 use super::layout::Layout;
 use crate::model::apply::{ApplyDeployment, WireContainer};
 use crate::model::host::{ActualContainer, ContainerState};
@@ -415,7 +415,7 @@ fn create(ctx: &StepContext, cached_archive: Option<&Path>) -> Result<Option<Str
         ports: wire.settings.ports.iter().map(|p| p.host_port()).collect(),
     };
     let text = serde_json::to_vec_pretty(&record).expect("record serializes");
-    write_atomic(
+    write_owned(
         &record_path(ctx.layout, &dep.name, &dep.release),
         &text,
         0o600,

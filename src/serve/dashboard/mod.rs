@@ -208,7 +208,7 @@ fn render<T: Serialize>(
         .clone();
     let ctx = minijinja::context! {
         title => title,
-        now => crate::agent::now_rfc3339(),
+        now => crate::clock::now_rfc3339(),
         busy => busy,
         newest_run => newest_run,
         states => state_names(),
@@ -282,7 +282,7 @@ impl ViewInputs {
             repo: state.dashboard.repo.clone(),
             busy,
             stale_after,
-            now: crate::agent::now_secs(),
+            now: crate::clock::now_secs(),
         }
     }
 

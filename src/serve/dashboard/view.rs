@@ -238,7 +238,7 @@ pub fn fleet(l: &Ledger, ctx: &Context, filter: &FleetFilter) -> Result<Fleet, L
                 .unwrap_or_else(|| "unknown".to_string());
             let refused_since = refused.get(&h.branch).is_some_and(|(_, newer)| *newer);
             let stale = ctx.stale_after.is_some_and(|limit| {
-                crate::agent::parse_rfc3339(&h.last_seen)
+                crate::clock::parse_rfc3339(&h.last_seen)
                     .is_some_and(|seen| ctx.now.saturating_sub(seen) > limit)
             });
             let signals = Signals {

@@ -3,7 +3,7 @@
 //! apply what is pending, and on rollback revert exactly what this apply did — with down
 //! migrations, or the backup when a down migration is missing.
 
-use super::migrate::{self, Database, MigrateError};
+use super::{self as migrate, Database, MigrateError};
 use crate::model::MigrationEngine;
 use crate::model::apply::WireMigrations;
 use crate::secret::SecretString;

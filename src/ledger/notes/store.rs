@@ -1,11 +1,6 @@
-//! Run records as git notes on the applied commit, under `refs/notes/clarity`: the copy of
-//! the history that travels with the config repository (`git log --notes=clarity` shows it)
-//! and from which a lost or corrupt ledger is rebuilt.
-//!
-//! A note holds one block per run, blocks separated by a blank line. A block is a short human
-//! summary (one line per host) followed by one machine line, `clarity-run: <RunRecord JSON>`
-//! (JSON on one line, so the line is the record). Several runs on one commit append blocks;
-//! a run already in the note is not added twice.
+//! The notes' store: reading and writing the notes tree under `refs/notes/clarity` in a
+//! repository (fan-out layout, retried against concurrent writers) and pushing and fetching it
+//! with the `git` program. What a note's text says is `format`'s business, never this file's.
 //!
 //! Notes trees are written with git's fan-out layout (`ab/cdef…`, the first two hex digits a
 //! directory), which libgit2's note API does not do, so this module edits the notes tree
@@ -14,7 +9,10 @@
 //! Pushing and fetching use the `git` program, not libgit2: it brings the operator's SSH keys,
 //! credential helpers and URL rewrites, which an embedded transport would not.
 
-use crate::model::run::{RunMode, RunOutcome, RunRecord};
+use super::format::{
+    merge_texts, parse_drift, parse_note, render_block, render_drift_block, with_block,
+};
+use crate::model::run::RunRecord;
 use git2::{ErrorCode, ObjectType, Oid, Repository, Signature, Tree, TreeWalkMode, TreeWalkResult};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -23,14 +21,6 @@ use std::path::{Path, PathBuf};
 pub const NOTES_REF: &str = "refs/notes/clarity";
 /// Where a fetch puts the remote's notes before merging them.
 const INCOMING_REF: &str = "refs/notes/clarity-incoming";
-/// The prefix of a note's machine-readable line.
-pub const RUN_PREFIX: &str = "clarity-run: ";
-/// The prefix of a drift run's findings line, after its run line in the same block:
-/// `clarity-drift: {"run": ID, "findings": [...]}` (readers that do not know it skip it).
-pub const DRIFT_PREFIX: &str = "clarity-drift: ";
-/// Hosts listed by name in a block's summary; a bigger run lists the ones that did not
-/// converge first and counts the rest (the machine line always has all of them).
-const SUMMARY_HOSTS: usize = 50;
 /// Pushes tried when the remote keeps moving on between our fetch and our push.
 const ATTEMPTS: usize = 5;
 /// How long a note writer keeps retrying while other writers hold or move the notes ref.
@@ -125,186 +115,6 @@ fn notes_tip(repo: &Repository, repo_dir: &Path) -> Result<Option<Oid>, NotesErr
         Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
         Err(e) => Err(git_err(repo_dir, "read refs/notes/clarity")(e)),
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-fn seconds(ms: u64) -> String {
-    format!("{:.1} s", ms as f64 / 1000.0)
-}
-
-/// The block a run adds to a note: the human summary, then the machine line. Never contains
-/// a blank line (blank lines separate blocks).
-pub fn render_block(run: &RunRecord) -> String {
-    let mode = match run.mode {
-        RunMode::Apply if run.kind == crate::model::run::RunKind::Decommission => "decommission",
-        RunMode::Apply => "apply",
-        RunMode::DryRun => "dry run",
-        RunMode::Drift => "drift check",
-    };
-    let outcome = match run.outcome {
-        RunOutcome::Success => "success",
-        RunOutcome::Failed => "FAILED",
-        RunOutcome::NoChanges => "no changes",
-        RunOutcome::Refused => "REFUSED",
-        RunOutcome::DriftFound => "DRIFT FOUND",
-        RunOutcome::AwaitingApproval => "AWAITING APPROVAL",
-    };
-    let mut out = format!("Clarity {mode} {}: {outcome}\n", one_line(&run.id));
-    out.push_str(&format!(
-        "  by {}{}, {} to {}\n",
-        one_line(&run.trigger),
-        run.branch
-            .as_deref()
-            .map(|b| format!(" on {}", one_line(b)))
-            .unwrap_or_default(),
-        one_line(&run.started_at),
-        one_line(&run.finished_at)
-    ));
-    if let Some(m) = &run.message {
-        out.push_str(&format!("  {}\n", one_line(m)));
-    }
-    if let Some(paused) = &run.rollout.resumes {
-        out.push_str(&format!("  resumes the paused run {}\n", one_line(paused)));
-    }
-    let waiting = run.rollout.waiting_hosts();
-    if !waiting.is_empty() {
-        out.push_str(&format!(
-            "  paused after the canary; waiting: {}; continue with `clarity-reconcile resume {}`{}\n",
-            one_line(&waiting.join(", ")),
-            one_line(&run.id),
-            run.rollout
-                .pause_deadline
-                .as_deref()
-                .map(|d| format!(" (the watch loop resumes it after {})", one_line(d)))
-                .unwrap_or_default()
-        ));
-    }
-    let settled = |o: &crate::model::run::HostOutcome| o.is_ok();
-    let mut listed: Vec<usize> = (0..run.hosts.len()).collect();
-    if listed.len() > SUMMARY_HOSTS {
-        // Stable: hosts that need attention first, each group in run order.
-        listed.sort_by_key(|&i| settled(&run.hosts[i].outcome));
-        listed.truncate(SUMMARY_HOSTS);
-    }
-    for &i in &listed {
-        let host = &run.hosts[i];
-        let mut line = format!(
-            "  {} ({}): {} in {}",
-            one_line(&host.server),
-            one_line(&host.client),
-            host.outcome.as_str(),
-            seconds(host.duration_ms)
-        );
-        let deps: Vec<String> = host
-            .deployments
-            .iter()
-            .map(|d| {
-                format!(
-                    "{} {} (release {}){}",
-                    one_line(&d.name),
-                    one_line(&d.version),
-                    one_line(&d.release),
-                    if d.healthy { "" } else { " unhealthy" }
-                )
-            })
-            .collect();
-        if !deps.is_empty() {
-            line.push_str("; ");
-            line.push_str(&deps.join(", "));
-        }
-        if let Some(m) = &host.message {
-            line.push_str("; ");
-            line.push_str(&one_line(m));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    if listed.len() < run.hosts.len() {
-        let mut shown = vec![false; run.hosts.len()];
-        for &i in &listed {
-            shown[i] = true;
-        }
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for (host, _) in run.hosts.iter().zip(&shown).filter(|(_, s)| !**s) {
-            *counts.entry(host.outcome.as_str()).or_default() += 1;
-        }
-        let counts: Vec<String> = counts
-            .into_iter()
-            .map(|(o, n)| format!("{} {n}", one_line(o)))
-            .collect();
-        out.push_str(&format!(
-            "  … and {} more hosts: {}\n",
-            run.hosts.len() - listed.len(),
-            counts.join(", ")
-        ));
-    }
-    out.push_str(RUN_PREFIX);
-    out.push_str(&serde_json::to_string(run).expect("run records serialize"));
-    out.push('\n');
-    out
-}
-
-/// The blocks of a note, in order.
-fn blocks(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            if !current.is_empty() {
-                out.push(std::mem::take(&mut current));
-            }
-        } else {
-            current.push_str(line);
-            current.push('\n');
-        }
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
-}
-
-/// The run id of a block's machine line, if it has a readable one.
-fn block_run_id(block: &str) -> Option<String> {
-    block.lines().find_map(|l| {
-        let json = l.strip_prefix(RUN_PREFIX)?;
-        let v: serde_json::Value = serde_json::from_str(json).ok()?;
-        v.get("id")?.as_str().map(str::to_string)
-    })
-}
-
-fn join_blocks(blocks: &[String]) -> String {
-    blocks.join("\n")
-}
-
-/// `ours` plus the blocks of `theirs` that `ours` lacks (same run id, or same text for blocks
-/// that are not runs): the union of two notes on one commit, with nothing repeated.
-fn merge_texts(ours: &str, theirs: &str) -> String {
-    let mut merged = blocks(ours);
-    let mut ids: BTreeSet<String> = merged.iter().filter_map(|b| block_run_id(b)).collect();
-    for block in blocks(theirs) {
-        let new = match block_run_id(&block) {
-            Some(id) => ids.insert(id),
-            None => !merged.contains(&block),
-        };
-        if new {
-            merged.push(block);
-        }
-    }
-    join_blocks(&merged)
-}
-
-/// The runs in one note's text; lines that do not parse come back as errors.
-fn parse_note(text: &str) -> Vec<Result<RunRecord, String>> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(RUN_PREFIX))
-        .map(|json| serde_json::from_str::<RunRecord>(json).map_err(|e| e.to_string()))
-        .collect()
 }
 
 /// The path of the note for `hex` in `tree`, in whatever fan-out it was written.
@@ -438,16 +248,10 @@ pub fn write_drift(
     run: &RunRecord,
     findings: &[crate::model::run::DriftFinding],
 ) -> Result<(), NotesError> {
-    let mut block = render_block(run);
-    if !findings.is_empty() {
-        block.push_str(DRIFT_PREFIX);
-        block.push_str(
-            &serde_json::to_string(&serde_json::json!({"run": run.id, "findings": findings}))
-                .expect("findings serialize"),
-        );
-        block.push('\n');
-    }
-    write_rendered(repo_dir, &[(commit, run, block)])
+    write_rendered(
+        repo_dir,
+        &[(commit, run, render_drift_block(run, findings))],
+    )
 }
 
 fn write_rendered(repo_dir: &Path, runs: &[(&str, &RunRecord, String)]) -> Result<(), NotesError> {
@@ -504,13 +308,8 @@ fn write_rendered(repo_dir: &Path, runs: &[(&str, &RunRecord, String)]) -> Resul
                 notes.insert(*oid, (path, text, false));
             }
             let (_, text, changed) = notes.get_mut(oid).expect("inserted above");
-            let mut existing = blocks(text);
-            if !existing
-                .iter()
-                .any(|b| block_run_id(b).as_deref() == Some(run.id.as_str()))
-            {
-                existing.push(block.to_string());
-                *text = join_blocks(&existing);
+            if let Some(added) = with_block(text, &run.id, block) {
+                *text = added;
                 *changed = true;
             }
         }
@@ -660,15 +459,10 @@ pub fn scan(repo_dir: &Path) -> Result<NotesScan, NotesError> {
             .find_blob(blob)
             .map_err(git_err(repo_dir, "read a note"))?;
         let text = String::from_utf8_lossy(blob.content());
-        for line in text.lines().filter_map(|l| l.strip_prefix(DRIFT_PREFIX)) {
-            #[derive(serde::Deserialize)]
-            struct Drift {
-                run: String,
-                findings: Vec<crate::model::run::DriftFinding>,
-            }
-            match serde_json::from_str::<Drift>(line) {
-                Ok(d) => {
-                    scan.drift_findings.entry(d.run).or_insert(d.findings);
+        for drift in parse_drift(&text) {
+            match drift {
+                Ok((run, findings)) => {
+                    scan.drift_findings.entry(run).or_insert(findings);
                 }
                 Err(e) => scan.skipped.push(format!("{commit}: drift findings: {e}")),
             }
@@ -864,86 +658,4 @@ fn merge_incoming(repo: &Repository, dir: &Path) -> Result<(), NotesError> {
     // If a local writer added a note meanwhile this fails, and the push is retried from the
     // start rather than dropping that note.
     move_ref(repo, Some(ours), merged, message).map_err(err("update refs/notes/clarity"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::run::{DeploymentRecord, HostRecord};
-
-    fn run(id: &str, hosts: usize) -> RunRecord {
-        RunRecord {
-            format: crate::model::run::RUN_FORMAT.into(),
-            message: None,
-            id: id.into(),
-            commit: "0".repeat(40),
-            branch: Some("main".into()),
-            started_at: "2026-11-23T10:00:00Z".into(),
-            finished_at: "2026-11-23T10:01:00Z".into(),
-            trigger: "watch".into(),
-            mode: RunMode::Apply,
-            outcome: RunOutcome::Success,
-            hosts: (0..hosts)
-                .map(|i| HostRecord {
-                    server: format!("h{i:03}"),
-                    client: "acme".into(),
-                    outcome: if i == hosts - 1 {
-                        crate::model::run::HostOutcome::Failed
-                    } else {
-                        crate::model::run::HostOutcome::Converged
-                    },
-                    duration_ms: 1500,
-                    message: Some("line one\nline two".into()),
-                    deployments: vec![DeploymentRecord {
-                        name: "web".into(),
-                        profile: "prod".into(),
-                        version: "1.2.3".into(),
-                        release: "1.2.3-a".into(),
-                        healthy: true,
-                        health: None,
-                    }],
-                    steps: vec![],
-                })
-                .collect(),
-            rollout: Default::default(),
-            kind: Default::default(),
-        }
-    }
-
-    #[test]
-    fn a_block_has_no_blank_line_and_its_machine_line_is_the_record() {
-        let r = run("R1", 2);
-        let block = render_block(&r);
-        assert!(!block.lines().any(|l| l.trim().is_empty()), "{block}");
-        assert!(block.contains(
-            "  h000 (acme): converged in 1.5 s; web 1.2.3 (release 1.2.3-a); line one line two"
-        ));
-        let parsed: Vec<_> = parse_note(&block).into_iter().map(Result::unwrap).collect();
-        assert_eq!(parsed, vec![r]);
-    }
-
-    #[test]
-    fn a_big_run_lists_the_failed_hosts_and_counts_the_rest() {
-        let block = render_block(&run("R1", 120));
-        assert!(block.contains("h119 (acme): failed"), "{block}");
-        assert!(
-            block.contains("… and 70 more hosts: converged 70"),
-            "{block}"
-        );
-    }
-
-    #[test]
-    fn merging_notes_keeps_each_run_once() {
-        let a = render_block(&run("A", 1));
-        let b = render_block(&run("B", 1));
-        let c = render_block(&run("C", 1));
-        let ours = join_blocks(&[a.clone(), b.clone()]);
-        let theirs = join_blocks(&[a.clone(), c.clone()]);
-        let merged = merge_texts(&ours, &theirs);
-        let ids: Vec<_> = blocks(&merged)
-            .iter()
-            .filter_map(|b| block_run_id(b))
-            .collect();
-        assert_eq!(ids, ["A", "B", "C"]);
-    }
 }
