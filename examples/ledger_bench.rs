@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Instant;
 
 fn run_record(i: usize, commit: &str) -> RunRecord {
-    let at = clarity::agent::rfc3339(1_790_000_000 + i as u64 * 600);
+    let at = clarity::clock::rfc3339(1_790_000_000 + i as u64 * 600);
     let hosts = (0..3)
         .map(|h| {
             let deps = ["billing", "sms-gateway"];

@@ -73,8 +73,9 @@ fn converged(d: &desired::DesiredHost) -> ActualHost {
                 current_version: Some(dep.artifact.version.clone()),
                 releases: vec![dep.release.clone()],
                 files,
-                env_sha256: (!dep.env.is_empty())
-                    .then(|| desired::sha256_hex(plan::env_file_text(dep, true).as_bytes())),
+                env_sha256: (!dep.env.is_empty()).then(|| {
+                    clarity::digest::sha256_hex(plan::env_file_text(dep, true).as_bytes())
+                }),
                 service: dep.service.as_ref().map(|_| ActualService {
                     manager: d.service_manager,
                     definition_sha256: plan::service_definition_sha256(dep),

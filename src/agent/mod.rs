@@ -23,4 +23,3 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 // The clock's old home: `src/cli/` still names these through `agent` (it is restructured
 // apart from this change); everything else uses `crate::clock`.
-pub use crate::clock::{now_rfc3339, now_secs, rfc3339, run_started};

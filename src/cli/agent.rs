@@ -266,7 +266,7 @@ pub fn run(args: &AgentArgs) -> CliResult {
             }
         }
         AgentCommand::Hash { file } => {
-            let (sha256, _) = crate::fetch::sha256_file(file)
+            let (sha256, _) = crate::digest::sha256_file(file)
                 .map_err(|e| CliError::new(format!("cannot hash {}: {e}", file.display())))?;
             println!("{sha256}");
         }

@@ -196,7 +196,7 @@ pub fn run(global: &GlobalArgs, args: &DecommissionArgs) -> CliResult {
         println!("nothing to take off the selected servers");
         return Ok(Exit::Ok);
     }
-    let (started_at, run_id) = crate::agent::run_started();
+    let (started_at, run_id) = crate::clock::run_started();
     let records: Vec<HostRecord> = pool.install(|| {
         hosts
             .par_iter()
@@ -221,7 +221,7 @@ pub fn run(global: &GlobalArgs, args: &DecommissionArgs) -> CliResult {
         commit,
         branch: None,
         started_at,
-        finished_at: crate::agent::now_rfc3339(),
+        finished_at: crate::clock::now_rfc3339(),
         trigger: super::reconcile::cli_trigger(),
         mode: RunMode::Apply,
         outcome: if failed {

@@ -63,7 +63,7 @@ pub fn run(global: &GlobalArgs, args: &DriftArgs) -> CliResult {
     let work_dir = std::path::absolute(&args.state.work_dir).unwrap_or(args.state.work_dir.clone());
     let reach = Reach::new(&args.reach, &exe, &work_dir, false, None);
     let pool = args.reach.thread_pool()?;
-    let (started_at, id) = crate::agent::run_started();
+    let (started_at, id) = crate::clock::run_started();
     let _run = tracing::info_span!("run", run_id = %id).entered();
     let report = drift::check(
         drift::Request {

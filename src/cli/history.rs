@@ -66,7 +66,7 @@ pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> CliResult {
 
 fn list(global: &GlobalArgs, args: &HistoryArgs, path: &std::path::Path) -> CliResult {
     let since = match &args.since {
-        Some(s) => Some(parse_since(s, crate::agent::now_secs()).map_err(|e| {
+        Some(s) => Some(parse_since(s, crate::clock::now_secs()).map_err(|e| {
             CliError::new(format!("--since {s}: {e}")).hint(
                 "give a date (2026-11-01), a UTC time (2026-11-01T08:00:00Z) or an age (12h, 7d)",
             )
@@ -422,7 +422,7 @@ fn parse_since(s: &str, now: u64) -> Result<String, String> {
                 ));
             }
         };
-        return Ok(crate::agent::rfc3339(
+        return Ok(crate::clock::rfc3339(
             now.saturating_sub(n.saturating_mul(secs)),
         ));
     }

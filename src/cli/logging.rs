@@ -280,10 +280,8 @@ fn json_line(level: Level, target: &str, message: &str, fields: &Fields) -> Stri
 
 /// Now, as RFC 3339 UTC with milliseconds.
 fn timestamp() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = crate::agent::rfc3339(now.as_secs());
+    let now = crate::clock::since_epoch();
+    let secs = crate::clock::rfc3339(now.as_secs());
     format!("{}.{:03}Z", secs.trim_end_matches('Z'), now.subsec_millis())
 }
 

@@ -246,7 +246,7 @@ pub(super) fn run_resuming(
         return Err(CliError::new("nothing was applied: applying needs a commit, and the config repository is not a git repository")
             .hint("run `git init` and commit the config repository; `--dry-run` works on plain directories"));
     };
-    let (started_at, id) = crate::agent::run_started();
+    let (started_at, id) = crate::clock::run_started();
     let _run = tracing::info_span!("run", run_id = %id).entered();
     crate::apply::stop_on_signals()
         .map_err(|e| CliError::new(format!("cannot handle SIGTERM: {e}")))?;

@@ -242,7 +242,7 @@ pub fn run(global: &GlobalArgs, args: &RollbackArgs) -> CliResult {
         version: target.clone(),
         commit: commit.to_string(),
         reason: args.reason.clone(),
-        created_at: crate::agent::now_rfc3339(),
+        created_at: crate::clock::now_rfc3339(),
     })?;
     println!(
         "pinned {client}/{}/{profile} at {target} until a commit with that version is applied (merge {commit})",

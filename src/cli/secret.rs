@@ -5,6 +5,7 @@
 //! commits the changed file like any other change.
 
 use super::{CliError, CliResult, Exit, GlobalArgs, IdentityArgs, Output, SelectionArgs};
+use crate::atomic_file::WriteFailed;
 use crate::diag::Severity;
 use crate::load::{ClientEntry, Inventory, Loaded};
 use crate::model::SecretsFile;
@@ -231,30 +232,16 @@ fn read_disk(root: &Path, rel: &str) -> Result<Option<DiskFile>, CliError> {
 /// Replaces `root/rel` in one step (temp file in the same folder, fsync, rename), so an
 /// interrupted run leaves the old file or the new one, never half of one.
 fn write_atomic(root: &Path, rel: &str, text: &str) -> Result<(), CliError> {
-    let path = root.join(rel);
-    let fail = |e: std::io::Error| {
+    // A dot file until renamed: the loader ignores it should a crash leave it behind.
+    crate::atomic_file::write_atomic::<WriteFailed>(&root.join(rel), text.as_bytes(), 0o644, |_| {
+        Ok(())
+    })
+    .map_err(|e| {
         let mut err = CliError::new(format!("cannot write {rel}"));
-        err.causes.push(e.to_string());
+        err.causes
+            .push(format!("{} {}: {}", e.action, e.path.display(), e.source));
         err
-    };
-    let dir = path.parent().expect("secrets paths have a folder");
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("secrets");
-    // A dot file: the loader ignores it should a crash leave it behind.
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(fail)
+    })
 }
 
 /// Reads the value from standard input, never from argv.

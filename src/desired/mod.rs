@@ -216,7 +216,7 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
 
 // The digest's old home, still named by `desired::resolve` and `plan::drift` (restructured apart
 // from this change); everything else uses `crate::digest`.
-pub use crate::digest::sha256_hex;
+use crate::digest::sha256_hex;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EnvValue {

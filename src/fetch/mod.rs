@@ -21,7 +21,6 @@ mod sigv4;
 
 pub use cache::{Cache, DEFAULT_MAX_UNDECLARED, PruneReport};
 // The digest's old home, still named by `src/cli/agent.rs` (restructured apart from this change).
-pub use crate::digest::sha256_file;
 pub use error::{FetchError, Received};
 pub use gdrive::{DEFAULT_API_URL, DEFAULT_TOKEN_URL, DriveAuth, describe as drive_location};
 pub use retry::Retry;

@@ -194,7 +194,7 @@ pub fn drift(desired: &DesiredHost, actual: &ActualHost) -> Vec<Finding> {
             }
         }
         if !d.env.is_empty() && d.release_known {
-            let want = crate::desired::sha256_hex(env_file_text(d, true).as_bytes());
+            let want = crate::digest::sha256_hex(env_file_text(d, true).as_bytes());
             if a.env_sha256.as_deref() != Some(want.as_str()) {
                 find(
                     &d.name,
@@ -379,9 +379,7 @@ mod tests {
                     recorded: None,
                 })
                 .collect(),
-            env_sha256: Some(crate::desired::sha256_hex(
-                env_file_text(d, true).as_bytes(),
-            )),
+            env_sha256: Some(crate::digest::sha256_hex(env_file_text(d, true).as_bytes())),
             service: Some(ActualService {
                 manager: ServiceManager::Systemd,
                 definition_sha256: service_definition_sha256(d),
