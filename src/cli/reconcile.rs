@@ -70,6 +70,20 @@ pub struct ApplyOptions {
     pub push_notes: bool,
 }
 
+impl ApplyOptions {
+    /// The fleet apply's options from these and the run's target options.
+    pub(super) fn fleet_options(&self, target: &TargetArgs) -> fleet::Options {
+        fleet::Options {
+            lock_timeout_s: self.lock_timeout,
+            max_cache_bytes: self.max_cache,
+            skip_promotion_gate: self.skip_promotion_gate,
+            allow_unreachable: target.allow_unreachable,
+            prune: target.prune,
+            ..Default::default()
+        }
+    }
+}
+
 /// Show what applying would change: compute what every selected server should run, compare it
 /// with what runs, and print the plan; change nothing (`--dry-run` without a subcommand). Exit
 /// 0 nothing to do, 2 changes pending (or, with --allow-unreachable, a host that could not be
@@ -263,14 +277,7 @@ pub(super) fn run_resuming(
         &planned,
         &desired,
         &commit,
-        &fleet::Options {
-            lock_timeout_s: apply.lock_timeout,
-            max_cache_bytes: apply.max_cache,
-            skip_promotion_gate: apply.skip_promotion_gate,
-            allow_unreachable: args.allow_unreachable,
-            prune: args.prune,
-            ..Default::default()
-        },
+        &apply.fleet_options(args),
         reconcile::Start {
             id,
             started_at,

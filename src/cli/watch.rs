@@ -201,14 +201,7 @@ pub fn run(global: &GlobalArgs, run: &ReconcileArgs, watch: &WatchArgs) -> CliRe
             .map_err(|e| CliError::new(format!("cannot find this program's path: {e}")))?,
         work_dir,
         ledger,
-        options: fleet::Options {
-            lock_timeout_s: apply.lock_timeout,
-            max_cache_bytes: apply.max_cache,
-            skip_promotion_gate: apply.skip_promotion_gate,
-            allow_unreachable: args.allow_unreachable,
-            prune: args.prune,
-            ..Default::default()
-        },
+        options: apply.fleet_options(args),
     });
     crate::watch::run(config, runs).map_err(CliError::new)?;
     Ok(Exit::Ok)
