@@ -268,18 +268,23 @@ pub fn plan_host(hosts: &dyn Hosts, host: &DesiredHost, prune: bool) -> HostPlan
             }
             plan::host_plan(host, &actual, prune)
         }
-        Err(e) => HostPlan {
-            server: host.server.clone(),
-            client: host.client.clone(),
-            status: if e.unreachable {
-                HostStatus::Unreachable
-            } else {
-                HostStatus::Failed
-            },
-            errors: vec![e.message],
-            deployments: Vec::new(),
-            no_longer_desired: Vec::new(),
+        Err(e) => not_inspected(host, e),
+    }
+}
+
+/// The plan of a host whose agent could not be asked what it runs: unreachable, or failed.
+pub fn not_inspected(host: &DesiredHost, e: crate::transport::TransportError) -> HostPlan {
+    HostPlan {
+        server: host.server.clone(),
+        client: host.client.clone(),
+        status: if e.unreachable {
+            HostStatus::Unreachable
+        } else {
+            HostStatus::Failed
         },
+        errors: vec![e.message],
+        deployments: Vec::new(),
+        no_longer_desired: Vec::new(),
     }
 }
 

@@ -152,18 +152,7 @@ pub fn run(global: &GlobalArgs, args: &DecommissionArgs) -> CliResult {
                         });
                         plan::host_plan(h, &actual, true)
                     }
-                    Err(e) => HostPlan {
-                        server: h.server.clone(),
-                        client: h.client.clone(),
-                        status: if e.unreachable {
-                            HostStatus::Unreachable
-                        } else {
-                            HostStatus::Failed
-                        },
-                        errors: vec![e.message],
-                        deployments: Vec::new(),
-                        no_longer_desired: Vec::new(),
-                    },
+                    Err(e) => crate::apply::prepare::not_inspected(h, e),
                 };
                 if args.dry_run || plan.status != HostStatus::Changes {
                     reach.release(&h.server);
