@@ -6,18 +6,12 @@
 
 mod support;
 
+use support::text;
+
 use serde_json::Value;
 use std::process::Output;
 use std::time::Duration;
 use support::sandbox::Fixture;
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// The deployment's directory on the host.
 fn app_dir(f: &Fixture) -> std::path::PathBuf {

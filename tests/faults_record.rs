@@ -7,6 +7,9 @@
 
 mod support;
 
+use support::sandbox::sha256;
+use support::text;
+
 use clarity::ledger::Ledger;
 use clarity::service::ServiceBackend;
 use serde_json::Value;
@@ -166,11 +169,7 @@ impl Fleet {
 
     /// The run records in the git note on `commit`.
     fn note_runs(&self, commit: &str) -> Vec<Value> {
-        support::git(&self.repo, &["notes", "--ref=clarity", "show", commit])
-            .lines()
-            .filter_map(|l| l.strip_prefix("clarity-run: "))
-            .map(|j| serde_json::from_str(j).unwrap())
-            .collect()
+        support::note_runs(&self.repo, commit)
     }
 }
 
@@ -181,19 +180,6 @@ impl Drop for Fleet {
             let _ = self.backend(h).stop("clarity-app");
         }
     }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The RESULT column of the host in an apply's summary table.

@@ -18,6 +18,8 @@
 
 mod support;
 
+use support::text;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -425,14 +427,6 @@ fn grant_sudo(h: &Host) {
     .unwrap();
     h.exec_ok(&["chmod", "0440", "/etc/sudoers.d/clarity"]);
     h.exec_ok(&["visudo", "-cf", "/etc/sudoers.d/clarity"]);
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn result_of(o: &Output, host: &str) -> String {

@@ -13,6 +13,8 @@
 
 mod support;
 
+use support::text;
+
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -290,14 +292,6 @@ impl Fleet {
             stderr: stderr.into_bytes(),
         }
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The result row of `host` in the reconciler's summary table.

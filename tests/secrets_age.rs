@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::text;
+
 use clarity::secret::{Identities, decrypt, file};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -136,14 +138,6 @@ fn age(args: &[&str], stdin: &[u8]) -> Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

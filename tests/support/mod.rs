@@ -13,7 +13,7 @@ pub mod sandbox;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 /// True when running under CI, where a missing prerequisite is a failure, never a skip.
@@ -185,4 +185,22 @@ pub fn current_release(root: &Path, deployment: &str) -> Option<String> {
     std::fs::read_link(root.join("opt/clarity").join(deployment).join("current"))
         .ok()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+}
+
+/// A command's stdout then stderr, as text (for assertion messages and searches).
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The run records in the `refs/notes/clarity` note on `commit` of `repo`.
+pub fn note_runs(repo: &Path, commit: &str) -> Vec<serde_json::Value> {
+    git(repo, &["notes", "--ref=clarity", "show", commit])
+        .lines()
+        .filter_map(|l| l.strip_prefix("clarity-run: "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect()
 }
